@@ -1,0 +1,152 @@
+"""The `dprepro` command: a thin layer over the library. Bad input: one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from dprepro.errors import InputError
+from dprepro.spec import ENGINES, load_spec
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. vectorized_map's while_loop notes
+    args = parser().parse_args(argv)
+    try:
+        return args.command(args) or 0
+    except InputError as e:
+        print(e, file=sys.stderr)
+        return InputError.exit_code
+    except KeyboardInterrupt:
+        print("dprepro: interrupted; finished seeds are kept in their seed.json files", file=sys.stderr)
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dprepro", description="Reproduce DP-SGD on MNIST from versioned specs.")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    c = sub.add_parser("validate", help="check specs without running them")
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.set_defaults(command=cmd_validate)
+
+    c = sub.add_parser("run", help="train every seed of each spec; write logs and result.json")
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.add_argument("--seeds", type=int, nargs="+", help="override the spec's seeds")
+    c.add_argument("--engine", choices=ENGINES, help="override the spec's engine")
+    c.add_argument("--out", type=Path, default=Path("runs"),
+                   help="where OUT/<name>/v<version>/result.json goes (default: runs)")
+    c.add_argument("--logdir", type=Path, default=Path("runs"),
+                   help="TensorBoard logs: LOGDIR/<name>/v<version>/seed-<k>/ (default: runs)")
+    c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
+    c.set_defaults(command=cmd_run)
+
+    c = sub.add_parser("epsilon", help="epsilon of each spec under every accountant, without training")
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--epochs-range", action="store_true", help="the curve: epsilon after each epoch")
+    c.set_defaults(command=cmd_epsilon)
+
+    c = sub.add_parser("calibrate", help="noise multiplier that reaches a target epsilon")
+    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("--target-epsilon", type=float, required=True)
+    c.add_argument("--accountant", default="rdp", choices=("rdp_legacy", "rdp", "pld"))
+    c.set_defaults(command=cmd_calibrate)
+    return p
+
+
+def load_all(paths) -> list:
+    """Validate every spec before doing anything with any of them."""
+    return [load_spec(p) for p in paths]
+
+
+def cmd_validate(args) -> None:
+    for spec in load_all(args.specs):
+        print(f"{spec.path}: ok ({spec.name} v{spec.version}, sha256 {spec.sha256[:12]})")
+
+
+def cmd_run(args) -> None:
+    specs = load_all(args.specs)
+    for spec in specs:  # the overrides must make a valid spec too, before anything trains
+        spec.with_overrides(seeds=args.seeds, engine=args.engine)
+    from dprepro import data, pipeline  # TensorFlow loads here, not for validate/epsilon
+
+    folder = data.data_dir(args.data_dir)
+    finished = []
+    for spec in specs:
+        result, path = pipeline.run_spec(spec, folder, args.out, args.logdir, args.seeds, args.engine)
+        finished.append((result, path))
+    print("\nsummary")
+    print(f"{'experiment':<28} {'engine':<9} {'seeds':>5} {'test accuracy':>22} {'eps rdp':>8} "
+          f"{'eps legacy':>10}  result")
+    for result, path in finished:
+        acc, eps = result["test_accuracy"], result["epsilon"]
+        rdp = f"{eps['accountants']['rdp']['epsilon']:.4f}" if eps else "-"
+        legacy = f"{eps['accountants']['rdp_legacy']['epsilon']:.4f}" if eps else "-"
+        print(f"{result['name'] + ' v' + str(result['version']):<28} {result['run']['engine']:<9} "
+              f"{acc['n']:>5} {acc['mean']:>12.4f} ± {acc['std']:.4f} {rdp:>8} {legacy:>10}  {path}")
+
+
+def cmd_epsilon(args) -> None:
+    from dprepro import accounting
+
+    rows = []
+    for spec in load_all(args.specs):
+        if not spec.private:
+            rows.append({"spec": spec.path, "name": spec.name, "version": spec.version,
+                         "epsilon": None, "note": "non-private spec: no epsilon"})
+            continue
+        row = {"spec": spec.path, "name": spec.name, "version": spec.version,
+               "epsilon": accounting.epsilon_block(spec.data)}
+        if args.epochs_range:
+            row["curve"] = accounting.epsilon_curve(spec.data)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str).replace("Infinity", '"inf"'))
+        return
+    for row in rows:
+        print(f"{row['spec']}  ({row['name']} v{row['version']})")
+        block = row["epsilon"]
+        if block is None:
+            print(f"  {row['note']}\n")
+            continue
+        print(f"  n {block['n']}, q {block['q']:.6g}, steps {block['steps']} ({block['steps_rounding']}), "
+              f"noise {block['noise_multiplier']}, delta {block['delta']:g}, "
+              f"used_microbatching {block['used_microbatching']}")
+        for name, v in block["accountants"].items():
+            order = f"order {v['order']:g}" if v["order"] is not None else ""
+            print(f"  {name:<25} {fmt_eps(v['epsilon']):>10}  {order:<10} {v['description']}")
+        if "curve" in row:
+            names = list(row["curve"])
+            print("  epoch " + " ".join(f"{n:>25}" for n in names))
+            for i in range(len(row["curve"][names[0]])):
+                print(f"  {i + 1:>5} " + " ".join(f"{fmt_eps(row['curve'][n][i]):>25}" for n in names))
+        print()
+
+
+def fmt_eps(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.7f}"
+
+
+def cmd_calibrate(args) -> None:
+    from dprepro import accounting
+
+    spec = load_spec(args.spec)
+    if not spec.private:
+        raise InputError(f"{spec.path}: privacy.enabled: a non-private spec has no noise to calibrate")
+    if not args.target_epsilon > 0:
+        raise InputError(f"--target-epsilon: must be positive, got {args.target_epsilon}")
+    sigma = accounting.calibrate(spec.data, args.target_epsilon, args.accountant)
+    print(f"{spec.path}: noise_multiplier {sigma:.6f} reaches epsilon {args.target_epsilon:g} "
+          f"({args.accountant}) at delta {spec.data['privacy']['delta']:g} over "
+          f"{spec.data['training']['epochs']} epochs")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The tutorial's CNN, as a list of fresh Keras layers (each engine wraps them in its own model)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+INPUT_SHAPE = (28, 28, 1)
+
+
+def tutorial_cnn_layers(pooling: str = "max") -> list:
+    """Conv(16, 8x8, s2, same) -> Pool(2, s1) -> Conv(32, 4x4, s2, valid) -> Pool(2, s1)
+    -> Flatten -> Dense(32) -> Dense(10) logits; ReLU everywhere but the last layer.
+
+    `pooling` is "max" (the tutorial notebook) or "average" (the Keras script variant).
+    26,010 trainable parameters for either pooling.
+    """
+    pool = {"max": tf.keras.layers.MaxPool2D, "average": tf.keras.layers.AveragePooling2D}[pooling]
+    return [
+        tf.keras.layers.InputLayer(input_shape=INPUT_SHAPE),
+        tf.keras.layers.Conv2D(16, 8, strides=2, padding="same", activation="relu"),
+        pool(2, 1),
+        tf.keras.layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
+        pool(2, 1),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(32, activation="relu"),
+        tf.keras.layers.Dense(10),
+    ]
+
+
+def build_layers(model_spec: dict) -> list:
+    """Layers for a spec's `model` section (validated: name is tutorial_cnn)."""
+    return tutorial_cnn_layers(model_spec["pooling"])

@@ -1,0 +1,83 @@
+"""Run one spec end to end: data -> accounting -> training per seed -> logs and result file."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from dprepro import accounting, engine, results
+from dprepro.data import load_mnist
+from dprepro.spec import Spec
+from dprepro.tensorboard import TensorBoardLog
+
+
+class EpochLine(tf.keras.callbacks.Callback):
+    """One progress line per epoch."""
+
+    def __init__(self, label: str, epochs: int, epsilon_curve: dict):
+        super().__init__()
+        self.label, self.epochs, self.curve = label, epochs, epsilon_curve.get("rdp")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        eps = f"  eps(rdp) {self.curve[epoch]:.4f}" if self.curve else ""
+        print(f"  {self.label}  epoch {epoch + 1}/{self.epochs}  "
+              f"train loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}  "
+              f"test loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f}{eps}  "
+              f"{time.perf_counter() - self.start:.1f} s", flush=True)
+
+
+def describe_devices(found: dict) -> str:
+    if found["gpus"]:
+        return (f"GPU: {', '.join(found['gpus'])} (CUDA {found['cuda_version']}, "
+                f"cuDNN {found['cudnn_version']})")
+    return "no GPU visible to TensorFlow: training on the CPU"
+
+
+def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
+             seeds=None, engine_name: str | None = None) -> tuple[dict, Path]:
+    """Train every seed of `spec`; write TensorBoard logs and the result file; return both."""
+    run_spec_ = spec.with_overrides(seeds=seeds, engine=engine_name)
+    s = run_spec_.data
+    data = load_mnist(data_dir, s["data"]["url"], s["data"]["train_examples"], s["data"]["test_examples"])
+    found = engine.devices()
+    print(f"dprepro: {describe_devices(found)}", file=sys.stderr if not found["gpus"] else sys.stdout)
+    epsilon = accounting.epsilon_block(s)
+    curve = accounting.epsilon_curve(s)
+    name, version, engine_used = spec.name, spec.version, s["engine"]["name"]
+    print(f"dprepro: {name} v{version}, engine {engine_used}, seeds {s['seeds']}, "
+          f"{s['training']['epochs']} epochs of {run_spec_.steps_per_epoch} steps"
+          + (f", eps(rdp) {epsilon['accountants']['rdp']['epsilon']:.4f} at delta {epsilon['delta']:g}"
+             if epsilon else ", non-private (no epsilon)"), flush=True)
+    result = {
+        "result_schema": results.RESULT_SCHEMA,
+        "name": name, "version": version,
+        "spec_path": spec.path, "spec_sha256": spec.sha256, "spec": spec.data,
+        "run": {"engine": engine_used, "seeds": s["seeds"], "command": sys.argv,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "git": results.git_state(),
+        "environment": results.environment(found),
+        "data": {"dir": str(data_dir), "files_sha256": data.files,
+                 "train_examples": len(data.x_train), "test_examples": len(data.x_test)},
+        "epsilon": epsilon,
+        "epsilon_note": None if epsilon else "non-private run: no privacy guarantee, no epsilon",
+        "seeds": [],
+    }
+    for seed in s["seeds"]:
+        seed_dir = Path(logdir) / name / f"v{version}" / f"seed-{seed}"
+        callbacks = [EpochLine(f"seed {seed}", s["training"]["epochs"], curve),
+                     TensorBoardLog(seed_dir, s, seed, engine_used, curve)]
+        outcome = engine.train(s, data, seed, callbacks)
+        results.write_json_atomic(seed_dir / "seed.json", outcome)  # kept if a later seed fails
+        result["seeds"].append(outcome)
+    result["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for key in ("test_accuracy", "train_accuracy", "wall_seconds"):
+        result[key] = results.summary([r[key] for r in result["seeds"]])
+    path = results.result_path(out_dir, name, version)
+    results.write_json_atomic(path, result)
+    return result, path

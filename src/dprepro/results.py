@@ -1,0 +1,89 @@
+"""Result files: what was run, where, with what, and what came out; written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+RESULT_SCHEMA = 1
+PACKAGES = ("tensorflow", "tensorflow-privacy", "tensorflow-probability", "dp-accounting",
+            "numpy", "keras", "tensorboard")
+
+
+def result_path(out_dir, name: str, spec_version: int) -> Path:
+    return Path(out_dir) / name / f"v{spec_version}" / "result.json"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write through a temporary file in the same folder and rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_finite(obj), f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_state() -> dict:
+    """Commit of the working tree and whether it had uncommitted changes (None outside git)."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(devices: dict) -> dict:
+    """Python, package versions, platform, CPU and the accelerators TensorFlow saw."""
+    return {
+        "python": platform.python_version(),
+        "packages": {p: version(p) for p in PACKAGES},
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "devices": devices,
+    }
+
+
+def summary(values: list) -> dict:
+    """Mean, sample standard deviation (0 for one value), min, max and count."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values), "max": max(values), "n": len(values),
+    }
+
+
+def _finite(obj):
+    """JSON has no infinity: an infinite value (epsilon without noise) is written as "inf"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,250 @@
+"""Experiment specs: versioned YAML files (schema 1), validated strictly before any work.
+
+Every field is documented in README.md ("Spec format"). `load_spec` returns a `Spec` whose
+`data` is the resolved spec (defaults filled in); its SHA-256 identifies the spec's content.
+Any problem raises `InputError("PATH: field.path: what is wrong")`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dprepro.errors import InputError
+
+SCHEMA = 1
+ENGINES = ("tutorial", "fast", "none")
+MODELS = ("tutorial_cnn",)
+POOLINGS = ("max", "average")
+DATASETS = {"mnist": {"train": 60000, "test": 10000}}
+EXPECTED_QUANTITIES = (
+    "epsilon_rdp_legacy", "epsilon_rdp", "epsilon_pld",
+    "epsilon_statement_once_per_epoch", "epsilon_statement_poisson",
+    "test_accuracy", "train_accuracy",
+)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+# Field tables: key -> (kind, default). A default of REQUIRED means the key must be given.
+REQUIRED = object()
+TOP = {
+    "schema": ("int", REQUIRED), "name": ("name", REQUIRED), "version": ("int", REQUIRED),
+    "description": ("str", REQUIRED), "source": ("str", REQUIRED),
+    "data": ("section", REQUIRED), "model": ("section", REQUIRED),
+    "training": ("section", REQUIRED), "privacy": ("section", None),
+    "engine": ("section", None), "seeds": ("seeds", REQUIRED), "expected": ("expected", None),
+}
+SECTIONS = {
+    "data": {"dataset": ("str", "mnist"), "train_examples": ("int?", None),
+             "test_examples": ("int?", None), "url": ("str?", None)},
+    "model": {"name": ("str", REQUIRED), "pooling": ("str", "max")},
+    "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
+                 "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd")},
+    "privacy": {"enabled": ("bool", True), "l2_norm_clip": ("num", REQUIRED),
+                "noise_multiplier": ("num", REQUIRED), "num_microbatches": ("int", REQUIRED),
+                "delta": ("num", REQUIRED)},
+    "engine": {"name": ("str", "fast"), "use_xla": ("bool", False)},
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated experiment spec. `data` is the resolved dict; `path` where it came from."""
+
+    path: str
+    data: dict
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def version(self) -> int:
+        return self.data["version"]
+
+    @property
+    def private(self) -> bool:
+        return self.data["privacy"]["enabled"]
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the resolved spec's canonical JSON: changes iff the spec's content does."""
+        canonical = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def train_examples(self) -> int:
+        return self.data["data"]["train_examples"]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_examples // self.data["training"]["batch_size"]
+
+    def with_overrides(self, seeds=None, engine=None) -> "Spec":
+        """The same spec with seeds and/or engine replaced, validated again."""
+        raw = copy.deepcopy(self.data)
+        if seeds is not None:
+            raw["seeds"] = list(seeds)
+        if engine is not None:
+            raw["engine"]["name"] = engine
+        return Spec(self.path, validate(raw, self.path))
+
+
+def load_spec(path) -> Spec:
+    """Read and validate one spec file."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read spec: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise InputError(f"{path}: not valid YAML{where}") from None
+    return Spec(path, validate(raw, path))
+
+
+def validate(raw, path: str) -> dict:
+    """Return the resolved spec dict, or raise InputError naming the first bad field."""
+
+    def fail(field, message):
+        raise InputError(f"{path}: {field}: {message}")
+
+    if not isinstance(raw, dict):
+        fail("(top level)", "must be a mapping of fields")
+    out = _check_mapping(raw, TOP, "", fail)
+    if out["schema"] != SCHEMA:
+        fail("schema", f"unsupported schema {out['schema']!r} (this dprepro reads schema {SCHEMA})")
+    if out["version"] < 1:
+        fail("version", "must be an integer >= 1")
+    for section, fields in SECTIONS.items():
+        given = out[section]
+        if given is None and section in ("privacy", "engine"):
+            given = {"enabled": False} if section == "privacy" else {}
+        if not isinstance(given, dict):
+            fail(section, "must be a mapping")
+        if section == "privacy" and given.get("enabled") is False:
+            fields = {k: (kind, None if d is REQUIRED else d) for k, (kind, d) in fields.items()}
+        out[section] = _check_mapping(given, fields, section + ".", fail)
+    _check_values(out, fail)
+    return out
+
+
+def _check_mapping(given: dict, fields: dict, prefix: str, fail) -> dict:
+    out = {}
+    for key in given:
+        if key not in fields:
+            fail(f"{prefix}{key}", f"unknown field (known: {', '.join(fields)})")
+    for key, (kind, default) in fields.items():
+        if key not in given:
+            if default is REQUIRED:
+                fail(f"{prefix}{key}", "required field is missing")
+            out[key] = copy.deepcopy(default)
+            continue
+        out[key] = _check_kind(given[key], kind, f"{prefix}{key}", fail)
+    return out
+
+
+def _check_kind(value, kind: str, field: str, fail):
+    if kind.endswith("?"):
+        if value is None:
+            return None
+        kind = kind[:-1]
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(field, f"must be an integer, got {value!r}")
+    elif kind == "num":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            hint = " (YAML reads 1e-5 as text: write 1.0e-5)" if isinstance(value, str) else ""
+            fail(field, f"must be a finite number, got {value!r}{hint}")
+        value = float(value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            fail(field, f"must be true or false, got {value!r}")
+    elif kind in ("str", "name"):
+        if not isinstance(value, str) or not value.strip():
+            fail(field, f"must be a non-empty string, got {value!r}")
+        if kind == "name" and not NAME_RE.match(value):
+            fail(field, "must be lower-case letters, digits, '.', '_' or '-'")
+    elif kind == "section":
+        return value
+    elif kind == "seeds":
+        if (not isinstance(value, list) or not value
+                or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value)):
+            fail(field, "must be a non-empty list of integers >= 0")
+        if len(set(value)) != len(value):
+            fail(field, "must not repeat a seed")
+    elif kind == "expected":
+        return _check_expected(value, field, fail)
+    return value
+
+
+def _check_expected(value, field: str, fail) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        fail(field, "must be a mapping of quantity -> {value, source}")
+    entry_fields = {"value": ("num", REQUIRED), "source": ("str", REQUIRED), "note": ("str?", None)}
+    out = {}
+    for quantity, entry in value.items():
+        if quantity not in EXPECTED_QUANTITIES:
+            fail(f"{field}.{quantity}", f"unknown quantity (known: {', '.join(EXPECTED_QUANTITIES)})")
+        if not isinstance(entry, dict):
+            fail(f"{field}.{quantity}", "must be a mapping with value and source")
+        out[quantity] = _check_mapping(entry, entry_fields, f"{field}.{quantity}.", fail)
+    return out
+
+
+def _check_values(s: dict, fail) -> None:
+    data, training, privacy, engine = s["data"], s["training"], s["privacy"], s["engine"]
+    if data["dataset"] not in DATASETS:
+        fail("data.dataset", f"unknown dataset {data['dataset']!r} (known: {', '.join(DATASETS)})")
+    sizes = DATASETS[data["dataset"]]
+    for key, split in (("train_examples", "train"), ("test_examples", "test")):
+        n = data[key]
+        if n is None:
+            data[key] = sizes[split]
+        elif not 1 <= n <= sizes[split]:
+            fail(f"data.{key}", f"must be between 1 and {sizes[split]}, got {n}")
+    if s["model"]["name"] not in MODELS:
+        fail("model.name", f"unknown model {s['model']['name']!r} (known: {', '.join(MODELS)})")
+    if s["model"]["pooling"] not in POOLINGS:
+        fail("model.pooling", f"must be one of {', '.join(POOLINGS)}, got {s['model']['pooling']!r}")
+    if training["epochs"] < 1:
+        fail("training.epochs", f"must be an integer >= 1, got {training['epochs']}")
+    if training["batch_size"] < 1:
+        fail("training.batch_size", f"must be positive, got {training['batch_size']}")
+    if training["batch_size"] > data["train_examples"]:
+        fail("training.batch_size",
+             f"{training['batch_size']} is larger than the training set ({data['train_examples']})")
+    if training["learning_rate"] <= 0:
+        fail("training.learning_rate", f"must be positive, got {training['learning_rate']}")
+    if training["optimizer"] != "sgd":
+        fail("training.optimizer", f"unknown optimizer {training['optimizer']!r} (known: sgd)")
+    if engine["name"] not in ENGINES:
+        fail("engine.name", f"unknown engine {engine['name']!r} (known: {', '.join(ENGINES)})")
+    if not privacy["enabled"]:
+        if engine["name"] != "none":
+            fail("engine.name", f"engine {engine['name']!r} is private but privacy.enabled is false; use 'none'")
+        return
+    if engine["name"] == "none":
+        fail("engine.name", "engine 'none' trains without privacy but privacy.enabled is true")
+    if privacy["l2_norm_clip"] <= 0:
+        fail("privacy.l2_norm_clip", f"must be positive, got {privacy['l2_norm_clip']}")
+    if privacy["noise_multiplier"] < 0:
+        fail("privacy.noise_multiplier", f"must be >= 0, got {privacy['noise_multiplier']}")
+    if privacy["num_microbatches"] < 1:
+        fail("privacy.num_microbatches", f"must be positive, got {privacy['num_microbatches']}")
+    if training["batch_size"] % privacy["num_microbatches"]:
+        fail("privacy.num_microbatches",
+             f"batch_size {training['batch_size']} is not divisible by {privacy['num_microbatches']}")
+    if not 0 < privacy["delta"] < 1:
+        fail("privacy.delta", f"must be in (0, 1), got {privacy['delta']}")

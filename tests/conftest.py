@@ -1,0 +1,36 @@
+"""Shared helpers: the repository root, the installed CLI, spec files written for a test."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+DATA = ROOT / "data" / "mnist"
+CLI = Path(sys.executable).with_name("dprepro")
+
+
+def run_cli(*args, cwd=ROOT, env=None, timeout=600):
+    """Run the installed `dprepro` console script; return the CompletedProcess."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([str(CLI), *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def raw_spec(name="smoke") -> dict:
+    return yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """write_spec(raw_dict, filename) -> path of a YAML file in tmp_path."""
+    def write(raw, filename="spec.yaml"):
+        path = tmp_path / filename
+        path.write_text(yaml.safe_dump(copy.deepcopy(raw), sort_keys=False))
+        return path
+    return write
