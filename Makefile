@@ -20,7 +20,7 @@ ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run test test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run pin test test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ reproduce-all: $(STAMP) ## train every spec except smoke
 run: $(STAMP) ## train one spec: make run EXP=tutorial-3ep
 	@test -n "$(EXP)" || { echo "make run: set EXP=<spec name> (one of: $(notdir $(basename $(wildcard $(SPECS)/*.yaml))))"; exit 2; }
 	$(BIN)/dprepro run $(SPECS)/$(EXP).yaml $(RUN_FLAGS)
+
+pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned results; commit them)
+	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir runs/pinned
 
 validate: $(STAMP) ## validate every spec
 	$(BIN)/dprepro validate $(SPECS)/*.yaml

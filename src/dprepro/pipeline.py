@@ -42,23 +42,24 @@ def describe_devices(found: dict) -> str:
 def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
              seeds=None, engine_name: str | None = None) -> tuple[dict, Path]:
     """Train every seed of `spec`; write TensorBoard logs and the result file; return both."""
-    run_spec_ = spec.with_overrides(seeds=seeds, engine=engine_name)
-    s = run_spec_.data
+    resolved = spec.with_overrides(seeds=seeds, engine=engine_name)
+    s = resolved.data
     data = load_mnist(data_dir, s["data"]["url"], s["data"]["train_examples"], s["data"]["test_examples"])
     found = engine.devices()
     print(f"dprepro: {describe_devices(found)}", file=sys.stderr if not found["gpus"] else sys.stdout)
     epsilon = accounting.epsilon_block(s)
     curve = accounting.epsilon_curve(s)
     name, version, engine_used = spec.name, spec.version, s["engine"]["name"]
+    override = engine_used if engine_used != spec.data["engine"]["name"] else None
     print(f"dprepro: {name} v{version}, engine {engine_used}, seeds {s['seeds']}, "
-          f"{s['training']['epochs']} epochs of {run_spec_.steps_per_epoch} steps"
+          f"{s['training']['epochs']} epochs of {resolved.steps_per_epoch} steps"
           + (f", eps(rdp) {epsilon['accountants']['rdp']['epsilon']:.4f} at delta {epsilon['delta']:g}"
              if epsilon else ", non-private (no epsilon)"), flush=True)
     result = {
         "result_schema": results.RESULT_SCHEMA,
         "name": name, "version": version,
         "spec_path": spec.path, "spec_sha256": spec.sha256, "spec": spec.data,
-        "run": {"engine": engine_used, "seeds": s["seeds"], "command": sys.argv,
+        "run": {"engine": engine_used, "seeds": s["seeds"], "command": ["dprepro", *sys.argv[1:]],
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "git": results.git_state(),
         "environment": results.environment(found),
@@ -69,7 +70,7 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
         "seeds": [],
     }
     for seed in s["seeds"]:
-        seed_dir = Path(logdir) / name / f"v{version}" / f"seed-{seed}"
+        seed_dir = Path(logdir) / name / f"v{version}" / (f"seed-{seed}" + (f"-{override}" if override else ""))
         callbacks = [EpochLine(f"seed {seed}", s["training"]["epochs"], curve),
                      TensorBoardLog(seed_dir, s, seed, engine_used, curve)]
         outcome = engine.train(s, data, seed, callbacks)
@@ -78,6 +79,6 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
     result["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for key in ("test_accuracy", "train_accuracy", "wall_seconds"):
         result[key] = results.summary([r[key] for r in result["seeds"]])
-    path = results.result_path(out_dir, name, version)
+    path = results.result_path(out_dir, name, version, override)
     results.write_json_atomic(path, result)
     return result, path

@@ -17,8 +17,10 @@ PACKAGES = ("tensorflow", "tensorflow-privacy", "tensorflow-probability", "dp-ac
             "numpy", "keras", "tensorboard")
 
 
-def result_path(out_dir, name: str, spec_version: int) -> Path:
-    return Path(out_dir) / name / f"v{spec_version}" / "result.json"
+def result_path(out_dir, name: str, spec_version: int, engine_override: str | None = None) -> Path:
+    """OUT/<name>/v<version>/result.json; result-<engine>.json when the run overrode the engine."""
+    filename = f"result-{engine_override}.json" if engine_override else "result.json"
+    return Path(out_dir) / name / f"v{spec_version}" / filename
 
 
 def write_json_atomic(path: Path, obj) -> None:

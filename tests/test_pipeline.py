@@ -1,0 +1,106 @@
+"""End to end through the CLI on the smoke spec: result file, TensorBoard events, determinism."""
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import EXPERIMENTS, run_cli
+from dprepro.results import write_json_atomic
+
+SMOKE = EXPERIMENTS / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """The smoke spec run twice with the same seed, each into its own folder."""
+    runs = []
+    for i in range(2):
+        out = tmp_path_factory.mktemp(f"run{i}")
+        proc = run_cli("run", SMOKE, "--out", out, "--logdir", out / "logs")
+        assert proc.returncode == 0, proc.stderr
+        runs.append((out, proc, json.loads((out / "smoke" / "v1" / "result.json").read_text())))
+    return runs
+
+
+def test_progress_and_summary_are_printed(smoke_runs):
+    _, proc, _ = smoke_runs[0]
+    assert "seed 0  epoch 1/1  train loss" in proc.stdout
+    assert "summary" in proc.stdout and "smoke v1" in proc.stdout
+    assert "no GPU visible" in proc.stderr
+
+
+def test_result_fields(smoke_runs):
+    out, _, r = smoke_runs[0]
+    assert r["result_schema"] == 1 and r["name"] == "smoke" and r["version"] == 1
+    assert len(r["spec_sha256"]) == 64 and r["spec"]["training"]["batch_size"] == 250
+    assert r["run"]["engine"] == "fast" and r["run"]["seeds"] == [0]
+    assert set(r["git"]) == {"commit", "dirty"}
+    env = r["environment"]
+    assert env["packages"]["tensorflow"] == "2.15.1" and env["packages"]["tensorflow-privacy"] == "0.9.0"
+    assert env["packages"]["dp-accounting"] == "0.4.3" and env["packages"]["numpy"] == "1.26.4"
+    assert env["python"].startswith("3.11.") and env["cpu"] and env["devices"]["gpus"] == []
+    assert r["data"]["train_examples"] == 2500 and r["data"]["test_examples"] == 1000
+    assert len(r["data"]["files_sha256"]) == 4
+    assert r["epsilon"]["steps"] == 10 and r["epsilon"]["accountants"]["rdp"]["epsilon"] > 0
+    (seed,) = r["seeds"]
+    assert seed["seed"] == 0 and seed["steps"] == 10
+    assert 0.0 <= seed["test_accuracy"] <= 1.0 and seed["history"]["epoch"] == [1]
+    assert r["test_accuracy"]["mean"] == seed["test_accuracy"] and r["test_accuracy"]["n"] == 1
+    assert (out / "logs" / "smoke" / "v1" / "seed-0" / "seed.json").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_smoke_training_learns_something(smoke_runs):
+    """10 DP-SGD steps on 2,500 examples: better than chance (0.10) on 1,000 test examples."""
+    assert smoke_runs[0][2]["test_accuracy"]["mean"] > 0.15
+
+
+def test_same_seed_gives_identical_history(smoke_runs):
+    (_, _, a), (_, _, b) = smoke_runs
+    dump = lambda r: json.dumps([s["history"] for s in r["seeds"]], sort_keys=True)  # noqa: E731
+    assert dump(a) == dump(b)
+
+
+def test_tensorboard_scalars_and_hparams(smoke_runs):
+    out, _, _ = smoke_runs[0]
+    (event_file,) = (out / "logs" / "smoke" / "v1" / "seed-0").glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file)).Reload()
+    tags = set(events.Tags()["tensors"])
+    assert {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "learning_rate",
+            "epsilon/rdp_legacy", "epsilon/rdp", "epsilon/pld"} <= tags
+    assert "_hparams_/session_start_info" in tags  # the HParams plugin's record of the spec
+    (accuracy,) = events.Tensors("accuracy/test")
+    assert accuracy.step == 1
+
+
+def test_nonprivate_override_is_rejected_without_training(tmp_path):
+    proc = run_cli("run", SMOKE, "--engine", "none", "--out", tmp_path / "o", "--logdir", tmp_path / "o")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("engine.name: engine 'none' trains without privacy but privacy.enabled is true")
+    assert not (tmp_path / "o").exists()
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "r" / "result.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["result.json"]
+
+
+def test_infinite_epsilon_is_written_as_text(tmp_path):
+    write_json_atomic(tmp_path / "x.json", {"epsilon": float("inf")})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"epsilon": "inf"}
+
+
+def test_engine_override_gets_its_own_files(tmp_path):
+    """The tutorial's own engine end to end (10 slow steps); written beside, not over, the default."""
+    proc = run_cli("run", SMOKE, "--engine", "tutorial", "--out", tmp_path, "--logdir", tmp_path / "logs")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "smoke" / "v1" / "result-tutorial.json").read_text())
+    assert r["run"]["engine"] == "tutorial" and r["seeds"][0]["steps"] == 10
+    assert r["test_accuracy"]["mean"] > 0.15
+    assert not (tmp_path / "smoke" / "v1" / "result.json").exists()
+    assert (tmp_path / "logs" / "smoke" / "v1" / "seed-0-tutorial" / "seed.json").exists()

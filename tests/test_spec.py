@@ -1,0 +1,138 @@
+"""Spec validation: every shipped spec is valid; every kind of mistake is one precise line, exit 2."""
+
+import pytest
+
+from conftest import EXPERIMENTS, raw_spec, run_cli
+from dprepro.errors import InputError
+from dprepro.spec import load_spec, validate
+
+SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+def test_the_six_specs_are_shipped():
+    assert SHIPPED == ["keras-script-20ep", "nonprivate-3ep", "smoke",
+                       "tutorial-15ep", "tutorial-3ep", "tutorial-5ep"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_spec_is_valid(name):
+    spec = load_spec(EXPERIMENTS / f"{name}.yaml")
+    assert spec.name == name and spec.version >= 1
+    assert len(spec.data["seeds"]) == (1 if name == "smoke" else 5)
+
+
+def test_tutorial_hyperparameters():
+    s = load_spec(EXPERIMENTS / "tutorial-3ep.yaml").data
+    assert s["training"] == {"epochs": 3, "batch_size": 250, "learning_rate": 0.25, "optimizer": "sgd"}
+    assert s["privacy"] == {"enabled": True, "l2_norm_clip": 1.5, "noise_multiplier": 1.3,
+                            "num_microbatches": 250, "delta": 1e-5}
+    assert s["engine"] == {"name": "fast", "use_xla": False}
+    assert s["data"]["train_examples"] == 60000 and s["data"]["test_examples"] == 10000
+
+
+def mutate(path, value):
+    raw = raw_spec("tutorial-3ep")
+    *parents, last = path.split(".")
+    node = raw
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+DELETE = object()
+BAD = [
+    # (field to change, new value, field named in the error, words in the error)
+    ("training.epocs", 3, "training.epocs", "unknown field"),
+    ("surprise", 1, "surprise", "unknown field"),
+    ("training.epochs", "3", "training.epochs", "must be an integer"),
+    ("training.learning_rate", "fast", "training.learning_rate", "must be a finite number"),
+    ("privacy.delta", "1e-5", "privacy.delta", "write 1.0e-5"),
+    ("training.batch_size", 0, "training.batch_size", "must be positive"),
+    ("training.batch_size", 70000, "training.batch_size", "larger than the training set"),
+    ("privacy.num_microbatches", 0, "privacy.num_microbatches", "must be positive"),
+    ("privacy.l2_norm_clip", -1.0, "privacy.l2_norm_clip", "must be positive"),
+    ("privacy.num_microbatches", 240, "privacy.num_microbatches", "not divisible"),
+    ("training.epochs", 0, "training.epochs", "integer >= 1"),
+    ("training.epochs", 1.5, "training.epochs", "must be an integer"),
+    ("privacy.delta", 0.0, "privacy.delta", "(0, 1)"),
+    ("privacy.delta", 1.0, "privacy.delta", "(0, 1)"),
+    ("model.name", "resnet", "model.name", "unknown model"),
+    ("engine.name", "turbo", "engine.name", "unknown engine"),
+    ("engine.name", "none", "engine.name", "without privacy"),
+    ("schema", 2, "schema", "unsupported schema"),
+    ("version", DELETE, "version", "required field is missing"),
+    ("seeds", [], "seeds", "non-empty list"),
+    ("seeds", [1, 1], "seeds", "must not repeat"),
+    ("data.train_examples", 0, "data.train_examples", "between 1 and 60000"),
+    ("expected.accuracy", {"value": 1, "source": "x"}, "expected.accuracy", "unknown quantity"),
+]
+
+
+@pytest.mark.parametrize("field,value,named,words", BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])
+def test_bad_spec_is_one_precise_line(field, value, named, words):
+    with pytest.raises(InputError) as e:
+        validate(mutate(field, value), "experiments/x.yaml")
+    message = str(e.value)
+    assert message.startswith(f"experiments/x.yaml: {named}: "), message
+    assert words in message and "\n" not in message
+
+
+def test_private_engine_needs_privacy():
+    raw = raw_spec("nonprivate-3ep")
+    raw["engine"]["name"] = "fast"
+    with pytest.raises(InputError, match=r"^s.yaml: engine.name: .*privacy.enabled is false"):
+        validate(raw, "s.yaml")
+
+
+def test_privacy_section_may_be_absent_for_a_nonprivate_spec():
+    raw = raw_spec("nonprivate-3ep")
+    del raw["privacy"]
+    assert validate(raw, "s.yaml")["privacy"]["enabled"] is False
+
+
+def test_not_yaml_is_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(InputError, match=r"broken.yaml: not valid YAML \(line \d+\)$"):
+        load_spec(path)
+
+
+def test_cli_bad_spec_exits_2_and_writes_nothing(write_spec, tmp_path):
+    path = write_spec(mutate("privacy.num_microbatches", 7), "bad.yaml")
+    out = tmp_path / "out"
+    for command in (["validate", path], ["run", path, "--out", out, "--logdir", out],
+                    ["epsilon", path]):
+        proc = run_cli(*command)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == (f"{path}: privacy.num_microbatches: batch_size 250 is not "
+                                       f"divisible by 7"), proc.stderr
+        assert not out.exists()
+
+
+def test_cli_run_validates_every_spec_before_training(write_spec, tmp_path):
+    good = EXPERIMENTS / "smoke.yaml"
+    bad = write_spec(mutate("training.epochs", 0), "bad.yaml")
+    out = tmp_path / "out"
+    proc = run_cli("run", good, bad, "--out", out, "--logdir", out)
+    assert proc.returncode == 2 and "bad.yaml: training.epochs:" in proc.stderr
+    assert not out.exists()
+
+
+def test_cli_validate_ok():
+    proc = run_cli("validate", *sorted(EXPERIMENTS.glob("*.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(": ok (") == len(SHIPPED)
+
+
+def test_content_hash_follows_content():
+    a = validate(raw_spec("smoke"), "a")
+    from dprepro.spec import Spec
+    same = Spec("b", validate(raw_spec("smoke"), "b"))
+    changed_raw = raw_spec("smoke")
+    changed_raw["training"]["learning_rate"] = 0.2
+    assert Spec("a", a).sha256 == same.sha256
+    assert Spec("c", validate(changed_raw, "c")).sha256 != same.sha256
