@@ -111,3 +111,14 @@ def test_cli_calibrate():
 def test_cli_calibrate_bad_target():
     proc = run_cli("calibrate", "--target-epsilon", "-1", EXPERIMENTS / "tutorial-3ep.yaml")
     assert proc.returncode == 2 and proc.stderr.strip() == "--target-epsilon: must be positive, got -1.0"
+
+
+def test_cli_zero_noise_reports_infinity(write_spec):
+    raw = __import__("conftest").raw_spec("tutorial-3ep")
+    raw["privacy"]["noise_multiplier"] = 0.0
+    path = write_spec(raw)
+    proc = run_cli("epsilon", path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" inf ") == 5
+    rows = json.loads(run_cli("epsilon", "--json", path).stdout)
+    assert {v["epsilon"] for v in rows[0]["epsilon"]["accountants"].values()} == {"inf"}

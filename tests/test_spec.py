@@ -136,3 +136,7 @@ def test_content_hash_follows_content():
     changed_raw["training"]["learning_rate"] = 0.2
     assert Spec("a", a).sha256 == same.sha256
     assert Spec("c", validate(changed_raw, "c")).sha256 != same.sha256
+    prose_raw = raw_spec("smoke")
+    prose_raw["description"] = "reworded"
+    prose_raw["expected"] = {"test_accuracy": {"value": 0.3, "source": "x"}}
+    assert Spec("d", validate(prose_raw, "d")).sha256 == same.sha256

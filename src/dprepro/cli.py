@@ -108,7 +108,9 @@ def cmd_epsilon(args) -> None:
             row["curve"] = accounting.epsilon_curve(spec.data)
         rows.append(row)
     if args.json:
-        print(json.dumps(rows, indent=2, default=str).replace("Infinity", '"inf"'))
+        from dprepro.results import finite_json
+
+        print(json.dumps(finite_json(rows), indent=2))
         return
     for row in rows:
         print(f"{row['spec']}  ({row['name']} v{row['version']})")

@@ -29,6 +29,7 @@ EXPECTED_QUANTITIES = (
     "epsilon_statement_once_per_epoch", "epsilon_statement_poisson",
     "test_accuracy", "train_accuracy",
 )
+NOT_HASHED = ("description", "source", "expected")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 # Field tables: key -> (kind, default). A default of REQUIRED means the key must be given.
@@ -74,8 +75,11 @@ class Spec:
 
     @property
     def sha256(self) -> str:
-        """SHA-256 of the resolved spec's canonical JSON: changes iff the spec's content does."""
-        canonical = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        """SHA-256 of what determines the results: the resolved spec without the prose fields
+        and the published values (`description`, `source`, `expected`), as canonical JSON.
+        Editing any other field changes it, and then `version` must be bumped."""
+        content = {k: v for k, v in self.data.items() if k not in NOT_HASHED}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
