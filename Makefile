@@ -20,7 +20,7 @@ ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run pin test test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run pin report test test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,11 +34,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
-reproduce: $(STAMP) ## train the tutorial's 3- and 15-epoch runs (EXP=name for one spec)
-	$(BIN)/dprepro run $(REPRODUCE_SPECS) $(RUN_FLAGS)
+reproduce: $(STAMP) ## train the tutorial's 3- and 15-epoch runs, then check them against results/
+	$(BIN)/dprepro run $(REPRODUCE_SPECS) $(RUN_FLAGS) --compare results
 
-reproduce-all: $(STAMP) ## train every spec except smoke
-	$(BIN)/dprepro run $(ALL_SPECS) $(RUN_FLAGS)
+reproduce-all: $(STAMP) ## train every spec except smoke, then check them against results/
+	$(BIN)/dprepro run $(ALL_SPECS) $(RUN_FLAGS) --compare results
 
 run: $(STAMP) ## train one spec: make run EXP=tutorial-3ep
 	@test -n "$(EXP)" || { echo "make run: set EXP=<spec name> (one of: $(notdir $(basename $(wildcard $(SPECS)/*.yaml))))"; exit 2; }
@@ -46,6 +46,9 @@ run: $(STAMP) ## train one spec: make run EXP=tutorial-3ep
 
 pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned results; commit them)
 	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir runs/pinned
+
+report: $(STAMP) ## regenerate results/README.md and results/figures/ from the pinned results
+	$(BIN)/dprepro report --results results
 
 validate: $(STAMP) ## validate every spec
 	$(BIN)/dprepro validate $(SPECS)/*.yaml

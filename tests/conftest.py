@@ -1,6 +1,7 @@
 """Shared helpers: the repository root, the installed CLI, spec files written for a test."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -34,3 +35,15 @@ def write_spec(tmp_path):
         path.write_text(yaml.safe_dump(copy.deepcopy(raw), sort_keys=False))
         return path
     return write
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """The smoke spec run twice with the same seed, each into its own folder: [(out, proc, result)]."""
+    runs = []
+    for i in range(2):
+        out = tmp_path_factory.mktemp(f"smoke-run{i}")
+        proc = run_cli("run", EXPERIMENTS / "smoke.yaml", "--out", out, "--logdir", out / "logs")
+        assert proc.returncode == 0, proc.stderr
+        runs.append((out, proc, json.loads((out / "smoke" / "v1" / "result.json").read_text())))
+    return runs

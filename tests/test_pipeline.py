@@ -11,18 +11,6 @@ from dprepro.results import write_json_atomic
 SMOKE = EXPERIMENTS / "smoke.yaml"
 
 
-@pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
-    """The smoke spec run twice with the same seed, each into its own folder."""
-    runs = []
-    for i in range(2):
-        out = tmp_path_factory.mktemp(f"run{i}")
-        proc = run_cli("run", SMOKE, "--out", out, "--logdir", out / "logs")
-        assert proc.returncode == 0, proc.stderr
-        runs.append((out, proc, json.loads((out / "smoke" / "v1" / "result.json").read_text())))
-    return runs
-
-
 def test_progress_and_summary_are_printed(smoke_runs):
     _, proc, _ = smoke_runs[0]
     assert "seed 0  epoch 1/1  train loss" in proc.stdout

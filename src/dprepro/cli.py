@@ -45,7 +45,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--logdir", type=Path, default=Path("runs"),
                    help="TensorBoard logs: LOGDIR/<name>/v<version>/seed-<k>/ (default: runs)")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
+    c.add_argument("--compare", type=Path, metavar="PINNED_DIR",
+                   help="then compare each result with PINNED_DIR/<name>/v<version>/; exit 1 on any FAIL")
     c.set_defaults(command=cmd_run)
+
+    c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
+    c.add_argument("fresh", type=Path, metavar="FRESH")
+    c.add_argument("pinned", type=Path, metavar="PINNED")
+    c.set_defaults(command=cmd_compare)
+
+    c = sub.add_parser("report", help="regenerate RESULTS/README.md and RESULTS/figures/ from pinned results")
+    c.add_argument("--results", type=Path, default=Path("results"), help="default: results")
+    c.set_defaults(command=cmd_report)
 
     c = sub.add_parser("epsilon", help="epsilon of each spec under every accountant, without training")
     c.add_argument("specs", nargs="+", metavar="SPEC")
@@ -71,7 +82,7 @@ def cmd_validate(args) -> None:
         print(f"{spec.path}: ok ({spec.name} v{spec.version}, sha256 {spec.sha256[:12]})")
 
 
-def cmd_run(args) -> None:
+def cmd_run(args) -> int:
     specs = load_all(args.specs)
     for spec in specs:  # the overrides must make a valid spec too, before anything trains
         spec.with_overrides(seeds=args.seeds, engine=args.engine)
@@ -91,6 +102,41 @@ def cmd_run(args) -> None:
         legacy = f"{eps['accountants']['rdp_legacy']['epsilon']:.4f}" if eps else "-"
         print(f"{result['name'] + ' v' + str(result['version']):<28} {result['run']['engine']:<9} "
               f"{acc['n']:>5} {acc['mean']:>12.4f} ± {acc['std']:.4f} {rdp:>8} {legacy:>10}  {path}")
+    if args.compare is None:
+        return 0
+    from dprepro import compare
+
+    all_passed = True
+    for result, path in finished:
+        pinned = args.compare / path.relative_to(args.out)
+        print()
+        if not pinned.exists():
+            print(f"{result['name']} v{result['version']}: no pinned result at {pinned}; nothing to compare")
+            continue
+        text, passed = compare.compare_files(path, pinned)
+        print(text)
+        all_passed &= passed
+    print(f"\nreproduction {'PASSED' if all_passed else 'FAILED'}: fresh results "
+          f"{'match' if all_passed else 'do not match'} the pinned ones in {args.compare}")
+    return 0 if all_passed else 1
+
+
+def cmd_report(args) -> None:
+    from dprepro import report
+
+    try:
+        path = report.write_report(args.results)
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    print(f"wrote {path} and {args.results / 'figures'}/")
+
+
+def cmd_compare(args) -> int:
+    from dprepro import compare
+
+    text, passed = compare.compare_files(args.fresh, args.pinned)
+    print(text)
+    return 0 if passed else 1
 
 
 def cmd_epsilon(args) -> None:

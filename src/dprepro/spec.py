@@ -39,7 +39,7 @@ TOP = {
     "description": ("str", REQUIRED), "source": ("str", REQUIRED),
     "data": ("section", REQUIRED), "model": ("section", REQUIRED),
     "training": ("section", REQUIRED), "privacy": ("section", None),
-    "engine": ("section", None), "seeds": ("seeds", REQUIRED), "expected": ("expected", None),
+    "engine": ("section", None), "seeds": ("seeds", REQUIRED), "expected": ("expected", {}),
 }
 SECTIONS = {
     "data": {"dataset": ("str", "mnist"), "train_examples": ("int?", None),

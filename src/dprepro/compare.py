@@ -1,0 +1,131 @@
+"""A fresh result against the pinned one (and the published values): rows of PASS/FAIL/INFO.
+
+Rules (README, "Self-checking reproduction"):
+- the spec's content hash must be the pinned one's (else the two runs are not the same experiment);
+- every accountant's epsilon must match to 1e-9 relative (accounting is deterministic);
+- the fresh mean test accuracy must be within
+  max(3 * s_pinned * sqrt(1/n_pinned + 1/n_fresh), 0.005) of the pinned mean,
+  s_pinned being the sample standard deviation over the pinned seeds;
+- published epsilons must match to the precision they were published with; published
+  accuracies are approximate ("about 95%") and are shown as INFO, never FAIL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from dprepro.errors import InputError
+
+EPSILON_RTOL = 1e-9
+ACCURACY_FLOOR = 0.005
+ACCURACY_SIGMAS = 3.0
+
+
+@dataclass(frozen=True)
+class Row:
+    quantity: str
+    reference: object   # pinned or published value
+    fresh: object
+    tolerance: str
+    status: str         # PASS, FAIL or INFO
+
+
+def load_result(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise InputError(f"{path}: cannot read result: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not a result file (invalid JSON at line {e.lineno})") from None
+
+
+def accuracy_tolerance(pinned_std: float, n_pinned: int, n_fresh: int) -> float:
+    return max(ACCURACY_SIGMAS * pinned_std * math.sqrt(1 / n_pinned + 1 / n_fresh), ACCURACY_FLOOR)
+
+
+def as_float(x) -> float:
+    return math.inf if x == "inf" else float(x)
+
+
+def against_pinned(fresh: dict, pinned: dict) -> list[Row]:
+    rows = [Row("spec content hash", pinned["spec_sha256"][:12], fresh["spec_sha256"][:12], "equal",
+                "PASS" if fresh["spec_sha256"] == pinned["spec_sha256"] else "FAIL")]
+    pinned_eps, fresh_eps = pinned.get("epsilon"), fresh.get("epsilon")
+    if (pinned_eps is None) != (fresh_eps is None):
+        rows.append(Row("epsilon block", "present" if pinned_eps else "none",
+                        "present" if fresh_eps else "none", "equal", "FAIL"))
+    elif pinned_eps:
+        for name, p in pinned_eps["accountants"].items():
+            f = fresh_eps["accountants"].get(name, {}).get("epsilon")
+            ok = f is not None and math.isclose(as_float(f), as_float(p["epsilon"]), rel_tol=EPSILON_RTOL)
+            rows.append(Row(f"epsilon {name}", p["epsilon"], f, f"{EPSILON_RTOL:g} rel", "PASS" if ok else "FAIL"))
+    p_acc, f_acc = pinned["test_accuracy"], fresh["test_accuracy"]
+    tol = accuracy_tolerance(p_acc["std"], p_acc["n"], f_acc["n"])
+    rows.append(Row(f"test accuracy mean (pinned n={p_acc['n']}, fresh n={f_acc['n']})",
+                    p_acc["mean"], f_acc["mean"], f"±{tol:.4f}",
+                    "PASS" if abs(f_acc["mean"] - p_acc["mean"]) <= tol else "FAIL"))
+    return rows
+
+
+def published_precision(value: float) -> float:
+    """Half a unit in the last published digit: 0.942 -> 0.0005, 1.1799007 -> 5e-8."""
+    exponent = Decimal(repr(value)).normalize().as_tuple().exponent
+    return 0.5 * 10.0 ** min(exponent, 0)
+
+
+def against_published(fresh: dict) -> list[Row]:
+    """The spec's `expected` values (with their sources) against the fresh result."""
+    rows = []
+    for quantity, entry in (fresh["spec"].get("expected") or {}).items():
+        if quantity.startswith("epsilon_"):
+            block = fresh.get("epsilon") or {"accountants": {}}
+            value = block["accountants"].get(quantity[len("epsilon_"):], {}).get("epsilon")
+            tol = published_precision(entry["value"])
+            ok = value is not None and abs(as_float(value) - entry["value"]) <= tol * (1 + 1e-9)
+            rows.append(Row(f"published {quantity}", entry["value"], value, f"±{tol:g}", "PASS" if ok else "FAIL"))
+        else:
+            value = fresh[quantity]["mean"]
+            rows.append(Row(f"published {quantity} ({entry['source'][:40]}…)", entry["value"], value,
+                            f"Δ {value - entry['value']:+.4f}", "INFO"))
+    return rows
+
+
+def format_rows(title: str, rows: list[Row]) -> str:
+    def show(x):
+        return f"{x:.7g}" if isinstance(x, float) else str(x)
+    width = max([len(r.quantity) for r in rows] + [8])
+    lines = [title, f"  {'quantity':<{width}}  {'reference':>12}  {'fresh':>12}  {'tolerance':>12}  status"]
+    lines += [f"  {r.quantity:<{width}}  {show(r.reference):>12}  {show(r.fresh):>12}  {r.tolerance:>12}  {r.status}"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def compare_files(fresh_path, pinned_path) -> tuple[str, bool]:
+    """The printed comparison of two result files and whether everything passed."""
+    fresh, pinned = load_result(fresh_path), load_result(pinned_path)
+    rows = against_pinned(fresh, pinned)
+    text = format_rows(f"{fresh['name']} v{fresh['version']} ({fresh['run']['engine']}): "
+                       f"fresh {fresh_path} vs pinned {pinned_path}", rows)
+    if fresh["run"]["engine"] != pinned["run"]["engine"]:
+        text += (f"\n  note: engines differ (fresh {fresh['run']['engine']}, pinned "
+                 f"{pinned['run']['engine']}); same DP-SGD step, different arithmetic order")
+    published = against_published(fresh)
+    if published:
+        text += "\n" + format_rows("  against published values:", published)
+    return text, all(r.status != "FAIL" for r in rows + published)
+
+
+def pin_problem(spec, results_dir) -> str | None:
+    """Why `spec` (a Spec) has no valid pinned result in `results_dir`, or None if it has one."""
+    path = Path(results_dir) / spec.name / f"v{spec.version}" / "result.json"
+    if not path.exists():
+        return f"{spec.path}: no pinned result at {path} (run `make pin` and commit it)"
+    pinned = load_result(path)
+    if pinned["spec_sha256"] != spec.sha256:
+        return (f"{spec.path}: content changed since {path} was pinned (hash {spec.sha256[:12]} != "
+                f"{pinned['spec_sha256'][:12]}): bump `version` and re-pin (make pin)")
+    return None

@@ -1,0 +1,157 @@
+"""results/README.md and results/figures/*.png, generated from the pinned result files only."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from dprepro import accounting
+from dprepro.compare import as_float, load_result
+
+ACCOUNTANT_COLUMNS = ("rdp_legacy", "rdp", "pld", "statement_poisson", "statement_once_per_epoch")
+
+
+def pinned_results(results_dir: Path) -> list[dict]:
+    """Every results/<name>/v<version>/result*.json, ordered by name, version and engine."""
+    found = []
+    for path in sorted(Path(results_dir).glob("*/v*/result*.json")):
+        result = load_result(path)
+        result["_path"] = str(path.relative_to(results_dir))
+        found.append(result)
+    return found
+
+
+def confidence_interval(values: list) -> tuple[float, float]:
+    """95% Student-t interval of the mean (degenerate for one value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / np.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def table(results: list[dict]) -> str:
+    head = ("| experiment | spec | engine | epochs | " + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
+            + " | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | file |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in results:
+        eps = r["epsilon"]["accountants"] if r["epsilon"] else None
+        cells = [f"{as_float(eps[a]['epsilon']):.4f}" if eps else "–" for a in ACCOUNTANT_COLUMNS]
+        accs = [s["test_accuracy"] for s in r["seeds"]]
+        low, high = confidence_interval(accs)
+        acc = r["test_accuracy"]
+        epoch_s = statistics.fmean(t for s in r["seeds"] for t in s["epoch_seconds"])
+        env = r["environment"]
+        hardware = f"{env['cpu']} ×{env['cpu_count']}" + (f", {', '.join(env['devices']['gpus'])}"
+                                                         if env["devices"]["gpus"] else ", no GPU")
+        lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} | {r['spec']['training']['epochs']} | "
+                     + " | ".join(cells)
+                     + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
+                       f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | `{r['_path']}` |")
+    return "\n".join(lines)
+
+
+def per_epoch(result: dict, key: str) -> np.ndarray:
+    """(seeds, epochs) array of one history quantity."""
+    return np.array([s["history"][key] for s in result["seeds"]])
+
+
+def label(r: dict) -> str:
+    return f"{r['name']} v{r['version']} ({r['run']['engine']}, n={len(r['seeds'])})"
+
+
+def figures(results: list[dict], folder: Path) -> list[str]:
+    """Write the three figures; return their file names."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in results:
+        acc = 100 * per_epoch(r, "test_accuracy")
+        epochs = r["seeds"][0]["history"]["epoch"]
+        mean, std = acc.mean(0), acc.std(0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+        line, = ax.plot(epochs, mean, marker="o", markersize=3, label=label(r))
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy per epoch (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    written.append(save(fig, folder / "accuracy_per_epoch.png"))
+
+    private = [r for r in results if r["epsilon"] and r["run"]["engine"] == r["spec"]["engine"]["name"]]
+    if not private:
+        return written
+    fig, axes = plt.subplots(1, len(private), figsize=(4 * len(private), 4), squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], private):
+        curve = accounting.epsilon_curve(r["spec"])
+        for name in ACCOUNTANT_COLUMNS:
+            ax.plot(range(1, len(curve[name]) + 1), curve[name], marker=".", label=name)
+        ax.set(xlabel="epoch", title=f"{r['name']} v{r['version']}", yscale="log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(f"ε at δ = {private[0]['epsilon']['delta']:g} (log scale)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("ε after each epoch, by accountant")
+    written.append(save(fig, folder / "epsilon_per_epoch.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in private:
+        curve = accounting.epsilon_curve(r["spec"])["rdp"]
+        acc = 100 * per_epoch(r, "test_accuracy")
+        ax.errorbar(curve, acc.mean(0), yerr=acc.std(0, ddof=1) if len(acc) > 1 else None,
+                    marker="o", markersize=4, capsize=3, label=label(r))
+    for r in results:
+        if not r["epsilon"]:
+            ax.axhline(100 * r["test_accuracy"]["mean"], linestyle="--", color="grey",
+                       label=f"{label(r)}: no privacy (ε = ∞)")
+    ax.set(xlabel="ε (rdp accountant, tf-privacy 0.9.0) after each epoch", ylabel="test accuracy (%)",
+           title="Privacy–utility: test accuracy against ε (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    written.append(save(fig, folder / "accuracy_vs_epsilon.png"))
+    return written
+
+
+def save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110, metadata={"Software": None})  # no version stamp: stable bytes
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path.name
+
+
+def write_report(results_dir) -> Path:
+    """Regenerate results/README.md and results/figures/ from the pinned result files."""
+    results_dir = Path(results_dir)
+    results = pinned_results(results_dir)
+    if not results:
+        raise FileNotFoundError(f"{results_dir}: no pinned result files (results/<name>/v<version>/result.json)")
+    names = figures(results, results_dir / "figures")
+    text = "\n".join([
+        "# Pinned results",
+        "",
+        "Generated by `make report` from the result files below; do not edit by hand.",
+        "ε is for δ in each spec (1e-5) and add-or-remove-one adjacency; see the top-level README,",
+        "\"Which ε should I cite?\". Test accuracy is the final epoch's, over all seeds of the file;",
+        "the 95% CI is Student's t interval of the mean. s / epoch is the mean wall time of one",
+        "epoch (training and evaluation) on the hardware shown.",
+        "",
+        table(results),
+        "",
+        *[f"![{n}](figures/{n})" for n in names],
+        "",
+    ])
+    path = results_dir / "README.md"
+    tmp = path.with_name(".README.md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
