@@ -20,7 +20,7 @@ ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run pin report test test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run pin report test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ epsilon: $(STAMP) ## print every accountant's epsilon for every private spec
 test: $(STAMP) ## the test suite CI runs (everything but `slow`)
 	$(BIN)/python -m pytest -m "not slow"
 
+test-container: $(STAMP) ## the fast part of the tests (no `slow`, no `long`), as CI runs it in the image
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not long"
+
 test-slow: $(STAMP) ## the slow tests only (full-data training)
 	$(BIN)/python -m pytest -m slow
 
@@ -70,6 +73,25 @@ lock: ## regenerate requirements.lock and environment.yml from the direct pins i
 	.lock-venv/bin/pip install --quiet "$$(pwd)[test]" matplotlib
 	.lock-venv/bin/pip freeze --exclude dprepro | $(PYTHON) scripts/lock.py
 	rm -rf .lock-venv
+
+IMAGE ?= dprepro:latest
+DOCKER_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo --gpus all)
+DOCKER_RUN = docker run --rm $(DOCKER_GPU) --user $$(id -u):$$(id -g) \
+	-v $(CURDIR)/results:/opt/dprepro/results -v $(CURDIR)/runs:/opt/dprepro/runs $(IMAGE)
+
+docker-build: ## build the image (BASE_IMAGE=... for another base)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	  --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE) .
+
+docker-reproduce: docker-build ## make reproduce in the image (GPU if present); results land in runs/ here
+	mkdir -p runs
+	$(DOCKER_RUN) reproduce $(if $(EXP),EXP=$(EXP)) $(if $(SEEDS),SEEDS="$(SEEDS)")
+
+docker-test: docker-build ## make test in the image
+	$(DOCKER_RUN) test
+
+docker-ci: ## build the Dockerfile on a local base with a private dockerd and run it (root; what CI does)
+	bash scripts/ci-docker.sh
 
 clean: ## remove runs/, caches and the venv (never data/ or results/)
 	rm -rf runs $(VENV) .pytest_cache build src/*.egg-info

@@ -42,7 +42,7 @@ def test_subset_is_the_first_examples():
 @pytest.fixture
 def copy_of_data(tmp_path):
     folder = tmp_path / "mnist"
-    shutil.copytree(DATA, folder)
+    shutil.copytree(DATA, folder, copy_function=shutil.copyfile)  # writable copies
     return folder
 
 
@@ -88,8 +88,8 @@ def test_env_var_is_used_by_the_cli(tmp_path):
 def http_server(tmp_path):
     """A real HTTP server on 127.0.0.1 serving a folder: one good copy, one with a corrupted file."""
     served = tmp_path / "served"
-    shutil.copytree(DATA, served / "good")
-    shutil.copytree(DATA, served / "bad")
+    shutil.copytree(DATA, served / "good", copy_function=shutil.copyfile)
+    shutil.copytree(DATA, served / "bad", copy_function=shutil.copyfile)
     bad = served / "bad" / "t10k-labels-idx1-ubyte.gz"
     bad.write_bytes(b"not the MNIST labels")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))

@@ -15,7 +15,7 @@ def test_progress_and_summary_are_printed(smoke_runs):
     _, proc, _ = smoke_runs[0]
     assert "seed 0  epoch 1/1  train loss" in proc.stdout
     assert "summary" in proc.stdout and "smoke v1" in proc.stdout
-    assert "no GPU visible" in proc.stderr
+    assert "WARNING: no GPU visible to TensorFlow; falling back to the CPU" in proc.stderr
 
 
 def test_result_fields(smoke_runs):
@@ -83,6 +83,7 @@ def test_infinite_epsilon_is_written_as_text(tmp_path):
     assert json.loads((tmp_path / "x.json").read_text()) == {"epsilon": "inf"}
 
 
+@pytest.mark.long
 def test_engine_override_gets_its_own_files(tmp_path):
     """The tutorial's own engine end to end (10 slow steps); written beside, not over, the default."""
     proc = run_cli("run", SMOKE, "--engine", "tutorial", "--out", tmp_path, "--logdir", tmp_path / "logs")

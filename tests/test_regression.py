@@ -5,10 +5,13 @@ About a minute on 2 cores (3 epochs of 240 DP-SGD steps on all 60,000 examples).
 
 import json
 
+import pytest
+
 from conftest import EXPERIMENTS, ROOT, run_cli
 from dprepro.compare import accuracy_tolerance
 
 
+@pytest.mark.long
 def test_tutorial_3ep_seed_0_reproduces_the_pinned_result(tmp_path):
     proc = run_cli("run", EXPERIMENTS / "tutorial-3ep.yaml", "--seeds", "0", "--out", tmp_path,
                    "--logdir", tmp_path / "logs", "--compare", ROOT / "results")

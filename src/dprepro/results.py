@@ -46,7 +46,9 @@ def git_state() -> dict:
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
+        # No git checkout (e.g. in the Docker image): the commit the image was built from, if known.
+        commit = os.environ.get("DPREPRO_GIT_COMMIT")
+        return {"commit": commit if commit and commit != "unknown" else None, "dirty": None}
 
 
 def cpu_model() -> str:
