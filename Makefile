@@ -20,7 +20,7 @@ ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run pin report test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run pin report bench test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned result
 
 report: $(STAMP) ## regenerate results/README.md and results/figures/ from the pinned results
 	$(BIN)/dprepro report --results results
+
+bench: $(STAMP) ## time none, fast and tutorial steps side by side (writes results/bench/<host>.json)
+	$(BIN)/dprepro bench $(if $(EXP),$(SPECS)/$(EXP).yaml)
 
 validate: $(STAMP) ## validate every spec
 	$(BIN)/dprepro validate $(SPECS)/*.yaml

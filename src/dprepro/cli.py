@@ -54,6 +54,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("pinned", type=Path, metavar="PINNED")
     c.set_defaults(command=cmd_compare)
 
+    c = sub.add_parser("bench", help="time none, fast and tutorial steps side by side; write results/bench/")
+    c.add_argument("spec", nargs="?", default="experiments/tutorial-3ep.yaml", metavar="SPEC",
+                   help="model and batch size to time (default: experiments/tutorial-3ep.yaml)")
+    c.add_argument("--steps", type=int, default=20, help="timed steps per repetition (default 20)")
+    c.add_argument("--repeats", type=int, default=5, help="repetitions, engines alternating (default 5)")
+    c.add_argument("--tutorial-steps", type=int, default=2, help="timed tutorial steps per repetition")
+    c.add_argument("--no-epoch", action="store_true", help="skip the real-epoch timing")
+    c.add_argument("--label", default=None, help="file name in OUT (default: the host name)")
+    c.add_argument("--out", type=Path, default=Path("results/bench"), help="default: results/bench")
+    c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
+    c.set_defaults(command=cmd_bench)
+
     c = sub.add_parser("report", help="regenerate RESULTS/README.md and RESULTS/figures/ from pinned results")
     c.add_argument("--results", type=Path, default=Path("results"), help="default: results")
     c.set_defaults(command=cmd_report)
@@ -119,6 +131,23 @@ def cmd_run(args) -> int:
     print(f"\nreproduction {'PASSED' if all_passed else 'FAILED'}: fresh results "
           f"{'match' if all_passed else 'do not match'} the pinned ones in {args.compare}")
     return 0 if all_passed else 1
+
+
+def cmd_bench(args) -> None:
+    spec = load_spec(args.spec)
+    for flag in ("steps", "repeats", "tutorial_steps"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
+    import socket
+
+    from dprepro import bench, data, results
+
+    record = bench.bench(spec.data, data.data_dir(args.data_dir), args.steps, args.repeats,
+                         args.tutorial_steps, epoch=not args.no_epoch)
+    path = args.out / f"{args.label or socket.gethostname()}.json"
+    results.write_json_atomic(path, record)
+    print(bench.format_table(record))
+    print(f"wrote {path}")
 
 
 def cmd_report(args) -> None:
