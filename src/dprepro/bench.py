@@ -33,7 +33,7 @@ def time_steps(model, batches, steps: int) -> float:
 
 
 def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_steps: int = 2,
-          epoch: bool = True, engines=("none", "fast", "tutorial"), progress=print) -> dict:
+          epoch: bool = True, engines=("none", "fast", "ghost", "tutorial"), progress=print) -> dict:
     """Time each engine; return the benchmark record (also what `dprepro bench` writes)."""
     batch_size = spec["training"]["batch_size"]
     n = spec["data"]["train_examples"] if epoch else min(8 * batch_size, spec["data"]["train_examples"])

@@ -4,6 +4,9 @@
   (reduction NONE). Faithful and slow: one gradient per microbatch, in a loop.
 - `fast`: tf-privacy's `DPSequential`, per-microbatch gradients vectorised with
   `tf.vectorized_map`; a plain SGD optimizer. XLA only when `engine.use_xla` is true.
+- `ghost`: per-microbatch gradient norms from layer inputs and output gradients (ghost
+  clipping) and the clipped gradient from the same tensors, without per-microbatch
+  gradients or a second backward pass (ghost.py).
 - `none`: the same model with plain SGD, no clipping, no noise.
 
 DP-SGD semantics, identical in `tutorial` and `fast`: split the batch into
@@ -21,6 +24,7 @@ import tensorflow as tf
 from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
 from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import DPKerasSGDOptimizer
 
+from dprepro.ghost import GhostClippingSequential
 from dprepro.model import build_layers
 
 
@@ -56,6 +60,13 @@ def build_model(spec: dict, engine: str | None = None) -> tf.keras.Model:
             noise_multiplier=privacy["noise_multiplier"],
             num_microbatches=privacy["num_microbatches"],
             use_xla=spec["engine"]["use_xla"],
+            layers=layers)
+        optimizer = tf.keras.optimizers.legacy.SGD(learning_rate=lr)
+    elif engine == "ghost":
+        model = GhostClippingSequential(
+            l2_norm_clip=privacy["l2_norm_clip"],
+            noise_multiplier=privacy["noise_multiplier"],
+            num_microbatches=privacy["num_microbatches"],
             layers=layers)
         optimizer = tf.keras.optimizers.legacy.SGD(learning_rate=lr)
     else:

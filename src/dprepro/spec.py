@@ -20,7 +20,7 @@ import yaml
 from dprepro.errors import InputError
 
 SCHEMA = 1
-ENGINES = ("tutorial", "fast", "none")
+ENGINES = ("tutorial", "fast", "ghost", "none")
 MODELS = ("tutorial_cnn",)
 POOLINGS = ("max", "average")
 DATASETS = {"mnist": {"train": 60000, "test": 10000}}
