@@ -5,7 +5,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import EXPERIMENTS, run_cli
+from conftest import EXPERIMENTS, raw_spec, run_cli
 from dprepro.results import write_json_atomic
 
 SMOKE = EXPERIMENTS / "smoke.yaml"
@@ -93,3 +93,17 @@ def test_engine_override_gets_its_own_files(tmp_path):
     assert r["test_accuracy"]["mean"] > 0.15
     assert not (tmp_path / "smoke" / "v1" / "result.json").exists()
     assert (tmp_path / "logs" / "smoke" / "v1" / "seed-0-tutorial" / "seed.json").exists()
+
+
+def test_nonprivate_run_end_to_end(write_spec, tmp_path):
+    """The smoke data with plain SGD: no epsilon block, a note saying so, no epsilon scalars."""
+    raw = raw_spec("smoke")
+    raw.update(name="smoke-nonprivate", privacy={"enabled": False}, engine={"name": "none"})
+    proc = run_cli("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
+    assert proc.returncode == 0, proc.stderr
+    assert "non-private (no epsilon)" in proc.stdout
+    r = json.loads((tmp_path / "smoke-nonprivate" / "v1" / "result.json").read_text())
+    assert r["epsilon"] is None and r["epsilon_note"].startswith("non-private run")
+    assert 0.0 < r["test_accuracy"]["mean"] <= 1.0 and r["seeds"][0]["steps"] == 10
+    (event_file,) = (tmp_path / "logs" / "smoke-nonprivate" / "v1" / "seed-0").glob("events.out.tfevents.*")
+    assert not [t for t in EventAccumulator(str(event_file)).Reload().Tags()["tensors"] if t.startswith("epsilon/")]

@@ -88,6 +88,13 @@ def test_private_engine_needs_privacy():
         validate(raw, "s.yaml")
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_resolved_spec_validates_again(name):
+    """`run` re-validates the resolved spec with its overrides; that must accept every shipped spec."""
+    spec = load_spec(EXPERIMENTS / f"{name}.yaml")
+    assert spec.with_overrides(seeds=[7]).data == {**spec.data, "seeds": [7]}
+
+
 def test_privacy_section_may_be_absent_for_a_nonprivate_spec():
     raw = raw_spec("nonprivate-3ep")
     del raw["privacy"]

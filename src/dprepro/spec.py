@@ -135,8 +135,9 @@ def validate(raw, path: str) -> dict:
             given = {"enabled": False} if section == "privacy" else {}
         if not isinstance(given, dict):
             fail(section, "must be a mapping")
-        if section == "privacy" and given.get("enabled") is False:
-            fields = {k: (kind, None if d is REQUIRED else d) for k, (kind, d) in fields.items()}
+        if section == "privacy" and given.get("enabled") is False:  # the rest is optional, may be null
+            fields = {k: (kind if k == "enabled" else kind + "?", None if d is REQUIRED else d)
+                      for k, (kind, d) in fields.items()}
         out[section] = _check_mapping(given, fields, section + ".", fail)
     _check_values(out, fail)
     return out
