@@ -36,7 +36,7 @@ def describe_devices(found: dict) -> str:
     if found["gpus"]:
         return (f"GPU: {', '.join(found['gpus'])} (CUDA {found['cuda_version']}, "
                 f"cuDNN {found['cudnn_version']})")
-    return "WARNING: no GPU visible to TensorFlow; falling back to the CPU (about 15 s per epoch on 2 cores)"
+    return "WARNING: no GPU visible to TensorFlow; falling back to the CPU"
 
 
 def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
