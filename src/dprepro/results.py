@@ -44,7 +44,9 @@ def git_state() -> dict:
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+        # dirty: tracked files modified (untracked outputs such as fresh results do not count)
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
         # No git checkout (e.g. in the Docker image): the commit the image was built from, if known.
         commit = os.environ.get("DPREPRO_GIT_COMMIT")
