@@ -2,7 +2,7 @@
 
 Warm steps are timed with `train_on_batch` on real MNIST batches, engines alternating within
 each repetition so that machine load affects all alike; `tutorial` gets fewer steps (it is
-~2 s per step on 2 cores). Optionally one real epoch of `none` and `fast` through the same
+~10 s per step on 2 cores). Optionally one real epoch of `none`, `fast` and `ghost` through the same
 `model.fit` + tf.data path that `dprepro run` uses.
 """
 
