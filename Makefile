@@ -50,7 +50,7 @@ pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned result
 report: $(STAMP) ## regenerate results/README.md and results/figures/ from the pinned results
 	$(BIN)/dprepro report --results results
 
-bench: $(STAMP) ## time none, fast and tutorial steps side by side (writes results/bench/<host>.json)
+bench: $(STAMP) ## time none, fast, vectorized and tutorial steps side by side (writes results/bench/<host>.json)
 	$(BIN)/dprepro bench $(if $(EXP),$(SPECS)/$(EXP).yaml)
 
 validate: $(STAMP) ## validate every spec

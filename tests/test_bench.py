@@ -13,7 +13,7 @@ def test_bench_runs_and_writes_json(tmp_path):
                    "--tutorial-steps", "1", "--no-epoch", "--label", "ci", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "ci.json").read_text())
-    assert set(record["engines"]) == {"none", "fast", "ghost", "tutorial"}
+    assert set(record["engines"]) == {"none", "fast", "vectorized", "tutorial"}
     for name, row in record["engines"].items():
         assert row["ms_per_step_median"] > 0 and len(row["ms_per_step_each_repeat"]) == 2, name
     assert record["engines"]["none"]["ratio_to_none"] == 1.0

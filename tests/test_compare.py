@@ -37,7 +37,7 @@ def test_result_matches_itself_and_cli_exits_0(smoke_runs, tmp_path):
     path = out / "smoke" / "v1" / "result.json"
     proc = run_cli("compare", path, smoke_runs[1][0] / "smoke" / "v1" / "result.json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "FAIL" not in proc.stdout and proc.stdout.count("PASS") == 7  # hash, 5 accountants, accuracy
+    assert "FAIL" not in proc.stdout and proc.stdout.count("PASS") == 8  # hash, engine version, 5 accountants, accuracy
 
 
 def test_epsilon_off_by_1e_8_fails(smoke_runs, tmp_path):
@@ -95,3 +95,23 @@ def test_an_edited_spec_without_a_new_version_is_caught():
     problem = compare.pin_problem(Spec("experiments/tutorial-3ep.yaml", validate(raw, "x")), ROOT / "results")
     assert problem.startswith("experiments/tutorial-3ep.yaml: content changed since ")
     assert "bump `version`" in problem
+
+
+def test_other_engine_version_fails(smoke_runs):
+    pinned = smoke_runs[0][2]
+    assert pinned["run"]["engine_version"] == 2
+    fresh = copy.deepcopy(pinned)
+    assert statuses(fresh, pinned)["fast engine version"] == "PASS"
+    fresh["run"]["engine_version"] = 1
+    assert statuses(fresh, pinned)["fast engine version"] == "FAIL"
+
+
+def test_a_pin_made_with_an_older_engine_is_caught(tmp_path):
+    spec = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")
+    pinned = json.loads((ROOT / "results" / "tutorial-3ep" / "v1" / "result.json").read_text())
+    pinned["run"].pop("engine_version", None)   # as in results made before versions were recorded
+    (tmp_path / "tutorial-3ep" / "v1").mkdir(parents=True)
+    (tmp_path / "tutorial-3ep" / "v1" / "result.json").write_text(json.dumps(pinned))
+    problem = compare.pin_problem(spec, tmp_path)
+    assert problem == (f"{spec.path}: {tmp_path}/tutorial-3ep/v1/result.json was made with "
+                       "engine fast v1, the current one is v2: re-pin (make pin)")

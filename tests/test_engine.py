@@ -1,4 +1,4 @@
-"""The `fast` engine takes the same DP-SGD step as the tutorial's optimizer (noise 0)."""
+"""The `fast` and `vectorized` engines take the same DP-SGD step as the tutorial's optimizer (noise 0)."""
 
 import numpy as np
 import pytest
@@ -35,7 +35,7 @@ def one_step(spec, engine_name, weights, x, y):
     return model.get_weights()
 
 
-@pytest.mark.parametrize("engine_name", ["fast", "ghost"])
+@pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
 @pytest.mark.parametrize("num_microbatches", [8, 2], ids=["1-per-microbatch", "4-per-microbatch"])
 @pytest.mark.parametrize("clip", [0.1, 1e3], ids=["clipping", "no-clipping"])
 @pytest.mark.parametrize("pooling", ["max", "average"])
@@ -76,5 +76,9 @@ def test_clipping_changes_the_step(batch):
 def test_xla_is_off_by_default():
     spec = validate(raw_spec("tutorial-3ep"), "t")
     assert spec["engine"]["use_xla"] is False
-    model = engine.build_model(spec, "fast")
+    assert engine.build_model(spec, "fast").jit_compile is False
+    model = engine.build_model(spec, "vectorized")
     assert not isinstance(model.train_step, tf.types.experimental.GenericFunction)
+    raw = raw_spec("tutorial-3ep")
+    raw["engine"]["use_xla"] = True
+    assert engine.build_model(validate(raw, "t"), "fast").jit_compile is True

@@ -107,3 +107,15 @@ def test_nonprivate_run_end_to_end(write_spec, tmp_path):
     assert 0.0 < r["test_accuracy"]["mean"] <= 1.0 and r["seeds"][0]["steps"] == 10
     (event_file,) = (tmp_path / "logs" / "smoke-nonprivate" / "v1" / "seed-0").glob("events.out.tfevents.*")
     assert not [t for t in EventAccumulator(str(event_file)).Reload().Tags()["tensors"] if t.startswith("epsilon/")]
+
+
+def test_xla_run_end_to_end(write_spec, tmp_path):
+    """XLA on: the run works (op determinism off, said on stderr and in the result)."""
+    raw = raw_spec("smoke")
+    raw["engine"]["use_xla"] = True
+    proc = run_cli("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "engine.use_xla is true" in proc.stderr
+    r = json.loads((tmp_path / "smoke" / "v1" / "result.json").read_text())
+    assert r["run"]["op_determinism"] is False and r["run"]["engine"] == "fast"
+    assert 0.0 < r["test_accuracy"]["mean"] <= 1.0 and r["seeds"][0]["steps"] == 10

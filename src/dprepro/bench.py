@@ -1,9 +1,10 @@
 """Side-by-side speed of the engines on one spec's model and batch size, in one process.
 
-Warm steps are timed with `train_on_batch` on real MNIST batches, engines alternating within
-each repetition so that machine load affects all alike; `tutorial` gets fewer steps (it is
-~10 s per step on 2 cores). Optionally one real epoch of `none`, `fast` and `ghost` through the same
-`model.fit` + tf.data path that `dprepro run` uses.
+Warm steps are timed by calling the model's compiled train function (the function `model.fit`
+calls once per step) on an iterator over real MNIST batches from the same tf.data pipeline that
+`dprepro run` uses; engines alternate within each repetition so that machine load affects all
+alike; `tutorial` gets fewer steps (it takes ~10 s per step on 2 cores). Optionally one real
+epoch of each other engine through `model.fit`, evaluation excluded.
 """
 
 from __future__ import annotations
@@ -16,42 +17,44 @@ import time
 from dprepro import engine, results
 from dprepro.data import load_mnist
 
-BENCH_SCHEMA = 1
+BENCH_SCHEMA = 2
+TIMING = "model.make_train_function() on a tf.data iterator of real MNIST batches"
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_steps(model, batches, steps: int) -> float:
-    """Seconds per step over `steps` consecutive warm steps."""
+def time_steps(step, batches, steps: int) -> float:
+    """Seconds per step over `steps` consecutive warm steps (the last result is fetched)."""
     start = time.perf_counter()
-    for i in range(steps):
-        x, y = batches[i % len(batches)]
-        model.train_on_batch(x, y)
+    for _ in range(steps):
+        logs = step(batches)
+    float(logs["loss"])
     return (time.perf_counter() - start) / steps
 
 
 def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_steps: int = 2,
-          epoch: bool = True, engines=("none", "fast", "ghost", "tutorial"), progress=print) -> dict:
+          epoch: bool = True, engines=("none", "fast", "vectorized", "tutorial"), progress=print) -> dict:
     """Time each engine; return the benchmark record (also what `dprepro bench` writes)."""
     batch_size = spec["training"]["batch_size"]
     n = spec["data"]["train_examples"] if epoch else min(8 * batch_size, spec["data"]["train_examples"])
     data = load_mnist(data_dir, train_examples=n, test_examples=1)
-    batches = [(data.x_train[i:i + batch_size], data.y_train[i:i + batch_size])
-               for i in range(0, min(n, 8 * batch_size) - batch_size + 1, batch_size)]
-    models, memory = {}, {}
+    steppers, memory = {}, {}
     for name in engines:
-        engine.seed_everything(0)
-        models[name] = engine.build_model(spec, name)
-        models[name].train_on_batch(*batches[0])  # trace and build the step
+        engine.seed_everything(0, deterministic=not spec["engine"]["use_xla"])
+        model = engine.build_model(spec, name)
+        batches = iter(engine.batches(data.x_train, data.y_train, batch_size, 0).repeat())
+        step = model.make_train_function()
+        step(batches)  # trace and build the step
+        steppers[name] = (step, batches)
         memory[name] = peak_rss_mib()
         progress(f"bench: {name} warmed up (process peak RSS {memory[name]:.0f} MiB)")
     per_step = {name: [] for name in engines}
     for r in range(repeats):
         for name in engines:
             k = tutorial_steps if name == "tutorial" else steps
-            per_step[name].append(1000 * time_steps(models[name], batches, k))
+            per_step[name].append(1000 * time_steps(*steppers[name], k))
         progress(f"bench: repetition {r + 1}/{repeats}: "
                  + ", ".join(f"{n} {per_step[n][-1]:.1f} ms/step" for n in engines))
     base = statistics.median(per_step["none"]) if "none" in per_step else None
@@ -69,7 +72,7 @@ def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
     record = {
         "bench_schema": BENCH_SCHEMA, "spec": spec["name"], "spec_version": spec["version"],
         "batch_size": batch_size, "model": spec["model"], "use_xla": spec["engine"]["use_xla"],
-        "repeats": repeats, "host": socket.gethostname(),
+        "repeats": repeats, "timing": TIMING, "host": socket.gethostname(),
         "environment": results.environment(engine.devices()), "engines": rows,
     }
     if epoch:
@@ -81,7 +84,7 @@ def real_epochs(spec: dict, data, engines, progress) -> dict:
     """One training epoch of each engine through `model.fit` on the full tf.data pipeline."""
     out = {}
     for name in engines:
-        engine.seed_everything(0)
+        engine.seed_everything(0, deterministic=not spec["engine"]["use_xla"])
         model = engine.build_model(spec, name)
         timer = engine.EpochTimer()
         steps = len(data.x_train) // spec["training"]["batch_size"]

@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("pinned", type=Path, metavar="PINNED")
     c.set_defaults(command=cmd_compare)
 
-    c = sub.add_parser("bench", help="time none, fast and tutorial steps side by side; write results/bench/")
+    c = sub.add_parser("bench", help="time none, fast, vectorized and tutorial steps side by side; write results/bench/")
     c.add_argument("spec", nargs="?", default="experiments/tutorial-3ep.yaml", metavar="SPEC",
                    help="model and batch size to time (default: experiments/tutorial-3ep.yaml)")
     c.add_argument("--steps", type=int, default=20, help="timed steps per repetition (default 20)")

@@ -1,7 +1,8 @@
 """A fresh result against the pinned one (and the published values): rows of PASS/FAIL/INFO.
 
 Rules (README, "Self-checking reproduction"):
-- the spec's content hash must be the pinned one's (else the two runs are not the same experiment);
+- the spec's content hash must be the pinned one's (else the two runs are not the same experiment),
+  and so must the engine version when both used the same engine;
 - every accountant's epsilon must match to 1e-9 relative (accounting is deterministic);
 - the fresh mean test accuracy must be within
   max(3 * s_pinned * sqrt(1/n_pinned + 1/n_fresh), 0.005) of the pinned mean,
@@ -19,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from dprepro.errors import InputError
+from dprepro.spec import ENGINE_VERSIONS
 
 EPSILON_RTOL = 1e-9
 ACCURACY_FLOOR = 0.005
@@ -51,9 +53,17 @@ def as_float(x) -> float:
     return math.inf if x == "inf" else float(x)
 
 
+def engine_version(result: dict) -> int:
+    """The engine version a result was made with (results before versions were recorded: 1)."""
+    return result["run"].get("engine_version", 1)
+
+
 def against_pinned(fresh: dict, pinned: dict) -> list[Row]:
     rows = [Row("spec content hash", pinned["spec_sha256"][:12], fresh["spec_sha256"][:12], "equal",
                 "PASS" if fresh["spec_sha256"] == pinned["spec_sha256"] else "FAIL")]
+    if fresh["run"]["engine"] == pinned["run"]["engine"]:
+        p, f = engine_version(pinned), engine_version(fresh)
+        rows.append(Row(f"{fresh['run']['engine']} engine version", p, f, "equal", "PASS" if p == f else "FAIL"))
     pinned_eps, fresh_eps = pinned.get("epsilon"), fresh.get("epsilon")
     if (pinned_eps is None) != (fresh_eps is None):
         rows.append(Row("epsilon block", "present" if pinned_eps else "none",
@@ -128,4 +138,8 @@ def pin_problem(spec, results_dir) -> str | None:
     if pinned["spec_sha256"] != spec.sha256:
         return (f"{spec.path}: content changed since {path} was pinned (hash {spec.sha256[:12]} != "
                 f"{pinned['spec_sha256'][:12]}): bump `version` and re-pin (make pin)")
+    name = pinned["run"]["engine"]
+    if engine_version(pinned) != ENGINE_VERSIONS[name]:
+        return (f"{spec.path}: {path} was made with engine {name} v{engine_version(pinned)}, "
+                f"the current one is v{ENGINE_VERSIONS[name]}: re-pin (make pin)")
     return None

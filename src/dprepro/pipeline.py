@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from dprepro import accounting, engine, results
 from dprepro.data import load_mnist
-from dprepro.spec import Spec
+from dprepro.spec import ENGINE_VERSIONS, Spec
 from dprepro.tensorboard import TensorBoardLog
 
 
@@ -47,6 +47,9 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
     data = load_mnist(data_dir, s["data"]["url"], s["data"]["train_examples"], s["data"]["test_examples"])
     found = engine.devices()
     print(f"dprepro: {describe_devices(found)}", file=sys.stderr if not found["gpus"] else sys.stdout)
+    if s["engine"]["use_xla"]:
+        print("dprepro: WARNING: engine.use_xla is true: XLA has no deterministic MaxPool gradient, so op "
+              "determinism is off and the same seed may not give bit-identical runs", file=sys.stderr)
     epsilon = accounting.epsilon_block(s)
     curve = accounting.epsilon_curve(s)
     name, version, engine_used = spec.name, spec.version, s["engine"]["name"]
@@ -59,7 +62,8 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
         "result_schema": results.RESULT_SCHEMA,
         "name": name, "version": version,
         "spec_path": spec.path, "spec_sha256": spec.sha256, "spec": spec.data,
-        "run": {"engine": engine_used, "seeds": s["seeds"], "command": ["dprepro", *sys.argv[1:]],
+        "run": {"engine": engine_used, "engine_version": ENGINE_VERSIONS[engine_used],
+                "op_determinism": not s["engine"]["use_xla"], "seeds": s["seeds"], "command": ["dprepro", *sys.argv[1:]],
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "git": results.git_state(),
         "environment": results.environment(found),

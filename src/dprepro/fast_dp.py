@@ -1,0 +1,175 @@
+"""The `fast` engine: DP-SGD with one forward and one backward pass per batch.
+
+The forward pass keeps, for every Dense and Conv2D layer, its input `a` and its pre-activation
+output `z`; one backward pass gives `g = dL/dz`, L being the sum of the microbatch mean losses.
+Each microbatch's clipped gradient comes from (a, g) per layer, never from a backward pass per
+microbatch:
+
+1. squared norm of each microbatch's gradient, summed over layers:
+   - Dense (ghost clipping): ||sum_i a_i g_i^T||^2 over the microbatch's examples i, either
+     directly or as sum_ij <a_i, a_j> <g_i, g_j> (Gram form), whichever costs less;
+   - Conv2D with one input channel: each example's kernel gradient is one channel of a single
+     depthwise convolution (input: the batch as channels; filter: g; dilation: the stride), so
+     the per-example gradients are formed outright (small: kh*kw*Cout numbers each);
+   - other Conv2D: the same two forms as Dense, with `a` cut into patches (one row per output
+     position, as the convolution sees it) and g one row per position;
+   - bias: ||sum over the microbatch's examples and positions of g||^2.
+2. clip factor of each microbatch c = min(1, clip / norm).
+3. the sum of the clipped gradients is the ordinary gradient with g scaled by c (Dense: a^T (c g);
+   Conv2D: patches^T (c g)) or the c-weighted sum of the per-example gradients: no second
+   backward pass.
+4. add N(0, (clip * noise_multiplier)^2) to the sum, divide by the number of microbatches.
+
+With noise 0 the step equals the `tutorial` engine's (tests/test_engine.py). Layers without
+weights (pooling, flatten, dropout) are applied as they are; any other layer with weights is
+refused when the model is built.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+SUPPORTED = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
+
+
+def by_microbatch(t: tf.Tensor, num_microbatches: int) -> tf.Tensor:
+    """[B, ...] -> [num_microbatches, B / num_microbatches, ...] (consecutive examples together)."""
+    return tf.reshape(t, tf.concat([[num_microbatches, -1], tf.shape(t)[1:]], axis=0))
+
+
+def conv_patches(layer: tf.keras.layers.Conv2D, a: tf.Tensor) -> tf.Tensor:
+    """[B, H, W, Cin] -> [B, P, kh*kw*Cin]: the input window behind each output position."""
+    kh, kw = layer.kernel_size
+    sh, sw = layer.strides
+    dh, dw = layer.dilation_rate
+    p = tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
+                                 rates=[1, dh, dw, 1], padding=layer.padding.upper())
+    return tf.reshape(p, [tf.shape(p)[0], -1, p.shape[-1]])
+
+
+def conv_example_gradients(layer: tf.keras.layers.Conv2D, a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """Each example's kernel gradient of a Conv2D with one input channel: [B, kh, kw, 1, Cout].
+
+    Gradient of example b at tap (u, v): sum over output positions (h, w) of
+    a[b, s*h + u, s*w + v] * g[b, h, w, :], i.e. a depthwise convolution of the input (examples
+    as channels) with g as the filter, dilated by the stride.
+    """
+    kh, kw = layer.kernel_size
+    sh, sw = layer.strides
+    height, width = a.shape[1], a.shape[2]
+    oh, ow, cout = g.shape[1], g.shape[2], g.shape[3]
+    if layer.padding == "same":
+        ph, pw = max((oh - 1) * sh + kh - height, 0), max((ow - 1) * sw + kw - width, 0)
+        a = tf.pad(a, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]])
+    a = a[:, :kh + sh * (oh - 1), :kw + sw * (ow - 1), 0]                  # [B, H', W']
+    image = tf.transpose(a, [1, 2, 0])[tf.newaxis]                         # [1, H', W', B]
+    filters = tf.transpose(g, [1, 2, 0, 3])                                # [oh, ow, B, Cout]
+    out = tf.nn.depthwise_conv2d(image, filters, [1, 1, 1, 1], "VALID", dilations=[sh, sw])
+    return tf.transpose(tf.reshape(out, [kh, kw, -1, 1, cout]), [2, 0, 1, 3, 4])
+
+
+def squared_gram_or_direct(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """||a_m^T g_m||_F^2 for each m of a [M, R, D] and g [M, R, C], by the cheaper form."""
+    rows, d, c = a.shape[1], a.shape[2], g.shape[2]
+    if rows is not None and rows * rows * (d + c) < rows * d * c:
+        return tf.reduce_sum(tf.matmul(a, a, transpose_b=True) * tf.matmul(g, g, transpose_b=True), [1, 2])
+    return tf.reduce_sum(tf.square(tf.matmul(a, g, transpose_a=True)), [1, 2])
+
+
+class LayerGradients:
+    """One Dense or Conv2D layer's share of the step: its microbatch squared norms, then its
+    clipped gradient sum once the clip factors are known."""
+
+    def __init__(self, layer, a: tf.Tensor, g: tf.Tensor, num_microbatches: int):
+        self.layer, self.m = layer, num_microbatches
+        conv = isinstance(layer, tf.keras.layers.Conv2D)
+        self.examples = None   # per-example kernel gradients, when formed outright
+        if conv and a.shape[-1] == 1 and tuple(layer.dilation_rate) == (1, 1):
+            self.examples = conv_example_gradients(layer, a, g)
+            mb = tf.reduce_sum(by_microbatch(self.examples, self.m), axis=1)
+            self.kernel_sq = tf.reduce_sum(tf.square(mb), [1, 2, 3, 4])
+        else:
+            a = conv_patches(layer, a) if conv else a[:, tf.newaxis, :]      # [B, P, D]
+            g = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])             # [B, P, C]
+            self.kernel_sq = squared_gram_or_direct(tf.reshape(a, [self.m, -1, a.shape[-1]]),
+                                                    tf.reshape(g, [self.m, -1, g.shape[-1]]))
+        self.a, self.g = a, tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])  # g: [B, P, C]
+
+    def squared_norms(self) -> tf.Tensor:
+        """[M]: squared L2 norm of each microbatch's gradient of this layer's weights."""
+        if not self.layer.use_bias:
+            return self.kernel_sq
+        bias = tf.reduce_sum(by_microbatch(tf.reduce_sum(self.g, axis=1), self.m), axis=1)
+        return self.kernel_sq + tf.reduce_sum(tf.square(bias), axis=1)
+
+    def clipped_sum(self, example_scale: tf.Tensor) -> list:
+        """Sum over examples of scale * gradient, for the kernel (and bias): the clipped sum."""
+        kernel_shape = tf.shape(self.layer.kernel)
+        if self.examples is not None:
+            kernel = tf.tensordot(example_scale, self.examples, axes=1)
+        else:
+            scaled = self.g * example_scale[:, tf.newaxis, tf.newaxis]
+            kernel = tf.matmul(tf.reshape(self.a, [-1, self.a.shape[-1]]),
+                               tf.reshape(scaled, [-1, scaled.shape[-1]]), transpose_a=True)
+        grads = [tf.reshape(kernel, kernel_shape)]
+        if self.layer.use_bias:
+            grads.append(tf.tensordot(example_scale, tf.reduce_sum(self.g, axis=1), axes=1))
+        return grads
+
+
+class FastDPSequential(tf.keras.Sequential):
+    """A Sequential model whose train step is DP-SGD computed as described in this module.
+
+    Args:
+      l2_norm_clip: clip norm of each microbatch's gradient.
+      noise_multiplier: noise std / l2_norm_clip.
+      num_microbatches: microbatches per batch; must divide the batch size.
+      layers: the model's layers (Dense, Conv2D, and layers without weights).
+    """
+
+    def __init__(self, l2_norm_clip: float, noise_multiplier: float, num_microbatches: int,
+                 layers=None, name=None):
+        super().__init__(layers=layers, name=name)
+        for layer in self.layers:
+            if layer.trainable_weights and not isinstance(layer, SUPPORTED):
+                raise ValueError(f"fast engine: layer {layer.name} ({type(layer).__name__}) is not supported")
+        self.l2_norm_clip = l2_norm_clip
+        self.noise_multiplier = noise_multiplier
+        self.num_microbatches = num_microbatches
+
+    def forward(self, x):
+        """Logits, plus (layer, input, pre-activation output) of each layer with weights."""
+        kept = []
+        h = x
+        for layer in self.layers:
+            if not isinstance(layer, SUPPORTED):
+                h = layer(h, training=True)
+                continue
+            activation, layer.activation = layer.activation, tf.keras.activations.linear
+            z = layer(h)
+            layer.activation = activation
+            kept.append((layer, h, z))
+            h = activation(z)
+        return h, kept
+
+    def train_step(self, data):
+        x, y = data
+        m = self.num_microbatches
+        with tf.GradientTape() as tape:
+            logits, kept = self.forward(x)
+            tape.watch([z for _, _, z in kept])
+            per_example = tf.keras.losses.categorical_crossentropy(y, logits, from_logits=True)
+            loss = tf.reduce_sum(tf.reduce_mean(by_microbatch(per_example, m), axis=1))
+        grads_z = tape.gradient(loss, [z for _, _, z in kept])
+        parts = [LayerGradients(layer, a, g, m) for (layer, a, _), g in zip(kept, grads_z)]
+        norms = tf.sqrt(tf.add_n([part.squared_norms() for part in parts]))               # [M]
+        clip = self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)                    # [M]
+        example_scale = tf.repeat(clip, tf.shape(x)[0] // m)                                # [B]
+        grads = [gr for part in parts for gr in part.clipped_sum(example_scale)]
+        std = self.l2_norm_clip * self.noise_multiplier
+        grads = [(gr + tf.random.normal(tf.shape(gr), stddev=std)) / m if std > 0 else gr / m for gr in grads]
+        variables = [v for part in parts for v in part.layer.trainable_weights]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self.compiled_loss(y, logits)
+        self.compiled_metrics.update_state(y, logits)
+        return {metric.name: metric.result() for metric in self.metrics}
