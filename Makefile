@@ -20,11 +20,11 @@ ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run pin report bench test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run pin pin-tutorial report bench test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: EXP=<spec name>  SEEDS=\"0 1\"  ENGINE=fast|tutorial|none  OUT=runs"
+	@echo "  variables: EXP=<spec name>  SEEDS=\"0 1\"  ENGINE=fast|vectorized|tutorial|none  OUT=runs"
 
 install: $(STAMP) ## create .venv with the exact pins of requirements.lock (re-runs only when it changes)
 
@@ -46,6 +46,9 @@ run: $(STAMP) ## train one spec: make run EXP=tutorial-3ep
 
 pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned results; commit them)
 	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir runs/pinned
+
+pin-tutorial: $(STAMP) ## pin the tutorial's own engine on tutorial-1ep, seed 0 (about 45 min on 2 cores)
+	$(BIN)/dprepro run $(SPECS)/tutorial-1ep.yaml --engine tutorial --seeds 0 --out results --logdir runs/pinned
 
 report: $(STAMP) ## regenerate results/README.md and results/figures/ from the pinned results
 	$(BIN)/dprepro report --results results

@@ -115,3 +115,11 @@ def test_a_pin_made_with_an_older_engine_is_caught(tmp_path):
     problem = compare.pin_problem(spec, tmp_path)
     assert problem == (f"{spec.path}: {tmp_path}/tutorial-3ep/v1/result.json was made with "
                        "engine fast v1, the current one is v2: re-pin (make pin)")
+
+
+def test_the_pinned_engines_agree_on_real_data():
+    """The tutorial's own engine (1 seed, full MNIST) lies in the fast engine's pinned band."""
+    pinned = ROOT / "results" / "tutorial-1ep" / "v1"
+    text, ok = compare.compare_files(pinned / "result-tutorial.json", pinned / "result.json")
+    assert ok, text
+    assert "engines differ (fresh tutorial, pinned fast)" in text

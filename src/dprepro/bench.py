@@ -103,10 +103,10 @@ def format_table(record: dict) -> str:
     lines = [f"{record['spec']} v{record['spec_version']}, batch {record['batch_size']}, "
              f"{record['environment']['cpu']} x{record['environment']['cpu_count']}, "
              f"TF {record['environment']['packages']['tensorflow']}, XLA {record['use_xla']}",
-             f"{'engine':<9} {'ms/step':>9} {'min-max':>15} {'ratio':>7} {'examples/s':>11} {'peak RSS':>9}"]
+             f"{'engine':<10} {'ms/step':>9} {'min-max':>15} {'ratio':>7} {'examples/s':>11} {'peak RSS':>9}"]
     for name, r in record["engines"].items():
         ratio = f"{r['ratio_to_none']:.2f}x" if r["ratio_to_none"] else "-"
-        lines.append(f"{name:<9} {r['ms_per_step_median']:>9.1f} "
+        lines.append(f"{name:<10} {r['ms_per_step_median']:>9.1f} "
                      f"{r['ms_per_step_min']:>7.1f}-{r['ms_per_step_max']:<7.1f} {ratio:>7} "
                      f"{r['examples_per_second']:>11.0f} {r['process_peak_rss_mib_after_warmup']:>6.0f} MiB")
     for name, e in record.get("epoch", {}).items():

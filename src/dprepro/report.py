@@ -10,7 +10,7 @@ import numpy as np
 from scipy import stats
 
 from dprepro import accounting
-from dprepro.compare import as_float, load_result
+from dprepro.compare import as_float, engine_version, load_result
 
 ACCOUNTANT_COLUMNS = ("rdp_legacy", "rdp", "pld", "statement_poisson", "statement_once_per_epoch")
 # Shorter runs are drawn over longer ones with their own marker: specs that share seeds share
@@ -52,7 +52,8 @@ def table(results: list[dict]) -> str:
         env = r["environment"]
         hardware = f"{env['cpu']} ×{env['cpu_count']}" + (f", {', '.join(env['devices']['gpus'])}"
                                                          if env["devices"]["gpus"] else ", no GPU")
-        lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} | {r['spec']['training']['epochs']} | "
+        lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} v{engine_version(r)} | "
+                     f"{r['spec']['training']['epochs']} | "
                      + " | ".join(cells)
                      + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                        f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | `{r['_path']}` |")
