@@ -19,3 +19,14 @@ def test_citation_cff_required_fields():
 def test_readme_has_a_bibtex_entry():
     readme = (ROOT / "README.md").read_text()
     assert "## How to cite" in readme and "@software{dprepro" in readme
+
+
+def test_one_version_everywhere():
+    import re
+    import tomllib
+
+    import dprepro
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert dprepro.__version__ == version
+    assert str(yaml.safe_load((ROOT / "CITATION.cff").read_text())["version"]) == version
+    assert re.search(r"version = \{([^}]*)\}", (ROOT / "README.md").read_text()).group(1) == version

@@ -23,7 +23,7 @@ def test_result_fields(smoke_runs):
     assert r["result_schema"] == 1 and r["name"] == "smoke" and r["version"] == 1
     assert len(r["spec_sha256"]) == 64 and r["spec"]["training"]["batch_size"] == 250
     assert r["run"]["engine"] == "fast" and r["run"]["seeds"] == [0]
-    assert set(r["git"]) == {"commit", "dirty"}
+    assert set(r["git"]) == {"commit", "dirty", "changed"}
     env = r["environment"]
     assert env["packages"]["tensorflow"] == "2.15.1" and env["packages"]["tensorflow-privacy"] == "0.9.0"
     assert env["packages"]["dp-accounting"] == "0.4.3" and env["packages"]["numpy"] == "1.26.4"
@@ -119,3 +119,27 @@ def test_xla_run_end_to_end(write_spec, tmp_path):
     r = json.loads((tmp_path / "smoke" / "v1" / "result.json").read_text())
     assert r["run"]["op_determinism"] is False and r["run"]["engine"] == "fast"
     assert 0.0 < r["test_accuracy"]["mean"] <= 1.0 and r["seeds"][0]["steps"] == 10
+
+
+def test_git_state_counts_inputs_not_outputs(tmp_path, monkeypatch):
+    """A rewritten pinned result is an output; an edited source file makes the run dirty."""
+    import subprocess
+
+    from dprepro.results import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "r.json").write_text('{"new": 1}')
+    (tmp_path / "fresh.json").write_text("{}")
+    assert git_state()["dirty"] is False and git_state()["changed"] == []
+    (tmp_path / "model.py").write_text("x = 2\n")
+    state = git_state()
+    assert state["dirty"] is True and state["changed"] == ["model.py"]

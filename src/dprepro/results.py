@@ -40,17 +40,21 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def git_state() -> dict:
-    """Commit of the working tree and whether it had uncommitted changes (None outside git)."""
+    """Commit of the working tree, whether it had uncommitted changes and which (None outside git).
+
+    Outputs do not count: untracked files, and results/ (a `make pin` rewrites the pinned files
+    of the specs it has finished while it runs the next)."""
     def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
     try:
-        # dirty: tracked files modified (untracked outputs such as fresh results do not count)
-        return {"commit": git("rev-parse", "HEAD"),
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        changed = git("status", "--porcelain", "--untracked-files=no", "--",
+                      ":(top)", ":(top,exclude)results").splitlines()
+        return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(changed),
+                "changed": [line[3:] for line in changed[:20]]}
     except (OSError, subprocess.CalledProcessError):
         # No git checkout (e.g. in the Docker image): the commit the image was built from, if known.
         commit = os.environ.get("DPREPRO_GIT_COMMIT")
-        return {"commit": commit if commit and commit != "unknown" else None, "dirty": None}
+        return {"commit": commit if commit and commit != "unknown" else None, "dirty": None, "changed": None}
 
 
 def cpu_model() -> str:
