@@ -1,6 +1,7 @@
 """End to end through the CLI on the smoke spec: result file, TensorBoard events, determinism."""
 
 import json
+import shutil
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -121,6 +122,7 @@ def test_xla_run_end_to_end(write_spec, tmp_path):
     assert 0.0 < r["test_accuracy"]["mean"] <= 1.0 and r["seeds"][0]["steps"] == 10
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git (the Docker image has none)")
 def test_git_state_counts_inputs_not_outputs(tmp_path, monkeypatch):
     """A rewritten pinned result is an output; an edited source file makes the run dirty."""
     import subprocess
