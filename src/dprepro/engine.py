@@ -29,11 +29,11 @@ from dprepro.fast_dp import FastDPSequential
 from dprepro.model import build_layers
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """One seed for weight init, shuffling and DP noise; ops deterministic on this machine unless
-    `deterministic` is false (XLA has no deterministic MaxPool gradient, so XLA runs need that)."""
+def seed_everything(seed: int, use_xla: bool = False) -> None:
+    """One seed for weight init, shuffling and DP noise; ops deterministic on this machine, except
+    in XLA runs (XLA has no deterministic MaxPool gradient)."""
     tf.keras.utils.set_random_seed(seed)
-    if deterministic:
+    if not use_xla:
         tf.config.experimental.enable_op_determinism()
 
 
@@ -106,7 +106,7 @@ class EpochTimer(tf.keras.callbacks.Callback):
 
 def train(spec: dict, data, seed: int, callbacks=(), engine: str | None = None) -> dict:
     """Train one seed; return its history (per-epoch metrics), final metrics and timings."""
-    seed_everything(seed, deterministic=not spec["engine"]["use_xla"])
+    seed_everything(seed, spec["engine"]["use_xla"])
     model = build_model(spec, engine)
     training = spec["training"]
     timer = EpochTimer()

@@ -83,6 +83,8 @@ class LayerGradients:
     def __init__(self, layer, a: tf.Tensor, g: tf.Tensor, num_microbatches: int):
         self.layer, self.m = layer, num_microbatches
         conv = isinstance(layer, tf.keras.layers.Conv2D)
+        rows = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])                # [B, P, C]
+        self.bias_examples = tf.reduce_sum(rows, axis=1)                       # [B, C]
         self.examples = None   # per-example kernel gradients, when formed outright
         if conv and a.shape[-1] == 1 and tuple(layer.dilation_rate) == (1, 1):
             self.examples = conv_example_gradients(layer, a, g)
@@ -90,16 +92,15 @@ class LayerGradients:
             self.kernel_sq = tf.reduce_sum(tf.square(mb), [1, 2, 3, 4])
         else:
             a = conv_patches(layer, a) if conv else a[:, tf.newaxis, :]      # [B, P, D]
-            g = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])             # [B, P, C]
             self.kernel_sq = squared_gram_or_direct(tf.reshape(a, [self.m, -1, a.shape[-1]]),
-                                                    tf.reshape(g, [self.m, -1, g.shape[-1]]))
-        self.a, self.g = a, tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])  # g: [B, P, C]
+                                                    tf.reshape(rows, [self.m, -1, rows.shape[-1]]))
+        self.a, self.g = a, rows
 
     def squared_norms(self) -> tf.Tensor:
         """[M]: squared L2 norm of each microbatch's gradient of this layer's weights."""
         if not self.layer.use_bias:
             return self.kernel_sq
-        bias = tf.reduce_sum(by_microbatch(tf.reduce_sum(self.g, axis=1), self.m), axis=1)
+        bias = tf.reduce_sum(by_microbatch(self.bias_examples, self.m), axis=1)
         return self.kernel_sq + tf.reduce_sum(tf.square(bias), axis=1)
 
     def clipped_sum(self, example_scale: tf.Tensor) -> list:
@@ -113,7 +114,7 @@ class LayerGradients:
                                tf.reshape(scaled, [-1, scaled.shape[-1]]), transpose_a=True)
         grads = [tf.reshape(kernel, kernel_shape)]
         if self.layer.use_bias:
-            grads.append(tf.tensordot(example_scale, tf.reduce_sum(self.g, axis=1), axes=1))
+            grads.append(tf.tensordot(example_scale, self.bias_examples, axes=1))
         return grads
 
 

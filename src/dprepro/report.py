@@ -100,8 +100,8 @@ def figures(results: list[dict], folder: Path) -> list[str]:
     if not private:
         return written
     fig, axes = plt.subplots(1, len(private), figsize=(4 * len(private), 4), squeeze=False, sharey=True)
-    for ax, r in zip(axes[0], private):
-        curve = accounting.epsilon_curve(r["spec"])
+    curves = [accounting.epsilon_curve(r["spec"]) for r in private]
+    for ax, r, curve in zip(axes[0], private, curves):
         for name in ACCOUNTANT_COLUMNS:
             ax.plot(range(1, len(curve[name]) + 1), curve[name], marker=".",
                     label=name + (" (= rdp)" if name == "statement_poisson" else ""),
@@ -118,10 +118,9 @@ def figures(results: list[dict], folder: Path) -> list[str]:
     written.append(save(fig, folder / "epsilon_per_epoch.png"))
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for i, r in enumerate(private):
-        curve = accounting.epsilon_curve(r["spec"])["rdp"]
+    for i, (r, curve) in enumerate(zip(private, curves)):
         acc = 100 * per_epoch(r, "test_accuracy")
-        ax.errorbar(curve, acc.mean(0), yerr=acc.std(0, ddof=1) if len(acc) > 1 else None,
+        ax.errorbar(curve["rdp"], acc.mean(0), yerr=acc.std(0, ddof=1) if len(acc) > 1 else None,
                     marker=MARKERS[i % len(MARKERS)], markersize=4 + 2 * (i == 0), capsize=3, label=label(r))
     for r in results:
         if not r["epsilon"]:
