@@ -16,9 +16,12 @@ DATA = ROOT / "data" / "mnist"
 CLI = Path(sys.executable).with_name("dprepro")
 
 
-def run_cli(*args, cwd=ROOT, env=None, timeout=600):
-    """Run the installed `dprepro` console script; return the CompletedProcess."""
+def run_cli(*args, cwd=ROOT, env=None, unset=(), timeout=600):
+    """Run the installed `dprepro` console script (with `env` added, `unset` removed); return the
+    CompletedProcess."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    for name in unset:
+        full_env.pop(name, None)
     return subprocess.run([str(CLI), *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

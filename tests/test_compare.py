@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import EXPERIMENTS, ROOT, raw_spec, run_cli
-from dprepro import compare
+from dprepro import accounting, compare
 from dprepro.spec import Spec, load_spec, validate
 
 SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem != "smoke")
@@ -38,15 +38,100 @@ def test_result_matches_itself_and_cli_exits_0(smoke_runs, tmp_path):
     proc = run_cli("compare", path, smoke_runs[1][0] / "smoke" / "v1" / "result.json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FAIL" not in proc.stdout and proc.stdout.count("PASS") == 8  # hash, engine version, 5 accountants, accuracy
+    assert "arithmetic path" in proc.stdout and "bit-identical" in proc.stdout
 
 
-def test_epsilon_off_by_1e_8_fails(smoke_runs, tmp_path):
+def test_epsilon_off_by_1e_8_fails_for_a_closed_form_accountant(smoke_runs, tmp_path):
     pinned = smoke_runs[0][2]
     fresh = copy.deepcopy(pinned)
-    fresh["epsilon"]["accountants"]["pld"]["epsilon"] *= 1 + 1e-8
-    assert statuses(fresh, pinned)["epsilon pld"] == "FAIL"
+    fresh["epsilon"]["accountants"]["rdp"]["epsilon"] *= 1 + 1e-8
+    assert statuses(fresh, pinned)["epsilon rdp"] == "FAIL"
     proc = run_cli("compare", write(tmp_path, "fresh.json", fresh), write(tmp_path, "pinned.json", pinned))
     assert proc.returncode == 1 and "FAIL" in proc.stdout
+
+
+PINNED_3EP = ROOT / "results" / "tutorial-3ep" / "v1" / "result.json"
+
+
+def with_epsilons(pinned: dict, values: dict) -> dict:
+    fresh = copy.deepcopy(pinned)
+    for name, v in values.items():
+        fresh["epsilon"]["accountants"][name]["epsilon"] = v["epsilon"]
+    return fresh
+
+
+def test_epsilons_computed_here_pass_against_the_pin():
+    """The pin's ε were computed on another machine; this machine's must pass (not be equal)."""
+    pinned = json.loads(PINNED_3EP.read_text())
+    fresh = with_epsilons(pinned, accounting.epsilons(60000, 250, 1.3, 3, 1e-5))
+    assert all(s == "PASS" for q, s in statuses(fresh, pinned).items() if q.startswith("epsilon "))
+
+
+@pytest.mark.parametrize("accountant,relative", [
+    ("pld", 2.7e-10), ("pld", -1.7e-9),        # what a second machine gave (issue 10)
+    ("pld", 3.6e-9),                            # PLD of 20 epochs composed in two halves vs at once
+    ("rdp", 1e-13), ("rdp_legacy", -1e-13), ("statement_once_per_epoch", 1e-13),  # float64 rounding
+])
+def test_last_digit_noise_passes(accountant, relative):
+    pinned = json.loads(PINNED_3EP.read_text())
+    fresh = copy.deepcopy(pinned)
+    fresh["epsilon"]["accountants"][accountant]["epsilon"] *= 1 + relative
+    assert statuses(fresh, pinned)[f"epsilon {accountant}"] == "PASS"
+
+
+REAL_CHANGES = {
+    "one more step": dict(noise_multiplier=1.3, epochs=3 + 1 / 240),
+    "noise 1.301 (4th digit)": dict(noise_multiplier=1.301, epochs=3),
+    "noise 1.3001 (5th digit)": dict(noise_multiplier=1.3001, epochs=3),
+    "noise 1.299 (4th digit)": dict(noise_multiplier=1.299, epochs=3),
+}
+
+
+@pytest.mark.parametrize("change", list(REAL_CHANGES))
+def test_a_real_change_of_the_schedule_fails_every_accountant(change):
+    pinned = json.loads(PINNED_3EP.read_text())
+    fresh = with_epsilons(pinned, accounting.epsilons(60000, 250, delta=1e-5, **REAL_CHANGES[change]))
+    rows = statuses(fresh, pinned)
+    assert {q: s for q, s in rows.items() if q.startswith("epsilon ")} == {
+        f"epsilon {name}": "FAIL" for name in accounting.ACCOUNTANTS}
+
+
+def test_a_finer_or_coarser_pld_discretization_fails():
+    from dp_accounting.pld import PLDAccountant
+
+    pinned = json.loads(PINNED_3EP.read_text())
+    for interval in (5e-5, 2e-4):
+        pld = PLDAccountant(value_discretization_interval=interval).compose(
+            accounting.dpsgd_event(250 / 60000, 1.3, 720)).get_epsilon(1e-5)
+        fresh = with_epsilons(pinned, {"pld": {"epsilon": pld}})
+        assert statuses(fresh, pinned)["epsilon pld"] == "FAIL", interval
+
+
+@pytest.mark.parametrize("accountant", ["rdp_legacy", "rdp", "pld", "statement_once_per_epoch"])
+def test_another_accountants_value_fails(accountant):
+    pinned = json.loads(PINNED_3EP.read_text())
+    values = {name: v["epsilon"] for name, v in pinned["epsilon"]["accountants"].items()}
+    other = next(v for name, v in values.items() if v != values[accountant])
+    fresh = with_epsilons(pinned, {accountant: {"epsilon": other}})
+    assert statuses(fresh, pinned)[f"epsilon {accountant}"] == "FAIL"
+
+
+def test_the_tolerances_lie_between_noise_and_change():
+    """Each tolerance is >= 100x the numerical noise measured and <= 1/50 of the smallest change."""
+    smallest_change = 8.7e-5  # noise multiplier + 1e-4, statement_once_per_epoch, 3 epochs
+    for name in accounting.ACCOUNTANTS:
+        noise = 3.6e-9 if name == "pld" else 1e-13
+        assert 100 * noise <= compare.epsilon_tolerance(name) <= smallest_change / 50, name
+
+
+def test_arithmetic_path_row_is_information_only(smoke_runs):
+    pinned = smoke_runs[0][2]
+    rows = {r.quantity: r for r in compare.against_pinned(pinned, pinned)}
+    assert rows["arithmetic path"].status == "INFO" and rows["arithmetic path"].tolerance == "bit-identical"
+    other = copy.deepcopy(pinned)
+    other["environment"]["arithmetic"]["id"] = "0" * 12
+    rows = {r.quantity: r for r in compare.against_pinned(other, pinned)}
+    assert rows["arithmetic path"].status == "INFO" and rows["arithmetic path"].tolerance == "statistical"
 
 
 def test_accuracy_outside_the_band_fails(smoke_runs):

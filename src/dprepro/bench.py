@@ -73,7 +73,7 @@ def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
         "bench_schema": BENCH_SCHEMA, "spec": spec["name"], "spec_version": spec["version"],
         "batch_size": batch_size, "model": spec["model"], "use_xla": spec["engine"]["use_xla"],
         "repeats": repeats, "timing": TIMING, "host": socket.gethostname(),
-        "environment": results.environment(engine.devices()), "engines": rows,
+        "environment": results.environment(engine.devices(), engine.onednn_enabled()), "engines": rows,
     }
     if epoch:
         record["epoch"] = real_epochs(spec, data, [n for n in engines if n != "tutorial"], progress)

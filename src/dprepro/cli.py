@@ -7,18 +7,53 @@ import json
 import logging
 import math
 import os
+import re
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from dprepro.errors import InputError
 from dprepro.spec import ENGINES, load_spec
 
 
+# Lines TensorFlow 2.15 logs as errors ("E ...") at import on every machine without CUDA drivers:
+# its CUDA build registers the cuDNN/cuFFT/cuBLAS plugins twice. Harmless; dropped. Any other line
+# written to stderr while TensorFlow loads is shown as it was.
+HARMLESS_STARTUP = re.compile(r"Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register "
+                              r"factory for plugin cu(DNN|FFT|BLAS) when one has already been registered")
+NEEDS_TENSORFLOW = {"run", "bench", "report", "epsilon", "calibrate"}
+
+
+@contextmanager
+def startup_noise_filtered(pattern=HARMLESS_STARTUP):
+    """Capture what C++ code writes to file descriptor 2 inside the block; afterwards write it back
+    to stderr without the lines matching `pattern`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not pattern.search(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's info and warning chatter out
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. vectorized_map's while_loop notes
     args = parser().parse_args(argv)
     try:
+        if args.command_name in NEEDS_TENSORFLOW:
+            with startup_noise_filtered():
+                import tensorflow  # noqa: F401  (loaded once here, without its harmless start-up errors)
         return args.command(args) or 0
     except InputError as e:
         print(e, file=sys.stderr)
@@ -34,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("validate", help="check specs without running them")
     c.add_argument("specs", nargs="+", metavar="SPEC")
-    c.set_defaults(command=cmd_validate)
+    c.set_defaults(command=cmd_validate, command_name="validate")
 
     c = sub.add_parser("run", help="train every seed of each spec; write logs and result.json")
     c.add_argument("specs", nargs="+", metavar="SPEC")
@@ -47,12 +82,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
     c.add_argument("--compare", type=Path, metavar="PINNED_DIR",
                    help="then compare each result with PINNED_DIR/<name>/v<version>/; exit 1 on any FAIL")
-    c.set_defaults(command=cmd_run)
+    c.set_defaults(command=cmd_run, command_name="run")
 
     c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
     c.add_argument("fresh", type=Path, metavar="FRESH")
     c.add_argument("pinned", type=Path, metavar="PINNED")
-    c.set_defaults(command=cmd_compare)
+    c.set_defaults(command=cmd_compare, command_name="compare")
 
     c = sub.add_parser("bench", help="time none, fast, vectorized and tutorial steps side by side; write results/bench/")
     c.add_argument("spec", nargs="?", default="experiments/tutorial-3ep.yaml", metavar="SPEC",
@@ -64,23 +99,23 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--label", default=None, help="file name in OUT (default: the host name)")
     c.add_argument("--out", type=Path, default=Path("results/bench"), help="default: results/bench")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
-    c.set_defaults(command=cmd_bench)
+    c.set_defaults(command=cmd_bench, command_name="bench")
 
     c = sub.add_parser("report", help="regenerate RESULTS/README.md and RESULTS/figures/ from pinned results")
     c.add_argument("--results", type=Path, default=Path("results"), help="default: results")
-    c.set_defaults(command=cmd_report)
+    c.set_defaults(command=cmd_report, command_name="report")
 
     c = sub.add_parser("epsilon", help="epsilon of each spec under every accountant, without training")
     c.add_argument("specs", nargs="+", metavar="SPEC")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--epochs-range", action="store_true", help="the curve: epsilon after each epoch")
-    c.set_defaults(command=cmd_epsilon)
+    c.set_defaults(command=cmd_epsilon, command_name="epsilon")
 
     c = sub.add_parser("calibrate", help="noise multiplier that reaches a target epsilon")
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--target-epsilon", type=float, required=True)
     c.add_argument("--accountant", default="rdp", choices=("rdp_legacy", "rdp", "pld"))
-    c.set_defaults(command=cmd_calibrate)
+    c.set_defaults(command=cmd_calibrate, command_name="calibrate")
     return p
 
 

@@ -143,3 +143,10 @@ def devices() -> dict:
             for g in tf.config.list_physical_devices("GPU")]
     return {"gpus": gpus, "built_with_cuda": bool(build.get("is_cuda_build")),
             "cuda_version": build.get("cuda_version"), "cudnn_version": build.get("cudnn_version")}
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels on the CPU (TF_ENABLE_ONEDNN_OPTS, default on x86)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())

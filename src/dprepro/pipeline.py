@@ -39,6 +39,15 @@ def describe_devices(found: dict) -> str:
     return "WARNING: no GPU visible to TensorFlow; falling back to the CPU"
 
 
+def describe_arithmetic(path: dict) -> str:
+    """One line naming the arithmetic path, e.g. `4f1c0a9e2b7d (AMD EPYC, avx512f, oneDNN on)`."""
+    simd = next((f for f in ("amx_tile", "avx512f", "avx2", "avx") if f in path["cpu_flags"]), "no AVX")
+    onednn = {True: "oneDNN on", False: "oneDNN off", None: "oneDNN unknown"}[path["onednn"]]
+    limit = f", ISA limit {path['onednn_max_cpu_isa']}" if path["onednn_max_cpu_isa"] else ""
+    gpus = f", {', '.join(path['gpus'])}" if path["gpus"] else ""
+    return f"{path['id']} ({path['cpu']}, {simd}, {onednn}{limit}{gpus})"
+
+
 def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
              seeds=None, engine_name: str | None = None) -> tuple[dict, Path]:
     """Train every seed of `spec`; write TensorBoard logs and the result file; return both."""
@@ -47,6 +56,8 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
     data = load_mnist(data_dir, s["data"]["url"], s["data"]["train_examples"], s["data"]["test_examples"])
     found = engine.devices()
     print(f"dprepro: {describe_devices(found)}", file=sys.stderr if not found["gpus"] else sys.stdout)
+    env = results.environment(found, engine.onednn_enabled())
+    print(f"dprepro: arithmetic path {describe_arithmetic(env['arithmetic'])}", flush=True)
     if s["engine"]["use_xla"]:
         print("dprepro: WARNING: engine.use_xla is true: XLA has no deterministic MaxPool gradient, so op "
               "determinism is off and the same seed may not give bit-identical runs", file=sys.stderr)
@@ -66,7 +77,7 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
                 "op_determinism": not s["engine"]["use_xla"], "seeds": s["seeds"], "command": ["dprepro", *sys.argv[1:]],
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "git": results.git_state(),
-        "environment": results.environment(found),
+        "environment": env,
         "data": {"dir": str(data_dir), "files_sha256": data.files,
                  "train_examples": len(data.x_train), "test_examples": len(data.x_test)},
         "epsilon": epsilon,

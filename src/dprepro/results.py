@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -67,8 +68,47 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(devices: dict) -> dict:
-    """Python, package versions, platform, CPU and the accelerators TensorFlow saw."""
+# CPU features that select different kernels (and so different rounding) in oneDNN, Eigen and numpy.
+ARITHMETIC_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                        "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+# Environment variables that change which kernels run or how work is split between threads.
+ARITHMETIC_ENV = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
+                  "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
+def cpu_flags() -> list[str]:
+    """The ARITHMETIC_CPU_FLAGS this CPU has (empty where /proc/cpuinfo is unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ARITHMETIC_CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def arithmetic_path(devices: dict, onednn: bool | None) -> dict:
+    """What decides the last bits of training arithmetic, and a short id of it: two runs with the
+    same id, engine version, spec and seed give bit-identical numbers; other ids agree statistically.
+
+    `onednn` is whether TensorFlow's oneDNN kernels are on (None if unknown)."""
+    path = {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cpu_count": os.cpu_count(),
+        "onednn": onednn,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "env": {k: os.environ[k] for k in ARITHMETIC_ENV if k in os.environ},
+        "gpus": devices.get("gpus", []),
+        "tensorflow": version("tensorflow"),
+    }
+    path["id"] = hashlib.sha256(json.dumps(path, sort_keys=True).encode()).hexdigest()[:12]
+    return path
+
+
+def environment(devices: dict, onednn: bool | None = None) -> dict:
+    """Python, package versions, platform, CPU, the accelerators TensorFlow saw, the arithmetic path."""
     return {
         "python": platform.python_version(),
         "packages": {p: version(p) for p in PACKAGES},
@@ -76,6 +116,7 @@ def environment(devices: dict) -> dict:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "devices": devices,
+        "arithmetic": arithmetic_path(devices, onednn),
     }
 
 
