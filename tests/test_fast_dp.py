@@ -8,11 +8,12 @@ from dprepro.fast_dp import conv_example_gradients, conv_patches, squared_gram_o
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
-@pytest.mark.parametrize("size,kernel,stride", [(28, 8, 2), (13, 4, 2), (9, 3, 1), (10, 3, 3)])
-def test_conv_example_gradients_are_each_examples_gradient(padding, size, kernel, stride):
+@pytest.mark.parametrize("size,kernel,stride,channels", [
+    (28, 8, 2, 1), (13, 4, 2, 1), (9, 3, 1, 1), (10, 3, 3, 1), (13, 4, 2, 3), (11, (3, 5), (2, 1), 2)])
+def test_conv_example_gradients_are_each_examples_gradient(padding, size, kernel, stride, channels):
     layer = tf.keras.layers.Conv2D(5, kernel, strides=stride, padding=padding)
     rng = np.random.default_rng(0)
-    a = tf.constant(rng.normal(size=(3, size, size, 1)), tf.float32)
+    a = tf.constant(rng.normal(size=(3, size, size, channels)), tf.float32)
     z = layer(a)
     g = tf.constant(rng.normal(size=z.shape), tf.float32)
     got = conv_example_gradients(layer, a, g).numpy()
