@@ -20,11 +20,11 @@ ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run pin pin-tutorial report bench test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: EXP=<spec name>  SEEDS=\"0 1\"  ENGINE=fast|vectorized|tutorial|none  OUT=runs"
+	@echo "  variables: EXP=<spec name>  SEEDS=\"0 1\"  ENGINE=fast|vectorized|tutorial|none  OUT=runs  ENGINES=\"anchor none fast\" (bench rows)"
 
 install: $(STAMP) ## create .venv with the exact pins of requirements.lock (re-runs only when it changes)
 
@@ -53,8 +53,11 @@ pin-tutorial: $(STAMP) ## pin the tutorial's own engine on tutorial-1ep, seed 0 
 report: $(STAMP) ## regenerate results/README.md and results/figures/ from the pinned results
 	$(BIN)/dprepro report --results results
 
-bench: $(STAMP) ## time none, fast, vectorized and tutorial steps side by side (writes results/bench/<host>.json)
-	$(BIN)/dprepro bench $(if $(EXP),$(SPECS)/$(EXP).yaml)
+bench: $(STAMP) ## time the engines and a plain-Keras anchor side by side (writes results/bench/<host>.json)
+	$(BIN)/dprepro bench $(if $(EXP),$(SPECS)/$(EXP).yaml) $(if $(ENGINES),--engines $(ENGINES))
+
+bench-paths: $(STAMP) ## the same on three arithmetic paths (default, oneDNN AVX2, oneDNN off), one table
+	$(BIN)/dprepro bench --paths $(if $(EXP),$(SPECS)/$(EXP).yaml) $(if $(ENGINES),--engines $(ENGINES))
 
 validate: $(STAMP) ## validate every spec
 	$(BIN)/dprepro validate $(SPECS)/*.yaml

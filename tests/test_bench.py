@@ -6,6 +6,9 @@ import pytest
 
 from conftest import run_cli
 
+FAST_PHASES = ("forward+backward", "per-layer norms", "clip factors and clipped sum", "noise",
+               "optimizer and metrics", "full step")
+
 
 @pytest.mark.long
 def test_bench_runs_and_writes_json(tmp_path):
@@ -13,14 +16,45 @@ def test_bench_runs_and_writes_json(tmp_path):
                    "--tutorial-steps", "1", "--no-epoch", "--label", "ci", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "ci.json").read_text())
-    assert set(record["engines"]) == {"none", "fast", "vectorized", "tutorial"}
+    assert set(record["engines"]) == {"anchor", "none", "fast", "vectorized", "tutorial"}
     for name, row in record["engines"].items():
         assert row["ms_per_step_median"] > 0 and len(row["ms_per_step_each_repeat"]) == 2, name
-    assert record["engines"]["none"]["ratio_to_none"] == 1.0
+    base = record["baseline"]
+    assert base in ("none", "anchor") and record["engines"][base]["ratio_to_baseline"] == 1.0
+    other = {"none": "anchor", "anchor": "none"}[base]
+    assert record["engines"][other]["ratio_to_baseline"] >= 1.0   # the baseline is the faster one
     assert record["environment"]["packages"]["tensorflow"] == "2.15.1"
-    assert "ratio" in proc.stdout and "fast" in proc.stdout
+    assert record["environment"]["arithmetic"]["id"] and "onednn" in record["environment"]["arithmetic"]
+    assert record["engine_versions"]["fast"] >= 3 and "anchor" not in record["engine_versions"]
+    breakdown = record["fast_breakdown"]
+    assert set(FAST_PHASES) <= set(breakdown) and breakdown["full step"] > 0
+    assert len(breakdown["norms by layer"]) == 4        # two Conv2D, two Dense
+    assert "ratio" in proc.stdout and "fast step, ms:" in proc.stdout
+
+
+@pytest.mark.long
+def test_bench_paths_writes_one_record_per_path(tmp_path):
+    proc = run_cli("bench", "experiments/smoke.yaml", "--paths", "--engines", "none", "fast",
+                   "--steps", "2", "--repeats", "1", "--no-epoch", "--no-breakdown",
+                   "--label", "ci", "--out", tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    combined = json.loads((tmp_path / "ci-paths.json").read_text())
+    assert list(combined["paths"]) == ["default", "onednn-avx2", "onednn-off"]
+    arithmetic = {p: v["record"]["environment"]["arithmetic"] for p, v in combined["paths"].items()}
+    assert arithmetic["onednn-off"]["onednn"] is False
+    assert arithmetic["onednn-avx2"]["onednn_max_cpu_isa"] == "AVX2"
+    assert len({a["id"] for a in arithmetic.values()}) == 3
+    for p, v in combined["paths"].items():
+        assert set(v["record"]["engines"]) == {"none", "fast"}, p
+    assert "onednn-avx2" in proc.stdout and "ratio to the faster of none and anchor" in proc.stdout
 
 
 def test_bench_bad_steps_is_exit_2():
     proc = run_cli("bench", "--steps", "0")
     assert proc.returncode == 2 and proc.stderr.strip() == "--steps: must be >= 1, got 0"
+
+
+def test_bench_unknown_row_is_exit_2():
+    proc = run_cli("bench", "--engines", "none", "turbo")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "--engines: each of anchor none fast vectorized tutorial at most once, got none turbo"

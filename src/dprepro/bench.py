@@ -1,24 +1,42 @@
 """Side-by-side speed of the engines on one spec's model and batch size, in one process.
 
-Warm steps are timed by calling the model's compiled train function (the function `model.fit`
-calls once per step) on an iterator over real MNIST batches from the same tf.data pipeline that
-`dprepro run` uses; engines alternate within each repetition so that machine load affects all
-alike; `tutorial` gets fewer steps (it takes ~10 s per step on 2 cores). Optionally one real
-epoch of each other engine through `model.fit`, evaluation excluded.
+Rows: the four engines and `anchor`, plain Keras as a user writes it without dprepro
+(`tf.keras.Sequential` of the same layers, `tf.keras.optimizers.SGD`, batches sliced from in-memory
+arrays as `model.fit(x, y)` slices them). Ratios are against the faster of `none` and `anchor`, so
+a slow baseline cannot flatter the private engines.
+
+Warm steps are timed by calling each model's compiled train function (the function `model.fit`
+calls once per step) on an iterator of real MNIST batches; engines alternate within each
+repetition so that machine load affects all alike; `tutorial` gets fewer steps (seconds per step).
+Then, optionally, one real epoch of each row but `tutorial` through `model.fit` (the anchor's on the
+arrays themselves), evaluation excluded, and a breakdown of the `fast` step into its phases.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 import socket
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import tensorflow as tf
 
 from dprepro import engine, results
 from dprepro.data import load_mnist
+from dprepro.fast_dp import LayerGradients
+from dprepro.model import build_layers
+from dprepro.spec import ENGINE_VERSIONS
 
-BENCH_SCHEMA = 2
-TIMING = "model.make_train_function() on a tf.data iterator of real MNIST batches"
+BENCH_SCHEMA = 3
+ROWS = ("anchor", "none", "fast", "vectorized", "tutorial")
+TIMING = "model.make_train_function() on an iterator of real MNIST batches"
+# The arithmetic paths of `dprepro bench --paths` (README, "What is bit-identical").
+PATHS = {"default": {}, "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "onednn-off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 
 def peak_rss_mib() -> float:
@@ -30,21 +48,41 @@ def time_steps(step, batches, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         logs = step(batches)
-    float(logs["loss"])
+    tf.nest.flatten(logs)[0].numpy()
     return (time.perf_counter() - start) / steps
 
 
+def anchor_model(spec: dict) -> tf.keras.Model:
+    """What a user writes without dprepro: the same layers, Keras' own SGD, non-private."""
+    model = tf.keras.Sequential(build_layers(spec["model"]))
+    model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=spec["training"]["learning_rate"]),
+                  loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def array_batches(x, y, batch_size: int) -> tf.data.Dataset:
+    """Batches sliced from in-memory arrays, as `model.fit(x, y, shuffle=False)` makes them."""
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
+
+
+def build_row(spec: dict, name: str, data):
+    engine.seed_everything(0, spec["engine"]["use_xla"])
+    batch_size = spec["training"]["batch_size"]
+    if name == "anchor":
+        return anchor_model(spec), array_batches(data.x_train, data.y_train, batch_size)
+    return engine.build_model(spec, name), engine.batches(data.x_train, data.y_train, batch_size, 0)
+
+
 def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_steps: int = 2,
-          epoch: bool = True, engines=("none", "fast", "vectorized", "tutorial"), progress=print) -> dict:
-    """Time each engine; return the benchmark record (also what `dprepro bench` writes)."""
+          epoch: bool = True, engines=ROWS, breakdown: bool = True, progress=print) -> dict:
+    """Time each row; return the benchmark record (also what `dprepro bench` writes)."""
     batch_size = spec["training"]["batch_size"]
     n = spec["data"]["train_examples"] if epoch else min(8 * batch_size, spec["data"]["train_examples"])
     data = load_mnist(data_dir, train_examples=n, test_examples=1)
     steppers, memory = {}, {}
     for name in engines:
-        engine.seed_everything(0, spec["engine"]["use_xla"])
-        model = engine.build_model(spec, name)
-        batches = iter(engine.batches(data.x_train, data.y_train, batch_size, 0).repeat())
+        model, batches = build_row(spec, name, data)
+        batches = iter(batches.repeat())
         step = model.make_train_function()
         step(batches)  # trace and build the step
         steppers[name] = (step, batches)
@@ -57,59 +95,173 @@ def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
             per_step[name].append(1000 * time_steps(*steppers[name], k))
         progress(f"bench: repetition {r + 1}/{repeats}: "
                  + ", ".join(f"{n} {per_step[n][-1]:.1f} ms/step" for n in engines))
-    base = statistics.median(per_step["none"]) if "none" in per_step else None
+    medians = {name: statistics.median(v) for name, v in per_step.items()}
+    baseline = min((b for b in ("none", "anchor") if b in medians), key=medians.get, default=None)
     rows = {}
     for name in engines:
-        median = statistics.median(per_step[name])
         rows[name] = {
             "steps_timed": (tutorial_steps if name == "tutorial" else steps) * repeats,
-            "ms_per_step_median": median, "ms_per_step_min": min(per_step[name]),
+            "ms_per_step_median": medians[name], "ms_per_step_min": min(per_step[name]),
             "ms_per_step_max": max(per_step[name]), "ms_per_step_each_repeat": per_step[name],
-            "ratio_to_none": median / base if base else None,
-            "examples_per_second": 1000 * batch_size / median,
+            "ratio_to_baseline": medians[name] / medians[baseline] if baseline else None,
+            "examples_per_second": 1000 * batch_size / medians[name],
             "process_peak_rss_mib_after_warmup": memory[name],
         }
     record = {
         "bench_schema": BENCH_SCHEMA, "spec": spec["name"], "spec_version": spec["version"],
         "batch_size": batch_size, "model": spec["model"], "use_xla": spec["engine"]["use_xla"],
-        "repeats": repeats, "timing": TIMING, "host": socket.gethostname(),
+        "repeats": repeats, "timing": TIMING, "host": socket.gethostname(), "baseline": baseline,
+        "engine_versions": {name: ENGINE_VERSIONS[name] for name in engines if name != "anchor"},
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                    "note": "0 = TensorFlow's default (one thread pool per core)"},
         "environment": results.environment(engine.devices(), engine.onednn_enabled()), "engines": rows,
     }
+    if breakdown and "fast" in engines:
+        record["fast_breakdown"] = fast_breakdown(spec, data, steps, repeats, progress)
     if epoch:
-        record["epoch"] = real_epochs(spec, data, [n for n in engines if n != "tutorial"], progress)
+        record["epoch"] = real_epochs(spec, data, [n for n in engines if n != "tutorial"], baseline, progress)
     return record
 
 
-def real_epochs(spec: dict, data, engines, progress) -> dict:
-    """One training epoch of each engine through `model.fit` on the full tf.data pipeline."""
+def fast_breakdown(spec: dict, data, steps: int, repeats: int, progress) -> dict:
+    """Milliseconds of each phase of the `fast` step: cumulative prefixes of the step, each its own
+    compiled function (TensorFlow computes only what a prefix returns), timed alternately; a phase
+    is the difference of two prefix medians, so small phases carry the noise of the large ones."""
+    model, _ = build_row(spec, "fast", data)
+    batch_size = spec["training"]["batch_size"]
+    x, y = data.x_train[:batch_size], data.y_train[:batch_size]
+    model.train_on_batch(x, y)   # builds the model and its optimizer
+
+    def parts_of(kept, grads_z, only=None):
+        return [LayerGradients(layer, a, g, model.num_microbatches)
+                for i, ((layer, a, _), g) in enumerate(zip(kept, grads_z)) if only in (None, i)]
+
+    def backward():
+        return model.backward(x, y)[2]
+
+    def norms(only=None):
+        _, kept, grads_z = model.backward(x, y)
+        return [p.squared_norms() for p in parts_of(kept, grads_z, only)]
+
+    def clipped_sum():
+        _, kept, grads_z = model.backward(x, y)
+        parts = parts_of(kept, grads_z)
+        scale = model.example_scale(parts, batch_size)
+        return [gr for p in parts for gr in p.clipped_sum(scale)]
+
+    def noised():
+        return model.noisy_mean(clipped_sum())
+
+    n_layers = len(model.forward(x[:1])[1])
+    prefixes = {"forward+backward": backward, "norms": norms, "clipped sum": clipped_sum, "noise": noised}
+    prefixes.update({f"norms of layer {i}": (lambda i=i: norms(i)) for i in range(n_layers)})
+    functions = {name: tf.function(f) for name, f in prefixes.items()}
+    full_step, full_batches = model.make_train_function(), iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    full_step(full_batches)
+    for f in functions.values():
+        f()
+    times = {name: [] for name in [*functions, "full step"]}
+    for _ in range(repeats):
+        for name, f in functions.items():
+            times[name].append(1000 * time_steps(lambda _: f(), None, steps))
+        times["full step"].append(1000 * time_steps(full_step, full_batches, steps))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    layer_names = [layer.name for layer, _, _ in model.forward(x[:1])[1]]
+    out = {
+        "forward+backward": med["forward+backward"],
+        "per-layer norms": med["norms"] - med["forward+backward"],
+        "norms by layer": {f"{layer_names[i]}": med[f"norms of layer {i}"] - med["forward+backward"]
+                           for i in range(n_layers)},
+        "clip factors and clipped sum": med["clipped sum"] - med["norms"],
+        "noise": med["noise"] - med["clipped sum"],
+        "optimizer and metrics": med["full step"] - med["noise"],
+        "full step": med["full step"],
+        "method": fast_breakdown.__doc__.split("\n\n")[0].replace("\n", " "),
+    }
+    progress("bench: fast step breakdown (ms): " + ", ".join(
+        f"{k} {v:.2f}" for k, v in out.items() if isinstance(v, float)))
+    return out
+
+
+def real_epochs(spec: dict, data, engines, baseline, progress) -> dict:
+    """One training epoch of each row through `model.fit` (after a first epoch that traces)."""
     out = {}
+    batch_size = spec["training"]["batch_size"]
     for name in engines:
-        engine.seed_everything(0, spec["engine"]["use_xla"])
-        model = engine.build_model(spec, name)
+        model, batches = build_row(spec, name, data)
         timer = engine.EpochTimer()
-        steps = len(data.x_train) // spec["training"]["batch_size"]
-        model.fit(engine.batches(data.x_train, data.y_train, spec["training"]["batch_size"], 0),
-                  epochs=2, callbacks=[timer], verbose=0)  # the first epoch includes tracing
+        steps = len(data.x_train) // batch_size
+        if name == "anchor":
+            model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=2, callbacks=[timer], verbose=0)
+        else:
+            model.fit(batches, epochs=2, callbacks=[timer], verbose=0)
         out[name] = {"seconds": timer.seconds[1], "steps": steps,
                      "ms_per_step": 1000 * timer.seconds[1] / steps}
         progress(f"bench: one real epoch of {name}: {timer.seconds[1]:.1f} s ({out[name]['ms_per_step']:.1f} ms/step)")
-    if "none" in out:
-        for name in out:
-            out[name]["ratio_to_none"] = out[name]["seconds"] / out["none"]["seconds"]
+    base = min((b for b in ("none", "anchor") if b in out), key=lambda b: out[b]["seconds"], default=None)
+    for name in out:
+        out[name]["ratio_to_baseline"] = out[name]["seconds"] / out[base]["seconds"] if base else None
     return out
 
 
 def format_table(record: dict) -> str:
+    env = record["environment"]
+    arithmetic = env.get("arithmetic", {})
     lines = [f"{record['spec']} v{record['spec_version']}, batch {record['batch_size']}, "
-             f"{record['environment']['cpu']} x{record['environment']['cpu_count']}, "
-             f"TF {record['environment']['packages']['tensorflow']}, XLA {record['use_xla']}",
+             f"{env['cpu']} x{env['cpu_count']}, TF {env['packages']['tensorflow']}, XLA {record['use_xla']}, "
+             f"oneDNN {'on' if arithmetic.get('onednn') else 'off'}"
+             + (f" (ISA limit {arithmetic['onednn_max_cpu_isa']})" if arithmetic.get("onednn_max_cpu_isa") else ""),
              f"{'engine':<10} {'ms/step':>9} {'min-max':>15} {'ratio':>7} {'examples/s':>11} {'peak RSS':>9}"]
     for name, r in record["engines"].items():
-        ratio = f"{r['ratio_to_none']:.2f}x" if r["ratio_to_none"] else "-"
+        ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
         lines.append(f"{name:<10} {r['ms_per_step_median']:>9.1f} "
                      f"{r['ms_per_step_min']:>7.1f}-{r['ms_per_step_max']:<7.1f} {ratio:>7} "
                      f"{r['examples_per_second']:>11.0f} {r['process_peak_rss_mib_after_warmup']:>6.0f} MiB")
+    lines.append(f"ratio: to the faster non-private row ({record['baseline']})")
     for name, e in record.get("epoch", {}).items():
-        ratio = f", {e['ratio_to_none']:.2f}x none" if "ratio_to_none" in e else ""
-        lines.append(f"real epoch, {name}: {e['seconds']:.1f} s, {e['ms_per_step']:.1f} ms/step{ratio}")
+        ratio = f", {e['ratio_to_baseline']:.2f}x" if e.get("ratio_to_baseline") else ""
+        lines.append(f"real epoch, {name}: {e['seconds']:.2f} s, {e['ms_per_step']:.1f} ms/step{ratio}")
+    if "fast_breakdown" in record:
+        b = record["fast_breakdown"]
+        lines.append("fast step, ms: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items() if isinstance(v, float)))
+        lines.append("  norms by layer, ms: " + ", ".join(f"{k} {v:.2f}" for k, v in b["norms by layer"].items()))
+    return "\n".join(lines)
+
+
+def bench_paths(argv: list[str], out_dir: Path, label: str, progress=print) -> dict:
+    """Run `dprepro bench ARGV` once per arithmetic path (a fresh process each: the kernels are
+    chosen when TensorFlow loads) and combine the records: {path: record}."""
+    records = {}
+    for path, env in PATHS.items():
+        progress(f"bench: arithmetic path {path} {env or '(as the machine is)'}")
+        clean = {k: v for k, v in os.environ.items() if k not in results.ARITHMETIC_ENV}
+        cmd = [sys.executable, "-m", "dprepro.cli", "bench", *argv, "--label", f"{label}-{path}", "--out", str(out_dir)]
+        proc = subprocess.run(cmd, env={**clean, **env})
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench on path {path} failed (exit {proc.returncode})")
+        records[path] = json.loads((Path(out_dir) / f"{label}-{path}.json").read_text())
+    return {"bench_schema": BENCH_SCHEMA, "paths": {p: {"env": PATHS[p], "record": r} for p, r in records.items()}}
+
+
+def format_paths_table(combined: dict) -> str:
+    """One table: ms/step and ratio of each row on each path; real-epoch ratios below."""
+    paths = list(combined["paths"])
+    records = {p: combined["paths"][p]["record"] for p in paths}
+    names = list(next(iter(records.values()))["engines"])
+    lines = ["ms/step (ratio to the faster of none and anchor on the same path)",
+             f"{'engine':<10} " + " ".join(f"{p:>22}" for p in paths)]
+    for name in names:
+        cells = []
+        for p in paths:
+            r = records[p]["engines"][name]
+            ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
+            cells.append(f"{r['ms_per_step_median']:>12.1f} ({ratio})")
+        lines.append(f"{name:<10} " + " ".join(f"{c:>22}" for c in cells))
+    if all("epoch" in r for r in records.values()):
+        for name in records[paths[0]]["epoch"]:
+            cells = [f"{records[p]['epoch'][name]['seconds']:>12.2f} s"
+                     + (f" ({records[p]['epoch'][name]['ratio_to_baseline']:.2f}x)"
+                        if records[p]["epoch"][name]["ratio_to_baseline"] else "") for p in paths]
+            lines.append(f"{'epoch ' + name:<10} " + " ".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)

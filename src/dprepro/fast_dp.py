@@ -164,22 +164,35 @@ class FastDPSequential(tf.keras.Sequential):
             h = activation(z)
         return h, kept
 
-    def train_step(self, data):
-        x, y = data
-        m = self.num_microbatches
+    def backward(self, x, y):
+        """Forward pass and one backward pass: logits, (layer, input, output) kept per weighted
+        layer, and g = dL/dz for each, L being the sum of the microbatch mean losses."""
         with tf.GradientTape() as tape:
             logits, kept = self.forward(x)
             tape.watch([z for _, _, z in kept])
             per_example = tf.keras.losses.categorical_crossentropy(y, logits, from_logits=True)
-            loss = tf.reduce_sum(tf.reduce_mean(by_microbatch(per_example, m), axis=1))
-        grads_z = tape.gradient(loss, [z for _, _, z in kept])
-        parts = [LayerGradients(layer, a, g, m) for (layer, a, _), g in zip(kept, grads_z)]
-        norms = tf.sqrt(tf.add_n([part.squared_norms() for part in parts]))               # [M]
-        clip = self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)                    # [M]
-        example_scale = tf.repeat(clip, tf.shape(x)[0] // m)                                # [B]
-        grads = [gr for part in parts for gr in part.clipped_sum(example_scale)]
-        std = self.l2_norm_clip * self.noise_multiplier
-        grads = [(gr + tf.random.normal(tf.shape(gr), stddev=std)) / m if std > 0 else gr / m for gr in grads]
+            loss = tf.reduce_sum(tf.reduce_mean(by_microbatch(per_example, self.num_microbatches), axis=1))
+        return logits, kept, tape.gradient(loss, [z for _, _, z in kept])
+
+    def example_scale(self, parts: list, batch_size) -> tf.Tensor:
+        """[B]: the clip factor min(1, clip / norm) of each example's microbatch."""
+        norms = tf.sqrt(tf.add_n([part.squared_norms() for part in parts]))                 # [M]
+        clip = self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)                      # [M]
+        return tf.repeat(clip, batch_size // self.num_microbatches)
+
+    def noisy_mean(self, grads: list) -> list:
+        """Add N(0, (clip * noise_multiplier)^2) to each clipped sum; divide by the microbatches."""
+        std, m = self.l2_norm_clip * self.noise_multiplier, self.num_microbatches
+        return [(gr + tf.random.normal(tf.shape(gr), stddev=std)) / m if std > 0 else gr / m for gr in grads]
+
+    def train_step(self, data):
+        x, y = data
+        logits, kept, grads_z = self.backward(x, y)                                  # 1 backward pass
+        parts = [LayerGradients(layer, a, g, self.num_microbatches)                  # per-layer norms
+                 for (layer, a, _), g in zip(kept, grads_z)]
+        scale = self.example_scale(parts, tf.shape(x)[0])                             # clip factors
+        grads = [gr for part in parts for gr in part.clipped_sum(scale)]              # clipped sum
+        grads = self.noisy_mean(grads)                                                # noise
         variables = [v for part in parts for v in part.layer.trainable_weights]
         self.optimizer.apply_gradients(zip(grads, variables))
         self.compiled_loss(y, logits)
