@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dprepro.fast_dp import conv_example_gradients, conv_patches, squared_gram_or_direct
+from dprepro.fast_dp import LayerGradients, conv_example_gradients, squared_gram_or_direct
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
@@ -24,19 +24,45 @@ def test_conv_example_gradients_are_each_examples_gradient(padding, size, kernel
         np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4)
 
 
-def test_patch_rows_match_the_kernel_layout():
-    """patches^T g, reshaped to the kernel's shape, is the kernel gradient (the clipped-sum path)."""
-    layer = tf.keras.layers.Conv2D(4, 4, strides=2, padding="valid")
-    rng = np.random.default_rng(1)
-    a = tf.constant(rng.normal(size=(2, 13, 13, 3)), tf.float32)
-    with tf.GradientTape() as tape:
-        z = layer(a)
-        g = tf.constant(rng.normal(size=z.shape), tf.float32)
-        loss = tf.reduce_sum(z * g)
-    want = tape.gradient(loss, layer.kernel).numpy()
-    p = conv_patches(layer, a)
-    got = tf.matmul(tf.reshape(p, [-1, p.shape[-1]]), tf.reshape(g, [-1, 4]), transpose_a=True)
-    np.testing.assert_allclose(tf.reshape(got, want.shape).numpy(), want, rtol=1e-4, atol=1e-4)
+def example_gradients(layer, a, g):
+    """Each example's (kernel, bias) gradient of sum(layer(a_i) * g_i), by TensorFlow, one at a time."""
+    out = []
+    for i in range(a.shape[0]):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(a[i:i + 1]) * g[i:i + 1])
+        out.append([t.numpy() for t in tape.gradient(loss, [layer.kernel, layer.bias])])
+    return out
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("size,kernel,stride,channels,dilation", [
+    (13, 4, 2, 16, 1),      # the tutorial's second Conv2D
+    (11, 3, 2, 3, 1),       # kernel not a multiple of the stride: taps beyond it are dropped
+    (9, (3, 5), (1, 2), 2, 1),
+    (12, 3, 1, 2, 2),       # dilated: ExtractImagePatches
+    (28, 8, 2, 1, 1),       # one input channel: per-example gradients formed outright
+])
+@pytest.mark.parametrize("microbatches", [6, 2])
+def test_layer_norms_and_clipped_sum_equal_per_example_gradients(padding, size, kernel, stride, channels,
+                                                                 dilation, microbatches):
+    """LayerGradients against TensorFlow's gradient of each example alone: the squared norm of each
+    microbatch's summed gradient, and the sum of scale_i * gradient_i."""
+    layer = tf.keras.layers.Conv2D(4, kernel, strides=stride, padding=padding, dilation_rate=dilation)
+    rng = np.random.default_rng(3)
+    a = tf.constant(rng.normal(size=(6, size, size, channels)), tf.float32)
+    z = layer(a)
+    g = tf.constant(rng.normal(size=z.shape), tf.float32)
+    want = example_gradients(layer, a, g)
+    part = LayerGradients(layer, a, g, microbatches)
+    per_mb = 6 // microbatches
+    want_norms = [sum(np.sum(np.sum([want[i][k] for i in range(m * per_mb, (m + 1) * per_mb)], axis=0,
+                                    dtype=np.float64) ** 2) for k in range(2)) for m in range(microbatches)]
+    np.testing.assert_allclose(part.squared_norms().numpy(), want_norms, rtol=1e-4)
+    scale = rng.uniform(0.1, 1.0, size=6).astype(np.float32)
+    got = part.clipped_sum(tf.constant(scale))
+    for k in range(2):
+        expected = sum(scale[i] * want[i][k].astype(np.float64) for i in range(6))
+        np.testing.assert_allclose(got[k].numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("rows,d,c", [(1, 512, 32), (25, 256, 32), (4, 3, 2)])

@@ -12,7 +12,8 @@ microbatch:
      kh*kw*Cout numbers each), by a space-to-depth rearrangement of the input and one batched
      matmul with g per shift (conv_example_gradients);
    - other Conv2D: the same two forms as Dense, with `a` cut into patches (one row per output
-     position, as the convolution sees it) and g one row per position;
+     position, as the convolution sees it; made from slices of the stride-rearranged input) and g
+     one row per position;
    - bias: ||sum over the microbatch's examples and positions of g||^2.
 2. clip factor of each microbatch c = min(1, clip / norm).
 3. the sum of the clipped gradients is the ordinary gradient with g scaled by c (Dense: a^T (c g);
@@ -37,40 +38,70 @@ def by_microbatch(t: tf.Tensor, num_microbatches: int) -> tf.Tensor:
     return tf.reshape(t, tf.concat([[num_microbatches, -1], tf.shape(t)[1:]], axis=0))
 
 
-def conv_patches(layer: tf.keras.layers.Conv2D, a: tf.Tensor) -> tf.Tensor:
-    """[B, H, W, Cin] -> [B, P, kh*kw*Cin]: the input window behind each output position."""
+def strided_input(layer: tf.keras.layers.Conv2D, a: tf.Tensor, oh: int, ow: int):
+    """The input of an undilated Conv2D rearranged by its stride (space-to-depth), so that each
+    kernel row u = s*u' + pu reads x[:, h + u', :, (pu, ...)]: x[b, i, j, (pu, pv, cin)] =
+    a_padded[b, sh*i + pu, sw*j + pv, cin], with (nu, nv) shifts per axis."""
     kh, kw = layer.kernel_size
     sh, sw = layer.strides
-    dh, dw = layer.dilation_rate
-    p = tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
-                                 rates=[1, dh, dw, 1], padding=layer.padding.upper())
-    return tf.reshape(p, [tf.shape(p)[0], -1, p.shape[-1]])
+    batch, height, width, cin = tf.shape(a)[0], a.shape[1], a.shape[2], a.shape[3]
+    nu, nv = -(-kh // sh), -(-kw // sw)
+    top = left = 0
+    if layer.padding == "same":
+        top = max((oh - 1) * sh + kh - height, 0) // 2
+        left = max((ow - 1) * sw + kw - width, 0) // 2
+    rows, cols = oh + nu - 1, ow + nv - 1
+    a = tf.pad(a, [[0, 0], [top, max(sh * rows - height - top, 0)],
+                   [left, max(sw * cols - width - left, 0)], [0, 0]])[:, :sh * rows, :sw * cols]
+    x = tf.reshape(a, [batch, rows, sh, cols, sw, cin])
+    return tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]), [batch, rows, cols, sh * sw * cin]), nu, nv
+
+
+def shifted_columns(layer: tf.keras.layers.Conv2D, nu: int, nv: int, cin: int) -> list[int]:
+    """For each kernel element (u, v, cin), in the kernel's own order, its column among the
+    (u', v', pu, pv, cin) columns of conv_patches."""
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    return [(((u // sh * nv + v // sw) * sh + u % sh) * sw + v % sw) * cin + c
+            for u in range(kh) for v in range(kw) for c in range(cin)]
+
+
+def conv_patches(layer: tf.keras.layers.Conv2D, a: tf.Tensor, oh: int, ow: int):
+    """[B, oh*ow, kh*kw*Cin]: the input window behind each output position, its columns in the
+    order (u', v', pu, pv, cin); and for each kernel element (kernel order) its column there.
+
+    Undilated: concatenated slices of strided_input (no ExtractImagePatches, which costs 1.5-2x
+    as much here). Dilated: ExtractImagePatches, columns in kernel order."""
+    if tuple(layer.dilation_rate) != (1, 1):
+        kh, kw = layer.kernel_size
+        (sh, sw), (dh, dw) = layer.strides, layer.dilation_rate
+        p = tf.image.extract_patches(a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1],
+                                     rates=[1, dh, dw, 1], padding=layer.padding.upper())
+        return tf.reshape(p, [tf.shape(p)[0], -1, p.shape[-1]]), list(range(p.shape[-1]))
+    x, nu, nv = strided_input(layer, a, oh, ow)
+    p = tf.concat([x[:, u:u + oh, v:v + ow] for u in range(nu) for v in range(nv)], axis=3)
+    order = shifted_columns(layer, nu, nv, a.shape[-1])
+    p = tf.reshape(p, [tf.shape(p)[0], oh * ow, p.shape[-1]])
+    if len(order) < p.shape[-1]:     # kernel not a multiple of the stride: drop the taps beyond it
+        keep = sorted(order)
+        p = tf.gather(p, keep, axis=2)
+        order = [keep.index(c) for c in order]
+    return p, order
 
 
 def conv_example_gradients(layer: tf.keras.layers.Conv2D, a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
     """Each example's kernel gradient of an undilated Conv2D: [B, kh, kw, Cin, Cout].
 
     Gradient of example b at tap (u, v): sum over output positions (h, w) of
-    a[b, s*h + u, s*w + v, :] g[b, h, w, :]. With u = s*u' + pu, the input rearranged so that
-    x[b, i, j, (pu, pv, cin)] = a[b, s*i + pu, s*j + pv, cin] (space-to-depth by the stride) makes
-    every shift (u', v') one slice x[:, u':u'+oh, v':v'+ow] and one batched matmul with g: about
-    (kh/s)(kw/s) small matmuls instead of a patch tensor kh*kw times the input, and the same speed
-    on every oneDNN instruction set (README, Speed).
+    a[b, s*h + u, s*w + v, :] g[b, h, w, :]. On strided_input x, every shift (u', v') is one slice
+    x[:, u':u'+oh, v':v'+ow] and one batched matmul with g: about (kh/s)(kw/s) small matmuls
+    instead of a patch tensor kh*kw times the input, and the same speed on every oneDNN
+    instruction set (README, Speed).
     """
     kh, kw = layer.kernel_size
     sh, sw = layer.strides
-    batch, height, width, cin = tf.shape(a)[0], a.shape[1], a.shape[2], a.shape[3]
+    batch, cin = tf.shape(a)[0], a.shape[3]
     oh, ow, cout = g.shape[1], g.shape[2], g.shape[3]
-    nu, nv = -(-kh // sh), -(-kw // sw)                                      # shifts per axis
-    top = left = 0
-    if layer.padding == "same":
-        top = max((oh - 1) * sh + kh - height, 0) // 2
-        left = max((ow - 1) * sw + kw - width, 0) // 2
-    rows, cols = oh + nu - 1, ow + nv - 1                                    # of x
-    a = tf.pad(a, [[0, 0], [top, max(sh * rows - height - top, 0)],
-                   [left, max(sw * cols - width - left, 0)], [0, 0]])[:, :sh * rows, :sw * cols]
-    x = tf.reshape(a, [batch, rows, sh, cols, sw, cin])
-    x = tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]), [batch, rows, cols, sh * sw * cin])
+    x, nu, nv = strided_input(layer, a, oh, ow)
     g = tf.reshape(g, [batch, oh * ow, cout])
     shifts = [tf.matmul(tf.reshape(x[:, u:u + oh, v:v + ow], [batch, oh * ow, sh * sw * cin]), g,
                         transpose_a=True) for u in range(nu) for v in range(nv)]  # each [B, sh*sw*cin, cout]
@@ -97,12 +128,16 @@ class LayerGradients:
         rows = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])                # [B, P, C]
         self.bias_examples = tf.reduce_sum(rows, axis=1)                       # [B, C]
         self.examples = None   # per-example kernel gradients, when formed outright
+        self.order = None      # kernel element -> column of the patches, for conv_patches
         if conv and a.shape[-1] == 1 and tuple(layer.dilation_rate) == (1, 1):
             self.examples = conv_example_gradients(layer, a, g)
             mb = tf.reduce_sum(by_microbatch(self.examples, self.m), axis=1)
             self.kernel_sq = tf.reduce_sum(tf.square(mb), [1, 2, 3, 4])
         else:
-            a = conv_patches(layer, a) if conv else a[:, tf.newaxis, :]      # [B, P, D]
+            if conv:
+                a, self.order = conv_patches(layer, a, g.shape[1], g.shape[2])  # [B, P, D]
+            else:
+                a = a[:, tf.newaxis, :]
             self.kernel_sq = squared_gram_or_direct(tf.reshape(a, [self.m, -1, a.shape[-1]]),
                                                     tf.reshape(rows, [self.m, -1, rows.shape[-1]]))
         self.a, self.g = a, rows
@@ -123,6 +158,8 @@ class LayerGradients:
             scaled = self.g * example_scale[:, tf.newaxis, tf.newaxis]
             kernel = tf.matmul(tf.reshape(self.a, [-1, self.a.shape[-1]]),
                                tf.reshape(scaled, [-1, scaled.shape[-1]]), transpose_a=True)
+            if self.order is not None and self.order != list(range(len(self.order))):
+                kernel = tf.gather(kernel, self.order)                       # into kernel order
         grads = [tf.reshape(kernel, kernel_shape)]
         if self.layer.use_bias:
             grads.append(tf.tensordot(example_scale, self.bias_examples, axes=1))
