@@ -47,7 +47,7 @@ def test_fast_step_equals_tutorial_step(batch, num_microbatches, clip, engine_na
     spec = validate(raw, "test")
     x, y = batch
     engine.seed_everything(0)
-    start = engine.build_model(spec, "none").get_weights()
+    start = engine.build_model(noise_specs()[1], "none").get_weights()
     tutorial = tutorial_step(spec, start, x, y)
     fast = one_step(spec, engine_name, start, x, y)
     moved = max(float(np.max(np.abs(t - s))) for t, s in zip(tutorial, start))
@@ -85,16 +85,19 @@ def test_xla_is_off_by_default():
 
 
 # The noise: from the same weights and batch, (noisy step - noise-free step) / learning rate is
-# -N / num_microbatches, N ~ Normal(0, (l2_norm_clip * noise_multiplier)^2) per coordinate.
+# -N / num_microbatches (Poisson: / expected batch size), N ~ Normal(0, (l2_norm_clip * noise_multiplier)^2)
+# per coordinate. The Poisson batch is 6 sampled examples padded to 12 rows, expected size 8: a
+# division by the examples drawn (6) or by the rows (12) is 33 % off and fails too.
 NOISE = {"l2_norm_clip": 1.5, "noise_multiplier": 1.3, "num_microbatches": 8}
+SAMPLINGS = ["shuffle", "poisson"]
 
 
-def flat_step(spec, engine_name, weights, x, y, seed, steps=1):
+def flat_step(spec, engine_name, weights, x, y, seed, steps=1, mask=None):
     engine.seed_everything(seed)
     model = engine.build_model(spec, engine_name)
     model.set_weights(weights)
     for _ in range(steps):
-        model.train_on_batch(x, y)
+        model.train_on_batch(x, y, sample_weight=mask)
     return model.get_weights()
 
 
@@ -102,51 +105,114 @@ def flat(weights):
     return np.concatenate([w.ravel() for w in weights]).astype(np.float64)
 
 
-def noise_specs():
+def noise_specs(sampling="shuffle"):
     raw = raw_spec("smoke")
     raw["training"]["batch_size"] = 8
     raw["privacy"].update(NOISE)
+    raw["data"]["sampling"] = sampling
     noisy = validate(raw, "noise")
     raw["privacy"]["noise_multiplier"] = 0.0
     return noisy, validate(raw, "no-noise")
 
 
-def drawn_noise(engine_name, start, x, y, seed):
-    """The noise of one step, as the engine added it, scaled back by the learning rate."""
-    noisy, clean = noise_specs()
-    lr = noisy["training"]["learning_rate"]
-    return (flat(flat_step(noisy, engine_name, start, x, y, seed))
-            - flat(flat_step(clean, engine_name, start, x, y, seed))) / lr
-
-
-@pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
-def test_noise_has_the_scale_of_the_guarantee(batch, engine_name):
-    """Mean ~ 0 and standard deviation clip * noise_multiplier / num_microbatches over the 26,010
-    coordinates. Bands of 5 standard errors (std: 1/sqrt(2n) relative = 0.44%, so +-2.2%); a noise
-    off by a factor sqrt(2) (e.g. divided twice, or added per microbatch) is 41% off and fails."""
+def sampled(batch, sampling):
+    """The shuffle batch as it is; for Poisson 6 of its examples padded with 6 masked rows of noise."""
     x, y = batch
+    if sampling == "shuffle":
+        return x, y, None
+    rng = np.random.default_rng(7)
+    pad_x = rng.random((6, *x.shape[1:]), dtype=np.float32)
+    pad_y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 6)]
+    mask = np.array([1.0] * 6 + [0.0] * 6, dtype=np.float32)
+    return np.concatenate([x[:6], pad_x]), np.concatenate([y[:6], pad_y]), mask
+
+
+def drawn_noise(engine_name, start, batch, seed, sampling="shuffle"):
+    """The noise of one step, as the engine added it, scaled back by the learning rate."""
+    noisy, clean = noise_specs(sampling)
+    lr = noisy["training"]["learning_rate"]
+    x, y, mask = sampled(batch, sampling)
+    return (flat(flat_step(noisy, engine_name, start, x, y, seed, mask=mask))
+            - flat(flat_step(clean, engine_name, start, x, y, seed, mask=mask))) / lr
+
+
+def noise_ratio(engine_name, batch, sampling, seed=0) -> float:
+    """Measured standard deviation of the noise / the one the accountant assumes; asserts mean ~ 0."""
     engine.seed_everything(0)
     start = engine.build_model(noise_specs()[0], "none").get_weights()
-    noise = drawn_noise(engine_name, start, x, y, seed=0)
+    noise = drawn_noise(engine_name, start, batch, seed, sampling)
     n, want = noise.size, NOISE["l2_norm_clip"] * NOISE["noise_multiplier"] / NOISE["num_microbatches"]
     assert n == 26010
-    assert abs(noise.std() / want - 1) <= 5 / np.sqrt(2 * n), noise.std() / want
     assert abs(noise.mean()) <= 5 * want / np.sqrt(n)
+    return noise.std() / want
 
 
+@pytest.mark.parametrize("sampling", SAMPLINGS)
 @pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
-def test_noise_is_fresh_each_step_and_seed_and_repeats_for_a_seed(batch, engine_name):
-    x, y = batch
-    noisy, clean = noise_specs()
+def test_noise_has_the_scale_of_the_guarantee(batch, engine_name, sampling):
+    """Mean ~ 0 and standard deviation clip * noise_multiplier / num_microbatches (Poisson: / the
+    expected batch size) over the 26,010 coordinates. Bands of 5 standard errors (std:
+    1/sqrt(2n) relative = 0.44%, so +-2.2%); a noise off by a factor sqrt(2) (e.g. divided twice,
+    or added per microbatch) is 41% off and fails."""
+    ratio = noise_ratio(engine_name, batch, sampling)
+    assert abs(ratio - 1) <= 5 / np.sqrt(2 * 26010), ratio
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+@pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
+def test_noise_is_fresh_each_step_and_seed_and_repeats_for_a_seed(batch, engine_name, sampling):
+    noisy, clean = noise_specs(sampling)
     lr = noisy["training"]["learning_rate"]
+    x, y, mask = sampled(batch, sampling)
     engine.seed_everything(0)
-    start = engine.build_model(noisy, "none").get_weights()
-    first = drawn_noise(engine_name, start, x, y, seed=0)
-    assert np.array_equal(first, drawn_noise(engine_name, start, x, y, seed=0))   # same seed: same draw
-    other_seed = drawn_noise(engine_name, start, x, y, seed=1)
-    after_one = flat_step(noisy, engine_name, start, x, y, seed=0)
-    second = (flat(flat_step(noisy, engine_name, start, x, y, seed=0, steps=2))
-              - flat(flat_step(clean, engine_name, after_one, x, y, seed=0))) / lr
+    start = engine.build_model(noise_specs()[0], "none").get_weights()
+    first = drawn_noise(engine_name, start, batch, 0, sampling)
+    assert np.array_equal(first, drawn_noise(engine_name, start, batch, 0, sampling))   # same seed: same draw
+    other_seed = drawn_noise(engine_name, start, batch, 1, sampling)
+    after_one = flat_step(noisy, engine_name, start, x, y, seed=0, mask=mask)
+    second = (flat(flat_step(noisy, engine_name, start, x, y, seed=0, steps=2, mask=mask))
+              - flat(flat_step(clean, engine_name, after_one, x, y, seed=0, mask=mask))) / lr
     for other in (other_seed, second):
         corr = np.corrcoef(first, other)[0, 1]
         assert abs(corr) < 0.05, corr      # independent draws: |corr| ~ 0.006 (1/sqrt(26010))
+
+
+def poisson_spec(clip, noise=0.0):
+    raw = raw_spec("smoke")
+    raw["training"]["batch_size"] = 8
+    raw["data"]["sampling"] = "poisson"
+    raw["privacy"].update(noise_multiplier=noise, l2_norm_clip=clip, num_microbatches=8)
+    return validate(raw, "poisson")
+
+
+@pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
+@pytest.mark.parametrize("clip", [0.1, 1e3], ids=["clipping", "no-clipping"])
+def test_poisson_step_is_the_sampled_examples_step_over_the_expected_batch(batch, engine_name, clip):
+    """6 sampled examples padded with 6 masked rows of random images and labels: the update is the
+    tutorial optimizer's step on the 6 examples alone (6 microbatches, so divided by 6) times 6/8,
+    8 being the expected batch size. Masked rows change nothing (noise 0)."""
+    x, y, mask = sampled(batch, "poisson")
+    spec = poisson_spec(clip)
+    engine.seed_everything(0)
+    start = engine.build_model(noise_specs()[1], "none").get_weights()
+    raw = raw_spec("smoke")
+    raw["training"]["batch_size"] = 6
+    raw["privacy"].update(noise_multiplier=0.0, l2_norm_clip=clip, num_microbatches=6)
+    tutorial = one_step(validate(raw, "t"), "tutorial", start, x[:6], y[:6])
+    padded = flat_step(spec, engine_name, start, x, y, 0, mask=mask)
+    alone = flat_step(spec, engine_name, start, x[:6], y[:6], 0, mask=mask[:6])
+    assert max(float(np.max(np.abs(t - s))) for t, s in zip(tutorial, start)) > 2e-4
+    for t, p, a, s in zip(tutorial, padded, alone, start):
+        np.testing.assert_allclose(p - s, (t - s) * 6 / 8, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(p, a, atol=1e-7, rtol=0)   # float32 sums of another length
+
+
+def test_poisson_masked_rows_matter_if_unmasked(batch):
+    """Guards the test above: the padding rows are real inputs that would change the step."""
+    x, y, mask = sampled(batch, "poisson")
+    spec = poisson_spec(1e3)
+    engine.seed_everything(0)
+    start = engine.build_model(noise_specs()[1], "none").get_weights()
+    masked = flat(flat_step(spec, "fast", start, x, y, 0, mask=mask))
+    unmasked = flat(flat_step(spec, "fast", start, x, y, 0, mask=np.ones_like(mask)))
+    assert np.max(np.abs(masked - unmasked)) > 1e-3

@@ -72,3 +72,39 @@ def test_gram_and_direct_forms_agree(rows, d, c):
     g = rng.normal(size=(6, rows, c)).astype(np.float32)
     want = np.array([np.sum((a[m].T.astype(np.float64) @ g[m]) ** 2) for m in range(6)])
     np.testing.assert_allclose(squared_gram_or_direct(tf.constant(a), tf.constant(g)).numpy(), want, rtol=1e-4)
+
+
+def test_masked_rows_have_zero_gradient_and_leave_real_norms_alone():
+    """Poisson padding: rows of random images and labels with mask 0 get g = 0 exactly in every
+    layer (so zero norm, zero share of the clipped sum), and every real example's squared norm is
+    the one it has in a batch without the padding."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from conftest import raw_spec
+    from dprepro import engine
+    from dprepro.spec import validate
+
+    raw = raw_spec("smoke")
+    raw["training"]["batch_size"] = 8
+    raw["data"]["sampling"] = "poisson"
+    raw["privacy"].update(num_microbatches=8, noise_multiplier=0.0)
+    engine.seed_everything(0)
+    model = engine.build_model(validate(raw, "t"))
+    rng = np.random.default_rng(3)
+    x = rng.random((10, 28, 28, 1), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 10)]
+    mask = np.array([1.0] * 4 + [0.0] * 6, dtype=np.float32)
+
+    def norms(x, y, mask):
+        _, kept, grads_z = model.backward(tf.constant(x), tf.constant(y), tf.constant(mask))
+        parts = [LayerGradients(layer, a, g, None) for (layer, a, _), g in zip(kept, grads_z)]
+        return [p.squared_norms().numpy() for p in parts], [g.numpy() for g in grads_z]
+
+    padded, g_padded = norms(x, y, mask)
+    alone, _ = norms(x[:4], y[:4], mask[:4])
+    assert len(padded) == 4                                     # 2 Conv2D + 2 Dense layers
+    for layer_padded, layer_alone, g in zip(padded, alone, g_padded):
+        assert np.all(g[4:] == 0)                               # exactly: loss * 0 before the backward pass
+        assert np.all(layer_padded[4:] == 0)
+        assert np.all(layer_padded[:4] > 0)
+        np.testing.assert_allclose(layer_padded[:4], layer_alone, rtol=1e-5)

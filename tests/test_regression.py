@@ -57,14 +57,14 @@ TEN_STEPS = """
 import sys
 from pathlib import Path
 import numpy as np
-from dprepro import engine
+from dprepro import engine, sampling
 from dprepro.data import load_mnist
 from dprepro.spec import load_spec
 spec = load_spec(sys.argv[1]).data
 data = load_mnist(Path(sys.argv[2]), train_examples=2500, test_examples=1)
 engine.seed_everything(0)
 model = engine.build_model(spec, sys.argv[3])
-model.fit(engine.batches(data.x_train, data.y_train, 250, 0), epochs=1, verbose=0)
+model.fit(sampling.shuffled_batches(data.x_train, data.y_train, 250, 0), epochs=1, verbose=0)
 np.savez(sys.argv[4], *model.get_weights())
 """
 

@@ -9,9 +9,10 @@ from dprepro.spec import load_spec, validate
 SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
 
-def test_the_seven_specs_are_shipped():
+def test_the_nine_specs_are_shipped():
     assert SHIPPED == ["keras-script-20ep", "nonprivate-3ep", "smoke",
-                       "tutorial-15ep", "tutorial-1ep", "tutorial-3ep", "tutorial-5ep"]
+                       "tutorial-15ep", "tutorial-15ep-poisson", "tutorial-1ep",
+                       "tutorial-3ep", "tutorial-3ep-poisson", "tutorial-5ep"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -30,8 +31,8 @@ def test_tutorial_hyperparameters():
     assert s["data"]["train_examples"] == 60000 and s["data"]["test_examples"] == 10000
 
 
-def mutate(path, value):
-    raw = raw_spec("tutorial-3ep")
+def mutate(path, value, raw=None):
+    raw = raw_spec("tutorial-3ep") if raw is None else raw
     *parents, last = path.split(".")
     node = raw
     for p in parents:
@@ -69,6 +70,13 @@ BAD = [
     ("seeds", [1, 1], "seeds", "must not repeat"),
     ("data.train_examples", 0, "data.train_examples", "between 1 and 60000"),
     ("expected.accuracy", {"value": 1, "source": "x"}, "expected.accuracy", "unknown quantity"),
+    ("data.sampling", "random", "data.sampling", "must be one of shuffle, poisson"),
+    ("expected.epsilon_rdp", {"value": 1, "source": "x", "steps": "round"}, "expected.epsilon_rdp.steps",
+     "must be one of trained, ceil, floor"),
+    ("expected.epsilon_rdp", {"value": 1, "source": "x", "used_microbatching": 250},
+     "expected.epsilon_rdp.used_microbatching", "must be true or false"),
+    ("expected.test_accuracy", {"value": 1, "source": "x", "steps": "ceil"}, "expected.test_accuracy.steps",
+     "only an epsilon"),
 ]
 
 
@@ -79,6 +87,32 @@ def test_bad_spec_is_one_precise_line(field, value, named, words):
     message = str(e.value)
     assert message.startswith(f"experiments/x.yaml: {named}: "), message
     assert words in message and "\n" not in message
+
+
+@pytest.mark.parametrize("base,change,named,words", [
+    ("smoke", {"privacy.num_microbatches": 50}, "privacy.num_microbatches", "one example per microbatch"),
+    ("smoke", {"engine.name": "tutorial"}, "engine.name", "cannot train with poisson sampling"),
+    ("nonprivate-3ep", {}, "data.sampling", "poisson sampling is for DP-SGD"),
+])
+def test_poisson_needs_one_example_per_microbatch_and_a_capable_engine(base, change, named, words):
+    raw = mutate("data.sampling", "poisson", raw_spec(base))
+    for field, value in change.items():
+        raw = mutate(field, value, raw)
+    with pytest.raises(InputError) as e:
+        validate(raw, "x.yaml")
+    assert str(e.value).startswith(f"x.yaml: {named}: ") and words in str(e.value), str(e.value)
+
+
+def test_sampling_shuffle_is_the_default_and_keeps_the_content_hash():
+    """Specs pinned before `data.sampling` existed keep their identity: `shuffle`, written or not,
+    hashes as before; `poisson` is another experiment."""
+    from dprepro.spec import Spec
+    implicit = Spec("a", validate(raw_spec("tutorial-3ep"), "a"))
+    assert implicit.sampling == "shuffle"
+    explicit = Spec("b", validate(mutate("data.sampling", "shuffle", raw_spec("tutorial-3ep")), "b"))
+    poisson = Spec("c", validate(mutate("data.sampling", "poisson", raw_spec("tutorial-3ep")), "c"))
+    assert implicit.sha256 == explicit.sha256 != poisson.sha256
+    assert implicit.sha256 == "57d3cbf36e9fd23a966b199f657118b72fbcad86e13aee38baa79f5aeada390c"  # pinned
 
 
 def test_private_engine_needs_privacy():

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from dprepro import engine, results
+from dprepro import engine, results, sampling
 from dprepro.data import load_mnist
 from dprepro.fast_dp import LayerGradients
 from dprepro.model import build_layers
@@ -70,7 +70,7 @@ def build_row(spec: dict, name: str, data):
     batch_size = spec["training"]["batch_size"]
     if name == "anchor":
         return anchor_model(spec), array_batches(data.x_train, data.y_train, batch_size)
-    return engine.build_model(spec, name), engine.batches(data.x_train, data.y_train, batch_size, 0)
+    return engine.build_model(spec, name), sampling.shuffled_batches(data.x_train, data.y_train, batch_size, 0)
 
 
 def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_steps: int = 2,

@@ -14,6 +14,8 @@ DP-SGD semantics, identical in every private engine: split the batch into
 `num_microbatches` equal microbatches, take the gradient of each microbatch's mean loss,
 clip it to L2 norm `l2_norm_clip`, sum, add Gaussian noise of standard deviation
 `l2_norm_clip * noise_multiplier`, divide by `num_microbatches`, take an SGD step.
+With `data.sampling: poisson` (fast and vectorized only) every example is its own microbatch,
+padded rows are masked out, and the noisy sum is divided by the expected batch size.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import tensorflow as tf
 from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
 from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import DPKerasSGDOptimizer
 
-from dprepro.fast_dp import FastDPSequential
+from dprepro import sampling
+from dprepro.fast_dp import FastDPSequential, mean_one
 from dprepro.model import build_layers
 
 
@@ -43,6 +46,9 @@ def build_model(spec: dict, engine: str | None = None) -> tf.keras.Model:
     training, privacy = spec["training"], spec["privacy"]
     layers = build_layers(spec["model"])
     lr = training["learning_rate"]
+    poisson = spec["data"]["sampling"] == "poisson"
+    if poisson and engine not in ("fast", "vectorized"):
+        raise ValueError(f"engine {engine!r} cannot train with poisson sampling")
     loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
     if engine == "none":
         model = tf.keras.Sequential(layers)
@@ -58,18 +64,19 @@ def build_model(spec: dict, engine: str | None = None) -> tf.keras.Model:
         loss = tf.keras.losses.CategoricalCrossentropy(
             from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
     elif engine == "vectorized":
-        model = DPSequential(
-            l2_norm_clip=privacy["l2_norm_clip"],
-            noise_multiplier=privacy["noise_multiplier"],
-            num_microbatches=privacy["num_microbatches"],
-            use_xla=spec["engine"]["use_xla"],
-            layers=layers)
+        dp = {"l2_norm_clip": privacy["l2_norm_clip"], "noise_multiplier": privacy["noise_multiplier"],
+              "use_xla": spec["engine"]["use_xla"], "layers": layers}
+        if poisson:
+            model = PoissonDPSequential(expected_batch_size=training["batch_size"], **dp)
+        else:
+            model = DPSequential(num_microbatches=privacy["num_microbatches"], **dp)
         optimizer = tf.keras.optimizers.legacy.SGD(learning_rate=lr)
     elif engine == "fast":
         model = FastDPSequential(
             l2_norm_clip=privacy["l2_norm_clip"],
             noise_multiplier=privacy["noise_multiplier"],
-            num_microbatches=privacy["num_microbatches"],
+            num_microbatches=None if poisson else privacy["num_microbatches"],
+            expected_batch_size=training["batch_size"] if poisson else None,
             layers=layers)
         optimizer = tf.keras.optimizers.legacy.SGD(learning_rate=lr)
     else:
@@ -79,15 +86,42 @@ def build_model(spec: dict, engine: str | None = None) -> tf.keras.Model:
     return model
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled full batches (a new order each epoch, fixed by `seed`); the remainder is dropped."""
-    x, y = tf.constant(x), tf.constant(y)
-    n = int(x.shape[0])
-    return (tf.data.Dataset.range(n)
-            .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size, drop_remainder=True)
-            .map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
-            .prefetch(tf.data.AUTOTUNE))
+class PoissonDPSequential(DPSequential):
+    """tf-privacy's DPSequential (per-example gradients by tf.vectorized_map, each clipped by
+    DPSequential's own code) for Poisson-sampled, padded batches: one example per microbatch,
+    masked rows weighted 0 in their loss and in the sum, the noisy sum divided by
+    `expected_batch_size`. The reference that the `fast` engine's Poisson step is tested against."""
+
+    def __init__(self, expected_batch_size: int, **kwargs):
+        super().__init__(num_microbatches=None, **kwargs)
+        self.expected_batch_size = expected_batch_size
+
+    def train_step(self, data):
+        x, y, mask = tf.keras.utils.unpack_x_y_sample_weight(data)
+        clipped = tf.vectorized_map(self._compute_per_example_grads,
+                                    (x[:, tf.newaxis], y[:, tf.newaxis], mask[:, tf.newaxis]))
+        std = self._l2_norm_clip * self._noise_multiplier
+        grads = []
+        for per_example in clipped:
+            total = tf.tensordot(mask, per_example, axes=1)
+            if std > 0:
+                total += tf.random.normal(tf.shape(total), stddev=std)
+            grads.append(total / self.expected_batch_size)
+        logits = self(x, training=True)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self.compiled_loss(y, logits, sample_weight=mean_one(mask))
+        self.compiled_metrics.update_state(y, logits, sample_weight=mask)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+
+def training_batches(spec: dict, x: np.ndarray, y: np.ndarray, seed: int) -> tf.data.Dataset:
+    """The spec's batches for all epochs: shuffled (re-iterated each epoch) or Poisson samples
+    (one dataset of epochs * steps_per_epoch steps, read on across epochs)."""
+    batch_size = spec["training"]["batch_size"]
+    if spec["data"]["sampling"] == "poisson":
+        steps = spec["training"]["epochs"] * (len(x) // batch_size)
+        return sampling.poisson_batches(x, y, batch_size, seed, steps)
+    return sampling.shuffled_batches(x, y, batch_size, seed)
 
 
 class EpochTimer(tf.keras.callbacks.Callback):
@@ -112,8 +146,12 @@ def train(spec: dict, data, seed: int, callbacks=(), engine: str | None = None) 
     timer = EpochTimer()
     start = time.perf_counter()
     fit = model.fit(
-        batches(data.x_train, data.y_train, training["batch_size"], seed),
+        training_batches(spec, data.x_train, data.y_train, seed),
         epochs=training["epochs"],
+        # Poisson: one dataset for all epochs, read on across them (given steps_per_epoch, Keras
+        # keeps the iterator); shuffled: a new iterator, and order, each epoch.
+        steps_per_epoch=(len(data.x_train) // training["batch_size"]
+                         if spec["data"]["sampling"] == "poisson" else None),
         validation_data=(data.x_test, data.y_test),
         validation_batch_size=1000,
         callbacks=[timer, *callbacks],

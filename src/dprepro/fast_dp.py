@@ -19,7 +19,13 @@ microbatch:
 3. the sum of the clipped gradients is the ordinary gradient with g scaled by c (Dense: a^T (c g);
    Conv2D: patches^T (c g)) or the c-weighted sum of the per-example gradients: no second
    backward pass.
-4. add N(0, (clip * noise_multiplier)^2) to the sum, divide by the number of microbatches.
+4. add N(0, (clip * noise_multiplier)^2) to the sum, divide by the number of microbatches
+   (Poisson sampling: by the expected batch size).
+
+Poisson-sampled batches (sampling.py) come padded, with a mask as sample weight: one example per
+microbatch, and a masked row's loss is multiplied by 0 before the backward pass, so its g is exactly
+0 (its gradient and norm are 0) and its clip factor is multiplied by 0 as well. No operation mixes
+examples, so a masked row cannot change a real example's norm (tests/test_fast_dp.py).
 
 With noise 0 the step equals the `tutorial` engine's (tests/test_engine.py). Layers without
 weights (pooling, flatten, dropout) are applied as they are; any other layer with weights is
@@ -33,9 +39,19 @@ import tensorflow as tf
 SUPPORTED = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
 
 
-def by_microbatch(t: tf.Tensor, num_microbatches: int) -> tf.Tensor:
-    """[B, ...] -> [num_microbatches, B / num_microbatches, ...] (consecutive examples together)."""
+def by_microbatch(t: tf.Tensor, num_microbatches: int | None) -> tf.Tensor:
+    """[B, ...] -> [num_microbatches, B / num_microbatches, ...] (consecutive examples together);
+    None: one example per microbatch, [B, 1, ...], for any B."""
+    if num_microbatches is None:
+        return t[:, tf.newaxis]
     return tf.reshape(t, tf.concat([[num_microbatches, -1], tf.shape(t)[1:]], axis=0))
+
+
+def rows_by_microbatch(t: tf.Tensor, num_microbatches: int | None) -> tf.Tensor:
+    """[B, P, D] -> [num_microbatches, B * P / num_microbatches, D]; None: unchanged."""
+    if num_microbatches is None:
+        return t
+    return tf.reshape(t, [num_microbatches, -1, t.shape[-1]])
 
 
 def strided_input(layer: tf.keras.layers.Conv2D, a: tf.Tensor, oh: int, ow: int):
@@ -138,8 +154,7 @@ class LayerGradients:
                 a, self.order = conv_patches(layer, a, g.shape[1], g.shape[2])  # [B, P, D]
             else:
                 a = a[:, tf.newaxis, :]
-            self.kernel_sq = squared_gram_or_direct(tf.reshape(a, [self.m, -1, a.shape[-1]]),
-                                                    tf.reshape(rows, [self.m, -1, rows.shape[-1]]))
+            self.kernel_sq = squared_gram_or_direct(rows_by_microbatch(a, self.m), rows_by_microbatch(rows, self.m))
         self.a, self.g = a, rows
 
     def squared_norms(self) -> tf.Tensor:
@@ -172,19 +187,25 @@ class FastDPSequential(tf.keras.Sequential):
     Args:
       l2_norm_clip: clip norm of each microbatch's gradient.
       noise_multiplier: noise std / l2_norm_clip.
-      num_microbatches: microbatches per batch; must divide the batch size.
+      num_microbatches: microbatches per batch; must divide the batch size. None: one example
+        per microbatch, any batch size (Poisson sampling).
       layers: the model's layers (Dense, Conv2D, and layers without weights).
+      expected_batch_size: Poisson sampling: the noisy sum is divided by this (q * n) instead of
+        the number of microbatches; batches carry a 0/1 mask as sample weight (padding rows 0).
     """
 
-    def __init__(self, l2_norm_clip: float, noise_multiplier: float, num_microbatches: int,
-                 layers=None, name=None):
+    def __init__(self, l2_norm_clip: float, noise_multiplier: float, num_microbatches: int | None,
+                 layers=None, name=None, expected_batch_size: int | None = None):
         super().__init__(layers=layers, name=name)
         for layer in self.layers:
             if layer.trainable_weights and not isinstance(layer, SUPPORTED):
                 raise ValueError(f"fast engine: layer {layer.name} ({type(layer).__name__}) is not supported")
+        if expected_batch_size is not None and num_microbatches is not None:
+            raise ValueError("fast engine: Poisson sampling (expected_batch_size) needs num_microbatches=None")
         self.l2_norm_clip = l2_norm_clip
         self.noise_multiplier = noise_multiplier
         self.num_microbatches = num_microbatches
+        self.expected_batch_size = expected_batch_size
 
     def forward(self, x):
         """Logits, plus (layer, input, pre-activation output) of each layer with weights."""
@@ -201,37 +222,52 @@ class FastDPSequential(tf.keras.Sequential):
             h = activation(z)
         return h, kept
 
-    def backward(self, x, y):
+    def backward(self, x, y, mask=None):
         """Forward pass and one backward pass: logits, (layer, input, output) kept per weighted
-        layer, and g = dL/dz for each, L being the sum of the microbatch mean losses."""
+        layer, and g = dL/dz for each, L being the sum of the microbatch mean losses (masked rows'
+        losses multiplied by 0, so their g is exactly 0)."""
         with tf.GradientTape() as tape:
             logits, kept = self.forward(x)
             tape.watch([z for _, _, z in kept])
             per_example = tf.keras.losses.categorical_crossentropy(y, logits, from_logits=True)
+            if mask is not None:
+                per_example = per_example * mask
             loss = tf.reduce_sum(tf.reduce_mean(by_microbatch(per_example, self.num_microbatches), axis=1))
         return logits, kept, tape.gradient(loss, [z for _, _, z in kept])
 
-    def example_scale(self, parts: list, batch_size) -> tf.Tensor:
-        """[B]: the clip factor min(1, clip / norm) of each example's microbatch."""
+    def example_scale(self, parts: list, batch_size, mask=None) -> tf.Tensor:
+        """[B]: the clip factor min(1, clip / norm) of each example's microbatch (0 if masked)."""
         norms = tf.sqrt(tf.add_n([part.squared_norms() for part in parts]))                 # [M]
         clip = self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)                      # [M]
-        return tf.repeat(clip, batch_size // self.num_microbatches)
+        if self.num_microbatches is not None:
+            clip = tf.repeat(clip, batch_size // self.num_microbatches)
+        return clip if mask is None else clip * mask
 
     def noisy_mean(self, grads: list) -> list:
-        """Add N(0, (clip * noise_multiplier)^2) to each clipped sum; divide by the microbatches."""
-        std, m = self.l2_norm_clip * self.noise_multiplier, self.num_microbatches
+        """Add N(0, (clip * noise_multiplier)^2) to each clipped sum; divide by the number of
+        microbatches (Poisson sampling: by the expected batch size)."""
+        std = self.l2_norm_clip * self.noise_multiplier
+        m = self.expected_batch_size or self.num_microbatches
         return [(gr + tf.random.normal(tf.shape(gr), stddev=std)) / m if std > 0 else gr / m for gr in grads]
 
     def train_step(self, data):
-        x, y = data
-        logits, kept, grads_z = self.backward(x, y)                                  # 1 backward pass
+        x, y, mask = tf.keras.utils.unpack_x_y_sample_weight(data)                   # mask: Poisson padding
+        logits, kept, grads_z = self.backward(x, y, mask)                             # 1 backward pass
         parts = [LayerGradients(layer, a, g, self.num_microbatches)                  # per-layer norms
                  for (layer, a, _), g in zip(kept, grads_z)]
-        scale = self.example_scale(parts, tf.shape(x)[0])                             # clip factors
+        scale = self.example_scale(parts, tf.shape(x)[0], mask)                       # clip factors
         grads = [gr for part in parts for gr in part.clipped_sum(scale)]              # clipped sum
         grads = self.noisy_mean(grads)                                                # noise
         variables = [v for part in parts for v in part.layer.trainable_weights]
         self.optimizer.apply_gradients(zip(grads, variables))
-        self.compiled_loss(y, logits)
-        self.compiled_metrics.update_state(y, logits)
+        self.compiled_loss(y, logits, sample_weight=mean_one(mask))
+        self.compiled_metrics.update_state(y, logits, sample_weight=mask)
         return {metric.name: metric.result() for metric in self.metrics}
+
+
+def mean_one(mask):
+    """A 0/1 mask rescaled to mean 1, so that Keras' loss (a mean over all rows) is the mean over
+    the real ones; None stays None."""
+    if mask is None:
+        return None
+    return mask * tf.cast(tf.size(mask), mask.dtype) / tf.maximum(tf.reduce_sum(mask), 1.0)

@@ -21,6 +21,7 @@ from dprepro.errors import InputError
 
 SCHEMA = 1
 ENGINES = ("tutorial", "fast", "vectorized", "none")
+POISSON_ENGINES = ("fast", "vectorized")
 # Bumped whenever an engine's arithmetic changes; recorded in every result and checked against
 # the pinned one. fast v1 was tf-privacy's DPSequential (now `vectorized`); fast v2 is fast_dp.py with
 # the first Conv2D's per-example gradients by a depthwise convolution; v3 by space-to-depth and matmuls.
@@ -34,6 +35,12 @@ EXPECTED_QUANTITIES = (
     "test_accuracy", "train_accuracy",
 )
 NOT_HASHED = ("description", "source", "expected")
+SAMPLINGS = ("shuffle", "poisson")
+# Fields added after specs were pinned: at these values they describe what every earlier spec did,
+# so they are left out of the content hash (a spec's identity does not change with the schema).
+HASH_NEUTRAL = {("data", "sampling"): "shuffle"}
+# How an `expected` epsilon was computed when not as dprepro computes the run's own value.
+STEP_RULES = ("trained", "ceil", "floor")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 # Field tables: key -> (kind, default). A default of REQUIRED means the key must be given.
@@ -46,7 +53,7 @@ TOP = {
     "engine": ("section", None), "seeds": ("seeds", REQUIRED), "expected": ("expected", {}),
 }
 SECTIONS = {
-    "data": {"dataset": ("str", "mnist"), "train_examples": ("int?", None),
+    "data": {"dataset": ("str", "mnist"), "sampling": ("str", "shuffle"), "train_examples": ("int?", None),
              "test_examples": ("int?", None), "url": ("str?", None)},
     "model": {"name": ("str", REQUIRED), "pooling": ("str", "max")},
     "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
@@ -82,7 +89,10 @@ class Spec:
         """SHA-256 of what determines the results: the resolved spec without the prose fields
         and the published values (`description`, `source`, `expected`), as canonical JSON.
         Editing any other field changes it, and then `version` must be bumped."""
-        content = {k: v for k, v in self.data.items() if k not in NOT_HASHED}
+        content = {k: copy.deepcopy(v) for k, v in self.data.items() if k not in NOT_HASHED}
+        for (section, key), neutral in HASH_NEUTRAL.items():
+            if content[section].get(key) == neutral:
+                del content[section][key]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -91,7 +101,12 @@ class Spec:
         return self.data["data"]["train_examples"]
 
     @property
+    def sampling(self) -> str:
+        return self.data["data"]["sampling"]
+
+    @property
     def steps_per_epoch(self) -> int:
+        """Steps trained per epoch: floor(n / batch_size), shuffled or Poisson-sampled."""
         return self.train_examples // self.data["training"]["batch_size"]
 
     def with_overrides(self, seeds=None, engine=None) -> "Spec":
@@ -201,19 +216,30 @@ def _check_expected(value, field: str, fail) -> dict:
         return {}
     if not isinstance(value, dict):
         fail(field, "must be a mapping of quantity -> {value, source}")
-    entry_fields = {"value": ("num", REQUIRED), "source": ("str", REQUIRED), "note": ("str?", None)}
+    entry_fields = {"value": ("num", REQUIRED), "source": ("str", REQUIRED), "note": ("str?", None),
+                    "steps": ("str?", None), "used_microbatching": ("bool?", None)}
     out = {}
     for quantity, entry in value.items():
         if quantity not in EXPECTED_QUANTITIES:
             fail(f"{field}.{quantity}", f"unknown quantity (known: {', '.join(EXPECTED_QUANTITIES)})")
         if not isinstance(entry, dict):
             fail(f"{field}.{quantity}", "must be a mapping with value and source")
-        out[quantity] = _check_mapping(entry, entry_fields, f"{field}.{quantity}.", fail)
+        checked = _check_mapping(entry, entry_fields, f"{field}.{quantity}.", fail)
+        convention = [k for k in ("steps", "used_microbatching") if checked[k] is not None]
+        if convention and not quantity.startswith("epsilon_"):
+            fail(f"{field}.{quantity}.{convention[0]}", "only an epsilon is computed under a convention")
+        if checked["steps"] is not None and checked["steps"] not in STEP_RULES:
+            fail(f"{field}.{quantity}.steps", f"must be one of {', '.join(STEP_RULES)}, got {checked['steps']!r}")
+        # Only conventions that were given are kept: the others are the run's own.
+        out[quantity] = {k: v for k, v in checked.items()
+                         if v is not None or k not in ("steps", "used_microbatching")}
     return out
 
 
 def _check_values(s: dict, fail) -> None:
     data, training, privacy, engine = s["data"], s["training"], s["privacy"], s["engine"]
+    if data["sampling"] not in SAMPLINGS:
+        fail("data.sampling", f"must be one of {', '.join(SAMPLINGS)}, got {data['sampling']!r}")
     if data["dataset"] not in DATASETS:
         fail("data.dataset", f"unknown dataset {data['dataset']!r} (known: {', '.join(DATASETS)})")
     sizes = DATASETS[data["dataset"]]
@@ -241,6 +267,8 @@ def _check_values(s: dict, fail) -> None:
     if engine["name"] not in ENGINES:
         fail("engine.name", f"unknown engine {engine['name']!r} (known: {', '.join(ENGINES)})")
     if not privacy["enabled"]:
+        if data["sampling"] == "poisson":
+            fail("data.sampling", "poisson sampling is for DP-SGD; a non-private spec trains on shuffled batches")
         if engine["name"] != "none":
             fail("engine.name", f"engine {engine['name']!r} is private but privacy.enabled is false; use 'none'")
         return
@@ -257,3 +285,11 @@ def _check_values(s: dict, fail) -> None:
              f"batch_size {training['batch_size']} is not divisible by {privacy['num_microbatches']}")
     if not 0 < privacy["delta"] < 1:
         fail("privacy.delta", f"must be in (0, 1), got {privacy['delta']}")
+    if data["sampling"] == "poisson":
+        if privacy["num_microbatches"] != training["batch_size"]:
+            fail("privacy.num_microbatches",
+                 f"poisson sampling needs one example per microbatch (num_microbatches == batch_size "
+                 f"{training['batch_size']}), got {privacy['num_microbatches']}")
+        if engine["name"] not in POISSON_ENGINES:
+            fail("engine.name", f"engine {engine['name']!r} cannot train with poisson sampling "
+                                f"(it divides by the microbatch count; use {' or '.join(POISSON_ENGINES)})")

@@ -1,0 +1,87 @@
+"""Which examples each step sees: shuffled batches and Poisson samples (sampling.py)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from dprepro import sampling
+
+N, BATCH = 2000, 100
+
+
+def poisson_steps(seed, steps, n=N, batch=BATCH, first_step=0):
+    """[(indices of the sampled examples, rows of the padded batch)] for each step."""
+    x = np.arange(n, dtype=np.float32).reshape(n, 1) + 1        # example i has image value i + 1
+    y = np.eye(10, dtype=np.float32)[np.arange(n) % 10]
+    out = []
+    for xb, yb, mask in sampling.poisson_batches(x, y, batch, seed, steps, first_step):
+        xb, yb, mask = xb.numpy(), yb.numpy(), mask.numpy()
+        count = int(mask.sum())
+        assert np.all(mask[:count] == 1) and np.all(mask[count:] == 0)
+        assert np.all(xb[count:] == 0) and np.all(yb[count:] == 0)   # padding: zero rows
+        out.append((xb[:count, 0].astype(int) - 1, len(mask)))
+    return out
+
+
+def test_poisson_inclusion_is_independent_with_probability_q():
+    """Over 400 steps each example's inclusion count is Binomial(400, q): the mean over examples
+    within 5 standard errors of 400 q, the variance as a binomial's (chi-square, 5 sigma), and the
+    batch sizes have mean batch_size; batches of consecutive steps are not the same."""
+    q, steps = BATCH / N, 400
+    drawn = poisson_steps(0, steps)
+    counts = np.zeros(N)
+    for idx, _ in drawn:
+        assert len(set(idx)) == len(idx)                      # without replacement within a step
+        counts[idx] += 1
+    mean, var = steps * q, steps * q * (1 - q)
+    assert abs(counts.mean() - mean) <= 5 * np.sqrt(var / N)
+    assert abs(counts.var(ddof=1) / var - 1) <= 5 * np.sqrt(2 / (N - 1))
+    sizes = np.array([len(idx) for idx, _ in drawn])
+    assert abs(sizes.mean() - BATCH) <= 5 * np.sqrt(N * q * (1 - q) / steps)
+    assert sizes.std() > 0.5 * np.sqrt(N * q * (1 - q))       # variable, not fixed at batch_size
+    overlap = [len(np.intersect1d(a, b)) for (a, _), (b, _) in zip(drawn, drawn[1:])]
+    assert abs(np.mean(overlap) - N * q * q) <= 5 * np.sqrt(N * q * q / len(overlap))
+
+
+def test_poisson_steps_repeat_for_a_seed_differ_between_seeds_and_start_anywhere():
+    first = poisson_steps(0, 6)
+    again = poisson_steps(0, 6)
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first, again))
+    other = poisson_steps(1, 6)
+    assert not any(np.array_equal(a, b) for (a, _), (b, _) in zip(first, other))
+    later = poisson_steps(0, 6, first_step=4)               # step t depends on (seed, t) only
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first[4:], later))
+
+
+def test_padded_size_makes_overflow_rare():
+    for n, batch in ((60000, 250), (2500, 250), (60000, 256), (N, BATCH)):
+        size = sampling.padded_size(n, batch)
+        assert size % sampling.PAD_MULTIPLE == 0 and size >= batch
+        assert stats.binom.sf(size, n, batch / n) <= sampling.OVERFLOW
+    assert sampling.padded_size(60000, 250) == 328          # 250 + 4.9 standard deviations, rounded up
+    assert sampling.padded_size(10, 10) == 10                # never above n
+
+
+def test_an_overflowing_batch_is_padded_further_never_truncated():
+    x = np.arange(50, dtype=np.float32).reshape(50, 1)
+    y = np.zeros((50, 10), np.float32)
+    for count in (7, 16, 17, 40):
+        idx = tf.range(count, dtype=tf.int64)
+        xb, _, mask = sampling.poisson_batch(tf.constant(x), tf.constant(y), idx, size=16)
+        assert len(mask) == 16 * max(1, -(-count // 16))
+        assert int(mask.numpy().sum()) == count
+        np.testing.assert_array_equal(xb.numpy()[:count, 0], np.arange(count))
+
+
+@pytest.mark.parametrize("n,batch", [(1000, 250), (1000, 256)])
+def test_shuffled_epochs_are_permutations_without_the_remainder(n, batch):
+    """floor(n / batch) full batches per epoch, no example twice; a new order each epoch."""
+    x = np.arange(n, dtype=np.float32).reshape(n, 1)
+    y = np.zeros((n, 10), np.float32)
+    ds = sampling.shuffled_batches(x, y, batch, seed=0)
+    epochs = [np.concatenate([xb.numpy()[:, 0] for xb, _ in ds]) for _ in range(2)]
+    for seen in epochs:
+        assert len(seen) == (n // batch) * batch
+        assert len(np.unique(seen)) == len(seen)
+    assert not np.array_equal(epochs[0], epochs[1])
