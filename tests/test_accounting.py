@@ -46,14 +46,129 @@ def test_statement_values(epochs, microbatch_size, once, poisson):
 def test_block_of_the_15_epoch_spec():
     block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-15ep.yaml").data)
     assert block["steps"] == 3600 and block["q"] == 250 / 60000 and block["delta"] == 1e-5
-    assert block["used_microbatching"] is False
+    assert block["used_microbatching"] is False and block["sampling"] == "shuffle"
     assert set(block["accountants"]) == set(accounting.ACCOUNTANTS)
     assert "tutorial" in block["accountants"]["rdp_legacy"]["description"]
     assert block["versions"] == {"dp-accounting": "0.4.3", "tensorflow-privacy": "0.9.0"}
 
 
-def test_keras_script_spec_uses_the_doubling():
-    assert accounting.epsilon_block(load_spec(EXPERIMENTS / "keras-script-20ep.yaml").data)["used_microbatching"]
+def test_rdp_is_tf_privacy_compute_dp_sgd_privacy_for_the_same_steps():
+    """`rdp` is computed here so that it can count the steps trained; with batch 250 those are
+    tf-privacy's (ceil) steps and the value is tf-privacy's, to the last bit."""
+    import logging
+    from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as tfp_lib
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    for epochs, noise in ((3, 1.3), (15, 1.3), (20, 1.1)):
+        eps, order = tfp_lib.compute_dp_sgd_privacy(60000, 250, noise, epochs, 1e-5)
+        got = accounting.epsilons(60000, 250, noise, epochs, 1e-5)["rdp"]
+        assert (got["epsilon"], got["order"]) == (eps, order)
+
+
+def test_shuffled_run_labels_the_poisson_values_and_names_the_bound_that_holds():
+    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml").data)
+    for name in ("rdp_legacy", "rdp", "pld", "statement_poisson"):
+        v = block["accountants"][name]
+        assert v["sampling"] == "poisson" and v["holds_for_this_run"] is False
+        assert v["label"] == "assumes Poisson sampling; this run used shuffling"
+    once = block["accountants"]["statement_once_per_epoch"]
+    assert once["holds_for_this_run"] and once["sampling"] == "once_per_epoch" and once["steps"] == 3
+    assert block["of_record"] == "statement_once_per_epoch"
+    assert round(once["epsilon"], 3) == 6.598
+
+
+def test_poisson_run_holds_the_poisson_values_and_records_the_tightest():
+    """Same schedule, Poisson sampling: the tutorial's numbers now hold; the once-per-epoch bound
+    does not (an example may be drawn in several steps of an epoch); of record: pld, the smallest."""
+    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep-poisson.yaml").data)
+    shuffled = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml").data)
+    holds = {n: v["holds_for_this_run"] for n, v in block["accountants"].items()}
+    assert holds == {"rdp_legacy": True, "rdp": True, "pld": True, "statement_poisson": True,
+                     "statement_once_per_epoch": False}
+    assert block["of_record"] == "pld" and block["sampling"] == "poisson"
+    for name, v in block["accountants"].items():
+        assert v["epsilon"] == shuffled["accountants"][name]["epsilon"]   # same numbers, other verdicts
+
+
+def test_microbatches_of_several_examples_get_doubled_values_beside_the_tutorials():
+    """keras-script-20ep: 50 microbatches of 5. rdp_legacy, rdp and pld keep the tutorial's
+    sensitivity-1 values, labelled; `<name>_doubled` are those of noise_multiplier / 2; the
+    statements already double."""
+    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "keras-script-20ep.yaml").data)
+    eps = block["accountants"]
+    assert block["used_microbatching"] and block["microbatch_size"] == 5
+    for name in accounting.CALIBRATABLE:
+        assert eps[name]["sensitivity"] == 1 and "sensitivity l2_norm_clip" in eps[name]["label"]
+        assert eps[name + "_doubled"]["sensitivity"] == 2
+        assert eps[name + "_doubled"]["epsilon"] == pytest.approx(
+            accounting.epsilons(60000, 250, 0.55, 20, 1e-5)[name]["epsilon"], rel=1e-12)
+        assert eps[name + "_doubled"]["epsilon"] > 5 * eps[name]["epsilon"]
+    assert round(eps["rdp"]["epsilon"], 7) == 1.4427492
+    assert eps["statement_poisson"]["epsilon"] == pytest.approx(eps["rdp_doubled"]["epsilon"], rel=0.01)
+    assert block["of_record"] == "statement_once_per_epoch"
+
+
+@pytest.mark.parametrize("rule,steps", [("trained", 14040), ("ceil", 14063), ("floor", 14062)])
+def test_step_rules_with_a_batch_that_does_not_divide_n(rule, steps):
+    """Batch 256, 60 epochs: 234 steps per epoch are trained (the last 96 examples dropped);
+    tf-privacy counts ceil(60 * 60000 / 256), the Keras script 60 * 60000 // 256."""
+    assert accounting.count_steps(60000, 256, 60, rule) == steps
+
+
+def test_epsilon_of_record_counts_the_steps_trained(write_spec):
+    """With batch 256 the block's values count 14040 steps, as trained: below tf-privacy's own
+    compute_dp_sgd_privacy (14063 steps), which remains reproducible as a published value under
+    `steps: ceil`."""
+    import logging
+    from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as tfp_lib
+
+    raw = __import__("conftest").raw_spec("tutorial-3ep")
+    raw["training"].update(batch_size=256, epochs=60)
+    raw["privacy"]["num_microbatches"] = 256
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    published, _ = tfp_lib.compute_dp_sgd_privacy(60000, 256, 1.3, 60, 1e-5)
+    raw["expected"] = {"epsilon_rdp": {"value": round(float(published), 6), "steps": "ceil", "source": "tf-privacy"}}
+    spec = load_spec(write_spec(raw)).data
+    block = accounting.epsilon_block(spec)
+    assert block["steps"] == 14040 and block["accountants"]["rdp"]["steps"] == 14040
+    assert block["accountants"]["rdp"]["epsilon"] < published
+    assert block["accountants"]["statement_poisson"]["steps"] == 14063        # the statement's own count
+    assert "an upper bound" in accounting.verdict(block["accountants"]["statement_poisson"], "poisson", 1,
+                                                  14040, 60)[1]
+    again = block["under_published_conventions"]["epsilon_rdp"]
+    assert again["epsilon"] == published and again["steps_rule"].startswith("ceil")
+    from dprepro.compare import against_published
+    rows = against_published({"spec": spec, "epsilon": block})
+    assert [r.status for r in rows] == ["PASS"]
+
+
+def test_a_value_counting_fewer_steps_than_trained_does_not_hold():
+    value = {"sampling": "poisson", "sensitivity": 1, "steps": 14039}
+    holds, label = accounting.verdict(value, "poisson", 1, 14040, 60)
+    assert not holds and label == "counts 14039 steps, fewer than the 14040 trained"
+
+
+def test_the_published_5_epoch_notebook_statement_is_reproduced_and_explained():
+    """The notebook printed 21.254 / 3.782 (used_microbatching=250, truthy: doubled) for training
+    with one example per microbatch; the spec's own statement values are 8.935 / 0.635."""
+    spec = load_spec(EXPERIMENTS / "tutorial-5ep.yaml").data
+    block = accounting.epsilon_block(spec)
+    published = block["under_published_conventions"]
+    assert round(published["epsilon_statement_once_per_epoch"]["epsilon"], 3) == 21.254
+    assert round(published["epsilon_statement_poisson"]["epsilon"], 3) == 3.782
+    assert published["epsilon_statement_poisson"]["used_microbatching"] is True
+    assert round(block["accountants"]["statement_once_per_epoch"]["epsilon"], 3) == 8.935
+    assert round(block["accountants"]["statement_poisson"]["epsilon"], 3) == 0.635
+    assert "used_microbatching=250" in spec["expected"]["epsilon_statement_poisson"]["note"]
+    from dprepro.compare import against_published
+    rows = {r.quantity: r.status for r in against_published({"spec": spec, "epsilon": block})}
+    assert rows["published epsilon_statement_poisson (as published: used_microbatching true)"] == "PASS"
+    assert all(s == "PASS" for s in rows.values()), rows
+    # Without the convention the published numbers do not match: the entry is what makes them pass.
+    del spec["expected"]["epsilon_statement_poisson"]["used_microbatching"]
+    block = accounting.epsilon_block(spec)
+    rows = {r.quantity: r.status for r in against_published({"spec": spec, "epsilon": block})}
+    assert rows["published epsilon_statement_poisson"] == "FAIL"
 
 
 def test_curve_is_increasing_and_ends_at_the_block():
@@ -84,13 +199,19 @@ def test_calibration_round_trip(name):
 
 
 def test_cli_epsilon_table():
-    proc = run_cli("epsilon", EXPERIMENTS / "tutorial-15ep.yaml", EXPERIMENTS / "nonprivate-3ep.yaml")
+    proc = run_cli("epsilon", EXPERIMENTS / "tutorial-15ep.yaml", EXPERIMENTS / "nonprivate-3ep.yaml",
+                   EXPERIMENTS / "tutorial-5ep.yaml")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert "steps 3600 (ceil(epochs * n / batch_size))" in lines[1]
-    row = {line.split()[0]: line.split()[1:3] for line in lines[2:7]}
-    assert row["rdp_legacy"] == ["1.1799007", "order"] and row["rdp"][0] == "0.9422002"
+    assert "shuffle sampling" in lines[1] and "3600 steps trained (epochs * floor(n / batch_size))" in lines[1]
+    row = {line.split()[0]: line.split()[1:5] for line in lines[3:8]}
+    assert row["rdp_legacy"] == ["1.1799007", "17", "3600", "no"] and row["rdp"][0] == "0.9422002"
+    assert row["statement_once_per_epoch"] == ["17.6482721", "-", "15", "yes"]
+    assert "assumes Poisson sampling; this run used shuffling" in lines[3]
+    assert "of record (smallest that holds): statement_once_per_epoch 17.6482721" in proc.stdout
     assert "non-private spec: no epsilon" in proc.stdout
+    assert "published epsilon_statement_once_per_epoch 21.254, computed as published (used_microbatching true" \
+        in proc.stdout and ": 21.2543198; the notebook called" in proc.stdout
 
 
 def test_cli_epsilon_json_and_curve():
@@ -119,6 +240,7 @@ def test_cli_zero_noise_reports_infinity(write_spec):
     path = write_spec(raw)
     proc = run_cli("epsilon", path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count(" inf ") == 5
+    assert proc.stdout.count(" inf ") == 5 and "of record (smallest that holds): statement_once_per_epoch inf" \
+        in proc.stdout
     rows = json.loads(run_cli("epsilon", "--json", path).stdout)
     assert {v["epsilon"] for v in rows[0]["epsilon"]["accountants"].values()} == {"inf"}

@@ -1,13 +1,20 @@
-"""Privacy accounting: every epsilon a paper might cite for one DP-SGD schedule, labelled.
+"""Privacy accounting: every epsilon a paper might cite for one DP-SGD schedule, labelled with
+what it assumes and whether that holds for the training that was run.
 
 All values are for add-or-remove-one adjacency. The mathematics is dp_accounting's and
 tf-privacy's; only the legacy RDP -> (eps, delta) conversion is written here, because no
-installed library offers it any more.
+installed library offers it any more. Each value states
+- the sampling it assumes: `poisson` (each example in each step with probability q) or
+  `once_per_epoch` (each example in exactly one step per epoch, no amplification);
+- its sensitivity, in units of l2_norm_clip: 1, or 2 when a microbatch holds several examples
+  (adding or removing one moves that microbatch's clipped gradient by up to 2 x l2_norm_clip);
+- the steps it counts and by which rule.
+A value holds for a run when its sampling is the run's, its sensitivity is at least the run's, and it
+counts at least the steps trained. The block's `of_record` is the smallest value that holds.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from importlib.metadata import version
 
@@ -18,13 +25,13 @@ from dp_accounting.rdp import RdpAccountant
 
 PLD_DISCRETIZATION = 1e-4
 LEGACY_ORDERS = [1 + x / 10 for x in range(1, 100)] + list(range(12, 64))
-# The orders tf-privacy 0.9.0's compute_dp_sgd_privacy uses (for calibrating `rdp` alike).
+# The orders tf-privacy 0.9.0's compute_dp_sgd_privacy uses (for `rdp` and for calibrating alike).
 RDP_ORDERS = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5] + list(range(5, 64)) + [128, 256, 512]
 DESCRIPTIONS = {
     "rdp_legacy": "RDP, legacy conversion eps = min_a RDP(a) + log(1/delta)/(a-1) "
                   "(TF Privacy <= 0.5.1; the tutorial's printed value)",
-    "rdp": "RDP, dp_accounting's improved conversion "
-           "(tf-privacy 0.9.0 compute_dp_sgd_privacy)",
+    "rdp": "RDP, dp_accounting's improved conversion, over the orders of "
+           "tf-privacy 0.9.0's compute_dp_sgd_privacy (its value, for the same step count)",
     "pld": f"Privacy loss distribution (dp_accounting PLDAccountant, "
            f"discretization {PLD_DISCRETIZATION:g}); the tightest Poisson-sampled bound",
     "statement_once_per_epoch": "tf-privacy 0.9.0 compute_dp_sgd_privacy_statement, each example "
@@ -33,6 +40,12 @@ DESCRIPTIONS = {
 }
 ACCOUNTANTS = tuple(DESCRIPTIONS)
 CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
+DOUBLED = "_doubled"   # suffix of a CALIBRATABLE value with sensitivity 2 x l2_norm_clip
+STEP_RULES = {
+    "trained": "epochs * floor(n / batch_size): the steps trained (the last incomplete batch is dropped)",
+    "ceil": "ceil(epochs * n / batch_size): tf-privacy 0.9.0's count",
+    "floor": "epochs * n // batch_size: the count of tf-privacy's Keras tutorial script",
+}
 
 
 class LegacyRdpAccountant(RdpAccountant):
@@ -50,6 +63,11 @@ class LegacyRdpAccountant(RdpAccountant):
         return self.get_epsilon_and_optimal_order(target_delta)[0]
 
 
+FRESH = {"rdp_legacy": LegacyRdpAccountant,
+         "rdp": lambda: RdpAccountant(RDP_ORDERS),
+         "pld": lambda: PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)}
+
+
 def dpsgd_event(q: float, noise_multiplier: float, steps: int):
     """`steps` Poisson-subsampled Gaussian mechanisms with sampling probability `q`."""
     return dp_accounting.SelfComposedDpEvent(
@@ -57,45 +75,71 @@ def dpsgd_event(q: float, noise_multiplier: float, steps: int):
         steps)
 
 
-def tutorial_steps(n: int, batch_size: int, epochs: float) -> int:
-    """Steps as the tutorial's tools count them: ceil(epochs * n / batch_size)."""
-    return int(math.ceil(epochs * n / batch_size))
+def count_steps(n: int, batch_size: int, epochs: float, rule: str = "trained") -> int:
+    """Steps of the schedule under one of STEP_RULES (batch 250, n 60000: all three agree)."""
+    if rule == "trained":
+        return int(epochs) * (n // batch_size)
+    if rule == "ceil":
+        return int(math.ceil(epochs * n / batch_size))
+    if rule == "floor":
+        return int(epochs * n // batch_size)
+    raise ValueError(f"unknown step rule {rule!r} (known: {', '.join(STEP_RULES)})")
+
+
+def poisson_epsilon(accountant: str, q: float, noise_multiplier: float, steps: int, delta: float):
+    """(epsilon, order or None) of `steps` Poisson-sampled Gaussian steps under one accountant."""
+    composed = FRESH[accountant]().compose(dpsgd_event(q, noise_multiplier, steps))
+    if accountant == "pld":
+        return float(composed.get_epsilon(delta)), None
+    eps, order = composed.get_epsilon_and_optimal_order(delta)
+    return float(eps), float(order)
+
+
+def statement_epsilon(poisson: bool, q: float, noise_multiplier: float, epochs: float, delta: float,
+                      used_microbatching: bool) -> float:
+    """One of the two numbers compute_dp_sgd_privacy_statement prints, at full precision."""
+    from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as tfp_lib
+
+    return float(tfp_lib._compute_dp_sgd_example_privacy(epochs, noise_multiplier, delta, used_microbatching,
+                                                          q if poisson else None))
 
 
 def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, delta: float,
-             microbatch_size: int = 1) -> dict:
-    """{accountant: {"epsilon", "order" (None without one)}} for one schedule.
+             microbatch_size: int = 1, steps_rule: str = "trained") -> dict:
+    """{name: {"epsilon", "order" (None without one), "sampling", "sensitivity", "steps",
+    "steps_rule"}} for one schedule.
 
-    `microbatch_size` > 1 sets the statement's `used_microbatching` (sensitivity doubling).
-    A noise multiplier <= 0 gives eps = inf for every accountant.
+    The Poisson accountants count steps by `steps_rule`; with several examples per microbatch they
+    are given twice: as the tutorial computes them (sensitivity 1) and, as `<name>_doubled`, with
+    sensitivity 2. The statements follow tf-privacy (doubled when microbatch_size > 1) and count
+    their own steps. A noise multiplier <= 0 gives eps = inf everywhere.
     """
-    if noise_multiplier <= 0:
-        return {name: {"epsilon": math.inf, "order": None} for name in ACCOUNTANTS}
-    from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as tfp_lib
-
-    q, steps = batch_size / n, tutorial_steps(n, batch_size, epochs)
-    legacy = LegacyRdpAccountant().compose(dpsgd_event(q, noise_multiplier, steps))
-    legacy_eps, legacy_order = legacy.get_epsilon_and_optimal_order(delta)
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)  # compute_dp_sgd_privacy warns that it is deprecated
-    try:
-        rdp_eps, rdp_order = tfp_lib.compute_dp_sgd_privacy(n, batch_size, noise_multiplier, epochs, delta)
-    finally:
-        absl_logger.setLevel(level)
-    pld = PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
-    pld_eps = pld.compose(dpsgd_event(q, noise_multiplier, steps)).get_epsilon(delta)
-    # The two numbers compute_dp_sgd_privacy_statement prints, at full precision.
+    q, steps = batch_size / n, count_steps(n, batch_size, epochs, steps_rule)
     doubled = microbatch_size > 1
-    once = tfp_lib._compute_dp_sgd_example_privacy(epochs, noise_multiplier, delta, doubled, None)
-    poisson = tfp_lib._compute_dp_sgd_example_privacy(epochs, noise_multiplier, delta, doubled, q)
-    return {
-        "rdp_legacy": {"epsilon": legacy_eps, "order": float(legacy_order)},
-        "rdp": {"epsilon": float(rdp_eps), "order": float(rdp_order)},
-        "pld": {"epsilon": float(pld_eps), "order": None},
-        "statement_once_per_epoch": {"epsilon": float(once), "order": None},
-        "statement_poisson": {"epsilon": float(poisson), "order": None},
-    }
+    out = {}
+    for name in CALIBRATABLE:
+        for sensitivity in ((1, 2) if doubled else (1,)):
+            eps, order = ((math.inf, None) if noise_multiplier <= 0 else
+                          poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta))
+            out[name + (DOUBLED if sensitivity == 2 else "")] = {
+                "epsilon": eps, "order": order, "sampling": "poisson", "sensitivity": sensitivity,
+                "steps": steps, "steps_rule": STEP_RULES[steps_rule]}
+    for name, poisson in (("statement_once_per_epoch", False), ("statement_poisson", True)):
+        eps = math.inf if noise_multiplier <= 0 else statement_epsilon(
+            poisson, q, noise_multiplier, epochs, delta, doubled)
+        out[name] = {"epsilon": eps, "order": None,
+                     "sampling": "poisson" if poisson else "once_per_epoch",
+                     "sensitivity": 2 if doubled else 1,
+                     "steps": int(math.ceil(epochs / q)) if poisson else int(math.ceil(epochs)),
+                     "steps_rule": (STEP_RULES["ceil"] if poisson
+                                    else "epochs: one Gaussian mechanism per epoch")}
+    return out
+
+
+def description(name: str) -> str:
+    if name.endswith(DOUBLED):
+        return DESCRIPTIONS[name[:-len(DOUBLED)]] + "; sensitivity 2 x l2_norm_clip"
+    return DESCRIPTIONS[name]
 
 
 def statement_text(n: int, batch_size: int, noise_multiplier: float, epochs: float, delta: float,
@@ -122,24 +166,82 @@ def schedule(spec: dict) -> dict | None:
     }
 
 
+def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int, epochs: int) -> tuple:
+    """(holds for the run?, label): every reason a value does not bound the training done, or why it does."""
+    reasons = []
+    if value["sampling"] == "poisson" and sampling != "poisson":
+        reasons.append("assumes Poisson sampling; this run used shuffling")
+    if value["sampling"] == "once_per_epoch" and sampling != "shuffle":
+        reasons.append("assumes each example once per epoch; Poisson sampling may use one several times")
+    if value["sensitivity"] < (2 if microbatch_size > 1 else 1):
+        reasons.append(f"assumes sensitivity l2_norm_clip; with {microbatch_size} examples per microbatch, "
+                       f"adding or removing one can move a clipped microbatch gradient by 2 x l2_norm_clip")
+    if value["sampling"] == "poisson" and value["steps"] < steps_trained:
+        reasons.append(f"counts {value['steps']} steps, fewer than the {steps_trained} trained")
+    if value["sampling"] == "once_per_epoch" and value["steps"] < epochs:
+        reasons.append(f"counts {value['steps']} epochs, fewer than the {epochs} trained")
+    if reasons:
+        return False, "; ".join(reasons)
+    sensitivity = "l2_norm_clip" if value["sensitivity"] == 1 else "2 x l2_norm_clip"
+    bound = "" if value["sampling"] != "poisson" or value["steps"] == steps_trained else \
+        f" (an upper bound: counts {value['steps']} steps, {steps_trained} trained)"
+    return True, f"holds for this run ({sampling} sampling, sensitivity {sensitivity}){bound}"
+
+
+def published_conventions(spec: dict, s: dict) -> dict:
+    """The value of each `expected` epsilon that names its own convention (steps rule,
+    used_microbatching), computed under that convention: how a published number was made."""
+    out = {}
+    for quantity, entry in (spec.get("expected") or {}).items():
+        if not quantity.startswith("epsilon_") or not {"steps", "used_microbatching"} & set(entry):
+            continue
+        name = quantity[len("epsilon_"):]
+        rule = entry.get("steps", "trained")
+        microbatching = entry.get("used_microbatching", s["microbatch_size"] > 1)
+        q = s["batch_size"] / s["n"]
+        if name.startswith("statement_"):
+            eps = statement_epsilon(name == "statement_poisson", q, s["noise_multiplier"], s["epochs"],
+                                    s["delta"], microbatching)
+        else:
+            base = name[:-len(DOUBLED)] if name.endswith(DOUBLED) else name
+            sigma = s["noise_multiplier"] / (2 if microbatching or name.endswith(DOUBLED) else 1)
+            eps = poisson_epsilon(base, q, sigma, count_steps(s["n"], s["batch_size"], s["epochs"], rule),
+                                  s["delta"])[0]
+        out[quantity] = {"epsilon": eps, "used_microbatching": microbatching, "steps_rule": STEP_RULES[rule]
+                         if not name.startswith("statement_") else "the statement's own"}
+    return out
+
+
 def epsilon_block(spec: dict) -> dict | None:
-    """The `epsilon` block of a result: values, orders, inputs, versions and descriptions."""
+    """The `epsilon` block of a result: every value with what it assumes and whether it holds for
+    the run, the value of record, the inputs, the versions."""
     s = schedule(spec)
     if s is None:
         return None
+    sampling = spec["data"].get("sampling", "shuffle")
+    trained = count_steps(s["n"], s["batch_size"], s["epochs"])
     values = epsilons(**s)
+    accountants = {}
+    for name, value in values.items():
+        holds, label = verdict(value, sampling, s["microbatch_size"], trained, s["epochs"])
+        accountants[name] = {**value, "description": description(name), "holds_for_this_run": holds,
+                             "label": label}
+    holding = [n for n, v in accountants.items() if v["holds_for_this_run"]]
     return {
         "delta": s["delta"],
+        "sampling": sampling,
         "q": s["batch_size"] / s["n"],
-        "steps": tutorial_steps(s["n"], s["batch_size"], s["epochs"]),
-        "steps_rounding": "ceil(epochs * n / batch_size)",
+        "steps": trained,
+        "steps_rule": STEP_RULES["trained"],
         "noise_multiplier": s["noise_multiplier"],
         "n": s["n"],
+        "microbatch_size": s["microbatch_size"],
         "used_microbatching": s["microbatch_size"] > 1,
         "pld_discretization": PLD_DISCRETIZATION,
         "versions": {p: version(p) for p in ("dp-accounting", "tensorflow-privacy")},
-        "accountants": {name: {**values[name], "description": DESCRIPTIONS[name]}
-                        for name in ACCOUNTANTS},
+        "of_record": min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None,
+        "accountants": accountants,
+        "under_published_conventions": published_conventions(spec, s),
     }
 
 
@@ -149,16 +251,14 @@ def epsilon_curve(spec: dict) -> dict:
     if s is None:
         return {}
     per_epoch = [epsilons(**{**s, "epochs": e}) for e in range(1, s["epochs"] + 1)]
-    return {name: [v[name]["epsilon"] for v in per_epoch] for name in ACCOUNTANTS}
+    return {name: [v[name]["epsilon"] for v in per_epoch] for name in per_epoch[0]}
 
 
 def calibrate(spec: dict, target_epsilon: float, accountant: str = "rdp") -> float:
-    """The noise multiplier at which the spec's schedule reaches `target_epsilon`."""
+    """The noise multiplier at which the spec's schedule (steps as trained, Poisson sampling,
+    sensitivity l2_norm_clip) reaches `target_epsilon`."""
     s = schedule(spec)
-    fresh = {"rdp_legacy": LegacyRdpAccountant,
-             "rdp": lambda: RdpAccountant(RDP_ORDERS),
-             "pld": lambda: PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)}[accountant]
-    q, steps = s["batch_size"] / s["n"], tutorial_steps(s["n"], s["batch_size"], s["epochs"])
+    q, steps = s["batch_size"] / s["n"], count_steps(s["n"], s["batch_size"], s["epochs"])
     return dp_accounting.calibrate_dp_mechanism(
-        fresh, lambda sigma: dpsgd_event(q, sigma, steps), target_epsilon, s["delta"],
+        FRESH[accountant], lambda sigma: dpsgd_event(q, sigma, steps), target_epsilon, s["delta"],
         bracket_interval=dp_accounting.ExplicitBracketInterval(0.1, 100.0), tol=1e-6)

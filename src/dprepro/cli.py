@@ -237,7 +237,7 @@ def cmd_epsilon(args) -> None:
                          "epsilon": None, "note": "non-private spec: no epsilon"})
             continue
         row = {"spec": spec.path, "name": spec.name, "version": spec.version,
-               "epsilon": accounting.epsilon_block(spec.data)}
+               "epsilon": accounting.epsilon_block(spec.data), "expected": spec.data["expected"]}
         if args.epochs_range:
             row["curve"] = accounting.epsilon_curve(spec.data)
         rows.append(row)
@@ -252,12 +252,22 @@ def cmd_epsilon(args) -> None:
         if block is None:
             print(f"  {row['note']}\n")
             continue
-        print(f"  n {block['n']}, q {block['q']:.6g}, steps {block['steps']} ({block['steps_rounding']}), "
-              f"noise {block['noise_multiplier']}, delta {block['delta']:g}, "
-              f"used_microbatching {block['used_microbatching']}")
+        print(f"  n {block['n']}, q {block['q']:.6g}, {block['sampling']} sampling, "
+              f"{block['microbatch_size']} example(s) per microbatch, {block['steps']} steps trained "
+              f"({block['steps_rule'].split(':')[0]}), noise {block['noise_multiplier']}, delta {block['delta']:g}")
+        print(f"  {'accountant':<26} {'epsilon':>10}  {'order':<8} {'steps':>6}  holds  why")
         for name, v in block["accountants"].items():
-            order = f"order {v['order']:g}" if v["order"] is not None else ""
-            print(f"  {name:<25} {fmt_eps(v['epsilon']):>10}  {order:<10} {v['description']}")
+            order = f"{v['order']:g}" if v["order"] is not None else "-"
+            holds = "yes" if v["holds_for_this_run"] else "no"
+            print(f"  {name:<26} {fmt_eps(v['epsilon']):>10}  {order:<8} {v['steps']:>6}  {holds:<5}  {v['label']}")
+        if block["of_record"]:
+            best = block["of_record"]
+            print(f"  of record (smallest that holds): {best} {fmt_eps(block['accountants'][best]['epsilon'])}")
+        for quantity, v in block["under_published_conventions"].items():
+            entry = row["expected"][quantity]
+            print(f"  published {quantity} {entry['value']:g}, computed as published "
+                  f"(used_microbatching {str(v['used_microbatching']).lower()}, steps {v['steps_rule']}): "
+                  f"{fmt_eps(v['epsilon'])}" + (f"; {entry['note']}" if entry.get("note") else ""))
         if "curve" in row:
             names = list(row["curve"])
             print("  epoch " + " ".join(f"{n:>25}" for n in names))

@@ -17,15 +17,16 @@ from dprepro.tensorboard import TensorBoardLog
 class EpochLine(tf.keras.callbacks.Callback):
     """One progress line per epoch."""
 
-    def __init__(self, label: str, epochs: int, epsilon_curve: dict):
+    def __init__(self, label: str, epochs: int, epsilon_curve: dict, of_record: str | None = None):
         super().__init__()
-        self.label, self.epochs, self.curve = label, epochs, epsilon_curve.get("rdp")
+        self.label, self.epochs, self.curve, self.of_record = label, epochs, epsilon_curve, of_record
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        eps = f"  eps(rdp) {self.curve[epoch]:.4f}" if self.curve else ""
+        names = dict.fromkeys(n for n in ("rdp", self.of_record) if n in self.curve)
+        eps = "".join(f"  eps({n}) {self.curve[n][epoch]:.4f}" for n in names)
         print(f"  {self.label}  epoch {epoch + 1}/{self.epochs}  "
               f"train loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}  "
               f"test loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f}{eps}  "
@@ -48,6 +49,15 @@ def describe_arithmetic(path: dict) -> str:
     return f"{path['id']} ({path['cpu']}, {simd}, {onednn}{limit}{gpus})"
 
 
+def describe_epsilon(block: dict) -> str:
+    """Two lines: the epsilon that holds for the run, and the tutorial's (rdp) with its label."""
+    best, rdp = block["of_record"], block["accountants"]["rdp"]
+    held = block["accountants"][best]
+    return (f"dprepro: eps of record {held['epsilon']:.4f} ({best}, at delta {block['delta']:g}): {held['label']}\n"
+            f"dprepro: eps(rdp) {rdp['epsilon']:.4f}, the tutorial's: "
+            + ("holds for this run" if rdp["holds_for_this_run"] else rdp["label"]))
+
+
 def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
              seeds=None, engine_name: str | None = None) -> tuple[dict, Path]:
     """Train every seed of `spec`; write TensorBoard logs and the result file; return both."""
@@ -66,9 +76,8 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
     name, version, engine_used = spec.name, spec.version, s["engine"]["name"]
     override = engine_used if engine_used != spec.data["engine"]["name"] else None
     print(f"dprepro: {name} v{version}, engine {engine_used}, seeds {s['seeds']}, "
-          f"{s['training']['epochs']} epochs of {resolved.steps_per_epoch} steps"
-          + (f", eps(rdp) {epsilon['accountants']['rdp']['epsilon']:.4f} at delta {epsilon['delta']:g}"
-             if epsilon else ", non-private (no epsilon)"), flush=True)
+          f"{s['training']['epochs']} epochs of {resolved.steps_per_epoch} steps, {resolved.sampling} sampling"
+          + (f"\n{describe_epsilon(epsilon)}" if epsilon else ", non-private (no epsilon)"), flush=True)
     result = {
         "result_schema": results.RESULT_SCHEMA,
         "name": name, "version": version,
@@ -86,9 +95,12 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
     }
     for seed in s["seeds"]:
         seed_dir = Path(logdir) / name / f"v{version}" / (f"seed-{seed}" + (f"-{override}" if override else ""))
-        callbacks = [EpochLine(f"seed {seed}", s["training"]["epochs"], curve),
-                     TensorBoardLog(seed_dir, s, seed, engine_used, curve)]
+        callbacks = [EpochLine(f"seed {seed}", s["training"]["epochs"], curve, epsilon and epsilon["of_record"]),
+                     TensorBoardLog(seed_dir, s, seed, engine_used,
+                                    {**curve, "of_record": curve[epsilon["of_record"]]} if epsilon else {})]
         outcome = engine.train(s, data, seed, callbacks)
+        if epsilon and outcome["steps"] != epsilon["steps"]:   # the accountant must count what was trained
+            raise RuntimeError(f"trained {outcome['steps']} steps, accounted {epsilon['steps']}")
         results.write_json_atomic(seed_dir / "seed.json", outcome)  # kept if a later seed fails
         result["seeds"].append(outcome)
     result["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -38,13 +38,25 @@ def confidence_interval(values: list) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def epsilon_cell(eps: dict, name: str) -> str:
+    """A value, marked † when it does not hold for the run (assumes another sampling or sensitivity)."""
+    v = eps.get(name)
+    if v is None:
+        return "–"
+    return f"{as_float(v['epsilon']):.4f}" + ("" if v.get("holds_for_this_run", True) else "†")
+
+
 def table(results: list[dict]) -> str:
-    head = ("| experiment | spec | engine | epochs | " + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
+    head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | "
+            + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
             + " | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | arithmetic path | file |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in results:
-        eps = r["epsilon"]["accountants"] if r["epsilon"] else None
-        cells = [f"{as_float(eps[a]['epsilon']):.4f}" if eps else "–" for a in ACCOUNTANT_COLUMNS]
+        block = r["epsilon"]
+        eps = block["accountants"] if block else {}
+        cells = [epsilon_cell(eps, a) if block else "–" for a in ACCOUNTANT_COLUMNS]
+        best = block.get("of_record") if block else None
+        record = f"{as_float(eps[best]['epsilon']):.4f} ({best})" if best else "–"
         accs = [s["test_accuracy"] for s in r["seeds"]]
         low, high = confidence_interval(accs)
         acc = r["test_accuracy"]
@@ -53,12 +65,35 @@ def table(results: list[dict]) -> str:
         hardware = f"{env['cpu']} ×{env['cpu_count']}" + (f", {', '.join(env['devices']['gpus'])}"
                                                          if env["devices"]["gpus"] else ", no GPU")
         lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} v{engine_version(r)} | "
-                     f"{r['spec']['training']['epochs']} | "
+                     f"{r['spec']['training']['epochs']} | {r['spec']['data'].get('sampling', 'shuffle')} | "
+                     f"{record} | "
                      + " | ".join(cells)
                      + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                        f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
                        f"{env.get('arithmetic', {}).get('id', '–')} | `{r['_path']}` |")
     return "\n".join(lines)
+
+
+def epsilon_notes(results: list[dict]) -> list[str]:
+    """Bullet lines: the doubled-sensitivity values of multi-example microbatches, and published
+    values that were computed under another convention, with their reasons."""
+    notes = []
+    for r in results:
+        block = r["epsilon"]
+        if not block:
+            continue
+        doubled = {n: v for n, v in block["accountants"].items() if n.endswith("_doubled")}
+        if doubled:
+            notes.append(f"- {r['name']}: {block['microbatch_size']} examples per microbatch, so rdp_legacy, rdp "
+                         f"and pld (sensitivity l2_norm_clip) do not hold even under Poisson sampling; with "
+                         f"the doubled sensitivity: "
+                         + ", ".join(f"{n} {as_float(v['epsilon']):.4f}" for n, v in doubled.items()) + ".")
+        for quantity, v in block.get("under_published_conventions", {}).items():
+            entry = r["spec"]["expected"][quantity]
+            notes.append(f"- {r['name']}: published {quantity} = {entry['value']:g} ({entry['source']}) is "
+                         f"reproduced as {as_float(v['epsilon']):.4f} with used_microbatching "
+                         f"{str(v['used_microbatching']).lower()}: {entry.get('note') or ''}".rstrip(": ") + ".")
+    return notes
 
 
 def per_epoch(result: dict, key: str) -> np.ndarray:
@@ -121,13 +156,16 @@ def figures(results: list[dict], folder: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (r, curve) in enumerate(zip(private, curves)):
         acc = 100 * per_epoch(r, "test_accuracy")
+        holds = r["epsilon"]["accountants"]["rdp"].get("holds_for_this_run", True)
         ax.errorbar(curve["rdp"], acc.mean(0), yerr=acc.std(0, ddof=1) if len(acc) > 1 else None,
-                    marker=MARKERS[i % len(MARKERS)], markersize=4 + 2 * (i == 0), capsize=3, label=label(r))
+                    marker=MARKERS[i % len(MARKERS)], markersize=4 + 2 * (i == 0), capsize=3,
+                    label=label(r) + ("" if holds else " †"), linestyle="-" if holds else ":")
     for r in results:
         if not r["epsilon"]:
             ax.axhline(100 * r["test_accuracy"]["mean"], linestyle="--", color="grey",
                        label=f"{label(r)}: no privacy (ε = ∞)")
-    ax.set(xlabel="ε (rdp accountant, tf-privacy 0.9.0) after each epoch", ylabel="test accuracy (%)",
+    ax.set(xlabel="ε (rdp accountant, tf-privacy 0.9.0) after each epoch; † dotted: assumes Poisson "
+                  "sampling, run shuffled", ylabel="test accuracy (%)",
            title="Privacy–utility: test accuracy against ε (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -171,6 +209,14 @@ def write_report(results_dir) -> Path:
         "applies; ε agrees everywhere within each accountant's tolerance (1e-9 relative, PLD 1e-6).",
         "",
         table(results),
+        "",
+        "† does not hold for that run: the value assumes Poisson sampling and the run shuffled, or it assumes",
+        "sensitivity l2_norm_clip and the run's microbatches held several examples (the result file's",
+        "`epsilon.accountants.<name>.label` says which). These are the numbers the tutorial prints and papers",
+        "cite; \"ε of record\" is the smallest value that holds for the training done (top-level README,",
+        "\"Which ε should I cite?\").",
+        "",
+        *epsilon_notes(results),
         "",
         *[f"![{n}](figures/{n})" for n in names],
         "",

@@ -228,6 +228,9 @@ def _check_expected(value, field: str, fail) -> dict:
         convention = [k for k in ("steps", "used_microbatching") if checked[k] is not None]
         if convention and not quantity.startswith("epsilon_"):
             fail(f"{field}.{quantity}.{convention[0]}", "only an epsilon is computed under a convention")
+        if checked["steps"] is not None and quantity.startswith("epsilon_statement"):
+            fail(f"{field}.{quantity}.steps", "tf-privacy's statement counts its own steps; "
+                                              "a step rule is for rdp_legacy, rdp and pld")
         if checked["steps"] is not None and checked["steps"] not in STEP_RULES:
             fail(f"{field}.{quantity}.steps", f"must be one of {', '.join(STEP_RULES)}, got {checked['steps']!r}")
         # Only conventions that were given are kept: the others are the run's own.

@@ -1,7 +1,8 @@
 """TensorBoard logs of one seed: per-epoch scalars and the spec's hyper-parameters (HParams).
 
 Tags: loss/train, loss/test, accuracy/train, accuracy/test, learning_rate, and
-epsilon/<accountant> for a private run (one curve per accountant, see accounting.py).
+epsilon/<accountant> for a private run (one curve per accountant, see accounting.py), and
+epsilon/of_record: the smallest value that holds for the run's sampling and sensitivity.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ def hparams(spec: dict, seed: int, engine: str) -> dict:
     flat = {"spec": spec["name"], "spec_version": spec["version"], "seed": seed, "engine": engine,
             "epochs": spec["training"]["epochs"], "batch_size": spec["training"]["batch_size"],
             "learning_rate": spec["training"]["learning_rate"], "pooling": spec["model"]["pooling"],
-            "private": spec["privacy"]["enabled"]}
+            "private": spec["privacy"]["enabled"], "sampling": spec["data"].get("sampling", "shuffle")}
     if spec["privacy"]["enabled"]:
         flat.update({k: spec["privacy"][k] for k in
                      ("l2_norm_clip", "noise_multiplier", "num_microbatches", "delta")})
