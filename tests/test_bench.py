@@ -16,7 +16,7 @@ def test_bench_runs_and_writes_json(tmp_path):
                    "--tutorial-steps", "1", "--no-epoch", "--label", "ci", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "ci.json").read_text())
-    assert set(record["engines"]) == {"anchor", "none", "fast", "vectorized", "tutorial"}
+    assert set(record["engines"]) == {"anchor", "none", "fast", "fast-poisson", "vectorized", "tutorial"}
     for name, row in record["engines"].items():
         assert row["ms_per_step_median"] > 0 and len(row["ms_per_step_each_repeat"]) == 2, name
     base = record["baseline"]
@@ -26,6 +26,7 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert record["environment"]["packages"]["tensorflow"] == "2.15.1"
     assert record["environment"]["arithmetic"]["id"] and "onednn" in record["environment"]["arithmetic"]
     assert record["engine_versions"]["fast"] >= 3 and "anchor" not in record["engine_versions"]
+    assert record["engine_versions"]["fast-poisson"] == record["engine_versions"]["fast"]
     breakdown = record["fast_breakdown"]
     assert set(FAST_PHASES) <= set(breakdown) and breakdown["full step"] > 0
     assert len(breakdown["norms by layer"]) == len(breakdown["clipped sum by layer"]) == 4  # 2 Conv2D, 2 Dense
@@ -58,4 +59,5 @@ def test_bench_bad_steps_is_exit_2():
 def test_bench_unknown_row_is_exit_2():
     proc = run_cli("bench", "--engines", "none", "turbo")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "--engines: each of anchor none fast vectorized tutorial at most once, got none turbo"
+    assert proc.stderr.strip() == ("--engines: each of anchor none fast fast-poisson vectorized vectorized-poisson "
+                                   "tutorial at most once, got none turbo")

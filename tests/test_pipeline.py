@@ -145,3 +145,42 @@ def test_git_state_counts_inputs_not_outputs(tmp_path, monkeypatch):
     (tmp_path / "model.py").write_text("x = 2\n")
     state = git_state()
     assert state["dirty"] is True and state["changed"] == ["model.py"]
+
+
+def test_poisson_run_end_to_end(write_spec, tmp_path):
+    """Poisson sampling through the CLI, 2 epochs of the smoke data: 10 steps per epoch, the epsilon
+    of record holds (pld), the labels are in the result and on the screen, the epochs see other
+    batches, and the same seed repeats exactly (engine vectorized agrees with fast)."""
+    raw = raw_spec("smoke")
+    raw.update(name="smoke-poisson")
+    raw["data"]["sampling"] = "poisson"
+    raw["training"]["epochs"] = 2
+    path = write_spec(raw)
+    runs = []
+    for engine_name, out in (("fast", tmp_path / "a"), ("fast", tmp_path / "b"), ("vectorized", tmp_path / "c")):
+        proc = run_cli("run", path, "--engine", engine_name, "--out", out, "--logdir", out / "logs")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append((proc, json.loads(next(out.glob("smoke-poisson/v1/result*.json")).read_text())))
+    proc, r = runs[0]
+    assert "2 epochs of 10 steps, poisson sampling" in proc.stdout
+    assert "eps of record" in proc.stdout and "(pld, at delta 1e-05): holds for this run" in proc.stdout
+    assert "eps(rdp)" in proc.stdout and "the tutorial's: holds for this run" in proc.stdout
+    block = r["epsilon"]
+    assert block["sampling"] == "poisson" and block["of_record"] == "pld" and block["steps"] == 20
+    assert r["seeds"][0]["steps"] == 20
+    history = r["seeds"][0]["history"]
+    assert history["train_loss"][0] != history["train_loss"][1]
+    assert runs[1][1]["seeds"][0]["history"] == history
+    vectorized = runs[2][1]["seeds"][0]["history"]
+    for key in ("test_accuracy", "train_accuracy"):
+        assert vectorized[key] == pytest.approx(history[key], abs=0.01)
+    (event_file,) = (tmp_path / "a" / "logs" / "smoke-poisson" / "v1" / "seed-0").glob("events.out.tfevents.*")
+    assert "epsilon/of_record" in EventAccumulator(str(event_file)).Reload().Tags()["tensors"]
+
+
+def test_shuffled_run_names_the_bound_that_holds(smoke_runs):
+    _, proc, r = smoke_runs[0]
+    assert "eps of record" in proc.stdout and "(statement_once_per_epoch" in proc.stdout
+    assert "the tutorial's: assumes Poisson sampling; this run used shuffling" in proc.stdout
+    assert r["epsilon"]["of_record"] == "statement_once_per_epoch"
+    assert r["epsilon"]["accountants"]["rdp"]["label"] == "assumes Poisson sampling; this run used shuffling"

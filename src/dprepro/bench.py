@@ -1,6 +1,8 @@
 """Side-by-side speed of the engines on one spec's model and batch size, in one process.
 
-Rows: the four engines and `anchor`, plain Keras as a user writes it without dprepro
+Rows: the four engines, `fast-poisson` and `vectorized-poisson` (the engine's step on Poisson-sampled
+batches padded to their fixed size, sampling included: what `data.sampling: poisson` costs), and
+`anchor`, plain Keras as a user writes it without dprepro
 (`tf.keras.Sequential` of the same layers, `tf.keras.optimizers.SGD`, batches sliced from in-memory
 arrays as `model.fit(x, y)` slices them). Ratios are against the faster of `none` and `anchor`, so
 a slow baseline cannot flatter the private engines.
@@ -14,6 +16,7 @@ arrays themselves), evaluation excluded, and a breakdown of the `fast` step into
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import resource
@@ -30,10 +33,12 @@ from dprepro import engine, results, sampling
 from dprepro.data import load_mnist
 from dprepro.fast_dp import LayerGradients
 from dprepro.model import build_layers
-from dprepro.spec import ENGINE_VERSIONS
+from dprepro.spec import ENGINE_VERSIONS, validate
 
 BENCH_SCHEMA = 3
-ROWS = ("anchor", "none", "fast", "vectorized", "tutorial")
+ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "vectorized-poisson", "tutorial")
+DEFAULT_ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "tutorial")
+POISSON_STEPS = 10 ** 6   # the Poisson dataset's length: never exhausted by a benchmark
 TIMING = "model.make_train_function() on an iterator of real MNIST batches"
 # The arithmetic paths of `dprepro bench --paths` (README, "What is bit-identical").
 PATHS = {"default": {}, "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "onednn-off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
@@ -65,16 +70,27 @@ def array_batches(x, y, batch_size: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
 
 
+def poisson_variant(spec: dict) -> dict:
+    """The spec with Poisson sampling (and so one example per microbatch)."""
+    raw = copy.deepcopy(spec)
+    raw["data"]["sampling"] = "poisson"
+    raw["privacy"]["num_microbatches"] = raw["training"]["batch_size"]
+    return validate(raw, spec["name"])
+
+
 def build_row(spec: dict, name: str, data):
     engine.seed_everything(0, spec["engine"]["use_xla"])
     batch_size = spec["training"]["batch_size"]
     if name == "anchor":
         return anchor_model(spec), array_batches(data.x_train, data.y_train, batch_size)
+    if name.endswith("-poisson"):
+        return (engine.build_model(poisson_variant(spec), name.removesuffix("-poisson")),
+                sampling.poisson_batches(data.x_train, data.y_train, batch_size, 0, POISSON_STEPS))
     return engine.build_model(spec, name), sampling.shuffled_batches(data.x_train, data.y_train, batch_size, 0)
 
 
 def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_steps: int = 2,
-          epoch: bool = True, engines=ROWS, breakdown: bool = True, progress=print) -> dict:
+          epoch: bool = True, engines=DEFAULT_ROWS, breakdown: bool = True, progress=print) -> dict:
     """Time each row; return the benchmark record (also what `dprepro bench` writes)."""
     batch_size = spec["training"]["batch_size"]
     n = spec["data"]["train_examples"] if epoch else min(8 * batch_size, spec["data"]["train_examples"])
@@ -111,7 +127,8 @@ def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
         "bench_schema": BENCH_SCHEMA, "spec": spec["name"], "spec_version": spec["version"],
         "batch_size": batch_size, "model": spec["model"], "use_xla": spec["engine"]["use_xla"],
         "repeats": repeats, "timing": TIMING, "host": socket.gethostname(), "baseline": baseline,
-        "engine_versions": {name: ENGINE_VERSIONS[name] for name in engines if name != "anchor"},
+        "engine_versions": {name: ENGINE_VERSIONS[name.removesuffix("-poisson")] for name in engines
+                            if name != "anchor"},
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "note": "0 = TensorFlow's default (one thread pool per core)"},
@@ -203,7 +220,8 @@ def real_epochs(spec: dict, data, engines, baseline, progress) -> dict:
         if name == "anchor":
             model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=2, callbacks=[timer], verbose=0)
         else:
-            model.fit(batches, epochs=2, callbacks=[timer], verbose=0)
+            model.fit(batches, epochs=2, callbacks=[timer], verbose=0,
+                      steps_per_epoch=steps if name.endswith("-poisson") else None)
         out[name] = {"seconds": timer.seconds[1], "steps": steps,
                      "ms_per_step": 1000 * timer.seconds[1] / steps}
         progress(f"bench: one real epoch of {name}: {timer.seconds[1]:.1f} s ({out[name]['ms_per_step']:.1f} ms/step)")
@@ -220,10 +238,10 @@ def format_table(record: dict) -> str:
              f"{env['cpu']} x{env['cpu_count']}, TF {env['packages']['tensorflow']}, XLA {record['use_xla']}, "
              f"oneDNN {'on' if arithmetic.get('onednn') else 'off'}"
              + (f" (ISA limit {arithmetic['onednn_max_cpu_isa']})" if arithmetic.get("onednn_max_cpu_isa") else ""),
-             f"{'engine':<10} {'ms/step':>9} {'min-max':>15} {'ratio':>7} {'examples/s':>11} {'peak RSS':>9}"]
+             f"{'engine':<18} {'ms/step':>9} {'min-max':>15} {'ratio':>7} {'examples/s':>11} {'peak RSS':>9}"]
     for name, r in record["engines"].items():
         ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
-        lines.append(f"{name:<10} {r['ms_per_step_median']:>9.1f} "
+        lines.append(f"{name:<18} {r['ms_per_step_median']:>9.1f} "
                      f"{r['ms_per_step_min']:>7.1f}-{r['ms_per_step_max']:<7.1f} {ratio:>7} "
                      f"{r['examples_per_second']:>11.0f} {r['process_peak_rss_mib_after_warmup']:>6.0f} MiB")
     lines.append(f"ratio: to the faster non-private row ({record['baseline']})")
@@ -259,18 +277,18 @@ def format_paths_table(combined: dict) -> str:
     records = {p: combined["paths"][p]["record"] for p in paths}
     names = list(next(iter(records.values()))["engines"])
     lines = ["ms/step (ratio to the faster of none and anchor on the same path)",
-             f"{'engine':<10} " + " ".join(f"{p:>22}" for p in paths)]
+             f"{'engine':<18} " + " ".join(f"{p:>22}" for p in paths)]
     for name in names:
         cells = []
         for p in paths:
             r = records[p]["engines"][name]
             ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
             cells.append(f"{r['ms_per_step_median']:>12.1f} ({ratio})")
-        lines.append(f"{name:<10} " + " ".join(f"{c:>22}" for c in cells))
+        lines.append(f"{name:<18} " + " ".join(f"{c:>22}" for c in cells))
     if all("epoch" in r for r in records.values()):
         for name in records[paths[0]]["epoch"]:
             cells = [f"{records[p]['epoch'][name]['seconds']:>12.2f} s"
                      + (f" ({records[p]['epoch'][name]['ratio_to_baseline']:.2f}x)"
                         if records[p]["epoch"][name]["ratio_to_baseline"] else "") for p in paths]
-            lines.append(f"{'epoch ' + name:<10} " + " ".join(f"{c:>22}" for c in cells))
+            lines.append(f"{'epoch ' + name:<18} " + " ".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)
