@@ -10,7 +10,7 @@ from tensorflow.python.framework import kernels
 
 from conftest import raw_spec
 from dprepro import engine
-from dprepro.spec import ENGINES, validate
+from dprepro.spec import ENGINES, POISSON_ENGINES, validate
 
 # TensorFlow ops that, on a GPU with op determinism enabled (TF 2.15), raise UnimplementedError or
 # stay nondeterministic. From TensorFlow's determinism RFC (tensorflow/community,
@@ -34,9 +34,13 @@ GPU_DETERMINISM_UNSAFE = {
 GPU_DEVICES = {"GPU", "DEFAULT"}
 
 
-def train_step_op_types(model, batch_size: int) -> set:
-    """Every op type in the traced train step, including the bodies of the functions it calls."""
+def train_step_op_types(model, batch_size: int, masked: bool = False) -> set:
+    """Every op type in the traced train step, including the bodies of the functions it calls
+    (`masked`: with the 0/1 mask of Poisson-sampled batches, batch size unknown)."""
     spec = (tf.TensorSpec([batch_size, 28, 28, 1], tf.float32), tf.TensorSpec([batch_size, 10], tf.float32))
+    if masked:
+        spec = (tf.TensorSpec([None, 28, 28, 1], tf.float32), tf.TensorSpec([None, 10], tf.float32),
+                tf.TensorSpec([None], tf.float32))
     graph_def = tf.function(model.train_step).get_concrete_function(spec).graph.as_graph_def()
     functions = {f.signature.name for f in graph_def.library.function}
     ops = {n.op for n in graph_def.node}
@@ -56,10 +60,19 @@ def op_types():
         model = engine.build_model(spec, name)
         model.build((None, 28, 28, 1))
         found[name] = train_step_op_types(model, 8)
+    raw["data"]["sampling"] = "poisson"
+    for name in POISSON_ENGINES:
+        engine.seed_everything(0)
+        model = engine.build_model(validate(raw, "gpu-check"), name)
+        model.build((None, 28, 28, 1))
+        found[f"{name}-poisson"] = train_step_op_types(model, 8, masked=True)
     return found
 
 
-@pytest.mark.parametrize("engine_name", ENGINES)
+ROWS = [*ENGINES, *(f"{name}-poisson" for name in POISSON_ENGINES)]
+
+
+@pytest.mark.parametrize("engine_name", ROWS)
 def test_every_op_has_a_gpu_kernel(op_types, engine_name):
     ops = op_types[engine_name]
     assert {"MatMul", "Conv2D"} <= ops, "the trace must contain the model's layers"
@@ -68,7 +81,7 @@ def test_every_op_has_a_gpu_kernel(op_types, engine_name):
     assert missing == [], f"{engine_name}: ops without a GPU kernel: {missing}"
 
 
-@pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.parametrize("engine_name", ROWS)
 def test_no_op_that_determinism_refuses_on_a_gpu(op_types, engine_name):
     assert sorted(op_types[engine_name] & GPU_DETERMINISM_UNSAFE) == []
 
