@@ -10,7 +10,6 @@ compares a float for exact equality with a committed file. About a minute per pa
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, EXPERIMENTS, ROOT, run_cli
-from dprepro.results import ARITHMETIC_ENV, cpu_flags
-
-ARITHMETIC_PATHS = {
-    "default": {},
-    "onednn-off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
-    "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
-}
+from dprepro.results import ARITHMETIC_ENV, SIMULATED_PATHS, cpu_flags, path_environ
 
 
 def changes_the_arithmetic_here(name: str) -> bool:
@@ -34,9 +27,9 @@ def changes_the_arithmetic_here(name: str) -> bool:
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("path_name", list(ARITHMETIC_PATHS))
+@pytest.mark.parametrize("path_name", list(SIMULATED_PATHS))
 def test_tutorial_3ep_seed_0_reproduces_the_pinned_result(tmp_path, path_name):
-    env = ARITHMETIC_PATHS[path_name]
+    env = SIMULATED_PATHS[path_name]
     proc = run_cli("run", EXPERIMENTS / "tutorial-3ep.yaml", "--seeds", "0", "--out", tmp_path,
                    "--logdir", tmp_path / "logs", "--compare", ROOT / "results", env=env,
                    unset=[k for k in ARITHMETIC_ENV if k not in env])
@@ -69,10 +62,9 @@ np.savez(sys.argv[4], *model.get_weights())
 """
 
 
-def weights_after_ten_steps(engine_name: str, env: dict, out: Path) -> list:
-    full_env = {k: v for k, v in os.environ.items() if k not in ARITHMETIC_ENV}
+def weights_after_ten_steps(engine_name: str, path_name: str, out: Path) -> list:
     proc = subprocess.run([sys.executable, "-c", TEN_STEPS, str(EXPERIMENTS / "smoke.yaml"), str(DATA),
-                           engine_name, str(out)], env={**full_env, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+                           engine_name, str(out)], env={**path_environ(path_name), "TF_CPP_MIN_LOG_LEVEL": "3"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out) as f:
@@ -87,9 +79,9 @@ def test_each_simulated_machine_really_changes_the_arithmetic(tmp_path, path_nam
     otherwise CI's second and third paths would check nothing."""
     if not changes_the_arithmetic_here(path_name):
         pytest.skip(f"{path_name}: this CPU has no AVX-512, so the limit to AVX2 changes no kernel")
-    default = weights_after_ten_steps(engine_name, {}, tmp_path / "default.npz")
-    again = weights_after_ten_steps(engine_name, {}, tmp_path / "again.npz")
-    other = weights_after_ten_steps(engine_name, ARITHMETIC_PATHS[path_name], tmp_path / "other.npz")
+    default = weights_after_ten_steps(engine_name, "default", tmp_path / "default.npz")
+    again = weights_after_ten_steps(engine_name, "default", tmp_path / "again.npz")
+    other = weights_after_ten_steps(engine_name, path_name, tmp_path / "other.npz")
     assert all(np.array_equal(a, b) for a, b in zip(default, again)), "the default path is not deterministic"
     largest = max(float(np.max(np.abs(a - b))) for a, b in zip(default, other))
     print(f"{path_name}, {engine_name}: largest weight difference after 10 steps {largest:.3g}")

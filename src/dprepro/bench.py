@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import resource
 import socket
 import statistics
@@ -40,8 +39,6 @@ ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "vectorized-pois
 DEFAULT_ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "tutorial")
 POISSON_STEPS = 10 ** 6   # the Poisson dataset's length: never exhausted by a benchmark
 TIMING = "model.make_train_function() on an iterator of real MNIST batches"
-# The arithmetic paths of `dprepro bench --paths` (README, "What is bit-identical").
-PATHS = {"default": {}, "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "onednn-off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 
 def peak_rss_mib() -> float:
@@ -260,15 +257,15 @@ def bench_paths(argv: list[str], out_dir: Path, label: str, progress=print) -> d
     """Run `dprepro bench ARGV` once per arithmetic path (a fresh process each: the kernels are
     chosen when TensorFlow loads) and combine the records: {path: record}."""
     records = {}
-    for path, env in PATHS.items():
+    for path, env in results.SIMULATED_PATHS.items():
         progress(f"bench: arithmetic path {path} {env or '(as the machine is)'}")
-        clean = {k: v for k, v in os.environ.items() if k not in results.ARITHMETIC_ENV}
         cmd = [sys.executable, "-m", "dprepro.cli", "bench", *argv, "--label", f"{label}-{path}", "--out", str(out_dir)]
-        proc = subprocess.run(cmd, env={**clean, **env})
+        proc = subprocess.run(cmd, env=results.path_environ(path))
         if proc.returncode != 0:
             raise RuntimeError(f"bench on path {path} failed (exit {proc.returncode})")
         records[path] = json.loads((Path(out_dir) / f"{label}-{path}.json").read_text())
-    return {"bench_schema": BENCH_SCHEMA, "paths": {p: {"env": PATHS[p], "record": r} for p, r in records.items()}}
+    return {"bench_schema": BENCH_SCHEMA,
+            "paths": {p: {"env": results.SIMULATED_PATHS[p], "record": r} for p, r in records.items()}}
 
 
 def format_paths_table(combined: dict) -> str:
