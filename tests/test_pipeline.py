@@ -184,3 +184,16 @@ def test_shuffled_run_names_the_bound_that_holds(smoke_runs):
     assert "the tutorial's: assumes Poisson sampling; this run used shuffling" in proc.stdout
     assert r["epsilon"]["of_record"] == "statement_once_per_epoch"
     assert r["epsilon"]["accountants"]["rdp"]["label"] == "assumes Poisson sampling; this run used shuffling"
+
+
+def test_batch_that_does_not_divide_n_is_accounted_as_trained(write_spec, tmp_path):
+    """Smoke data (2,500 examples) in batches of 240: 10 steps are trained (the last 100 examples
+    dropped), and the epsilon block counts those 10, not ceil(2500 / 240) = 11."""
+    raw = raw_spec("smoke")
+    raw["training"]["batch_size"] = 240
+    raw["privacy"]["num_microbatches"] = 240
+    proc = run_cli("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "smoke" / "v1" / "result.json").read_text())
+    assert r["seeds"][0]["steps"] == r["epsilon"]["steps"] == r["epsilon"]["accountants"]["rdp"]["steps"] == 10
+    assert r["epsilon"]["accountants"]["statement_poisson"]["steps"] == 11      # tf-privacy's own count
