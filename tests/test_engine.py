@@ -94,7 +94,7 @@ SAMPLINGS = ["shuffle", "poisson"]
 
 def flat_step(spec, engine_name, weights, x, y, seed, steps=1, mask=None):
     engine.seed_everything(seed)
-    model = engine.build_model(spec, engine_name)
+    model = engine.build_model(spec, engine_name, seed)
     model.set_weights(weights)
     for _ in range(steps):
         model.train_on_batch(x, y, sample_weight=mask)

@@ -74,14 +74,34 @@ def test_an_overflowing_batch_is_padded_further_never_truncated():
         np.testing.assert_array_equal(xb.numpy()[:count, 0], np.arange(count))
 
 
-@pytest.mark.parametrize("n,batch", [(1000, 250), (1000, 256)])
-def test_shuffled_epochs_are_permutations_without_the_remainder(n, batch):
-    """floor(n / batch) full batches per epoch, no example twice; a new order each epoch."""
+def shuffled_epochs(n, batch, seed, epochs, first_epoch=0):
     x = np.arange(n, dtype=np.float32).reshape(n, 1)
     y = np.zeros((n, 10), np.float32)
-    ds = sampling.shuffled_batches(x, y, batch, seed=0)
-    epochs = [np.concatenate([xb.numpy()[:, 0] for xb, _ in ds]) for _ in range(2)]
+    seen = np.concatenate([xb.numpy()[:, 0] for xb, _ in
+                           sampling.shuffled_batches(x, y, batch, seed, epochs, first_epoch)])
+    return seen.reshape(epochs - first_epoch, -1)
+
+
+@pytest.mark.parametrize("n,batch", [(1000, 250), (1000, 256)])
+def test_shuffled_epochs_are_permutations_without_the_remainder(n, batch):
+    """floor(n / batch) full batches per epoch, no example twice; a new order each epoch; the same
+    for the same seed, another for another seed; epoch e is the same when the dataset starts there
+    (what a resumed run reads)."""
+    epochs = shuffled_epochs(n, batch, 0, 3)
     for seen in epochs:
         assert len(seen) == (n // batch) * batch
         assert len(np.unique(seen)) == len(seen)
     assert not np.array_equal(epochs[0], epochs[1])
+    np.testing.assert_array_equal(epochs, shuffled_epochs(n, batch, 0, 3))
+    assert not np.array_equal(epochs[0], shuffled_epochs(n, batch, 1, 1)[0])
+    np.testing.assert_array_equal(epochs[2], shuffled_epochs(n, batch, 0, 3, first_epoch=2)[0])
+
+
+def test_a_shuffled_epoch_is_a_uniform_permutation():
+    """Over 400 epochs of 10 examples, each example lands in each position 40 times on average:
+    a chi-square test of the 10 x 10 position counts (81 degrees of freedom) at p > 1e-4."""
+    counts = np.zeros((10, 10))
+    for order in shuffled_epochs(10, 10, 0, 400):
+        counts[order.astype(int), np.arange(10)] += 1
+    chi2 = ((counts - 40) ** 2 / 40).sum()
+    assert stats.chi2.sf(chi2, 81) > 1e-4, chi2

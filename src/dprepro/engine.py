@@ -33,15 +33,17 @@ from dprepro.model import build_layers
 
 
 def seed_everything(seed: int, use_xla: bool = False) -> None:
-    """One seed for weight init, shuffling and DP noise; ops deterministic on this machine, except
-    in XLA runs (XLA has no deterministic MaxPool gradient)."""
+    """One seed for weight init (and the noise of `vectorized` and `tutorial`; batches and the
+    `fast` engine's noise come from sampling's streams of the same seed); ops deterministic on this
+    machine, except in XLA runs (XLA has no deterministic MaxPool gradient)."""
     tf.keras.utils.set_random_seed(seed)
     if not use_xla:
         tf.config.experimental.enable_op_determinism()
 
 
-def build_model(spec: dict, engine: str | None = None) -> tf.keras.Model:
-    """A compiled Keras model for the resolved spec dict, with the spec's engine or `engine`."""
+def build_model(spec: dict, engine: str | None = None, seed: int = 0) -> tf.keras.Model:
+    """A compiled Keras model for the resolved spec dict, with the spec's engine or `engine`;
+    `seed` drives the `fast` engine's noise (the others draw theirs from TensorFlow's global seed)."""
     engine = engine or spec["engine"]["name"]
     training, privacy = spec["training"], spec["privacy"]
     layers = build_layers(spec["model"])
@@ -77,7 +79,7 @@ def build_model(spec: dict, engine: str | None = None) -> tf.keras.Model:
             noise_multiplier=privacy["noise_multiplier"],
             num_microbatches=None if poisson else privacy["num_microbatches"],
             expected_batch_size=training["batch_size"] if poisson else None,
-            layers=layers)
+            layers=layers, seed=seed)
         optimizer = tf.keras.optimizers.legacy.SGD(learning_rate=lr)
     else:
         raise ValueError(f"unknown engine {engine!r}")
@@ -114,14 +116,14 @@ class PoissonDPSequential(DPSequential):
         return {metric.name: metric.result() for metric in self.metrics}
 
 
-def training_batches(spec: dict, x: np.ndarray, y: np.ndarray, seed: int) -> tf.data.Dataset:
-    """The spec's batches for all epochs: shuffled (re-iterated each epoch) or Poisson samples
-    (one dataset of epochs * steps_per_epoch steps, read on across epochs)."""
-    batch_size = spec["training"]["batch_size"]
+def training_batches(spec: dict, x: np.ndarray, y: np.ndarray, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
+    """The spec's batches from `first_epoch` to the last epoch, as one dataset (shuffled epochs, or
+    Poisson samples of epochs * steps_per_epoch steps)."""
+    batch_size, epochs = spec["training"]["batch_size"], spec["training"]["epochs"]
     if spec["data"]["sampling"] == "poisson":
-        steps = spec["training"]["epochs"] * (len(x) // batch_size)
-        return sampling.poisson_batches(x, y, batch_size, seed, steps)
-    return sampling.shuffled_batches(x, y, batch_size, seed)
+        per_epoch = len(x) // batch_size
+        return sampling.poisson_batches(x, y, batch_size, seed, epochs * per_epoch, first_epoch * per_epoch)
+    return sampling.shuffled_batches(x, y, batch_size, seed, epochs, first_epoch)
 
 
 class EpochTimer(tf.keras.callbacks.Callback):
@@ -141,17 +143,15 @@ class EpochTimer(tf.keras.callbacks.Callback):
 def train(spec: dict, data, seed: int, callbacks=(), engine: str | None = None) -> dict:
     """Train one seed; return its history (per-epoch metrics), final metrics and timings."""
     seed_everything(seed, spec["engine"]["use_xla"])
-    model = build_model(spec, engine)
+    model = build_model(spec, engine, seed)
     training = spec["training"]
     timer = EpochTimer()
     start = time.perf_counter()
     fit = model.fit(
         training_batches(spec, data.x_train, data.y_train, seed),
         epochs=training["epochs"],
-        # Poisson: one dataset for all epochs, read on across them (given steps_per_epoch, Keras
-        # keeps the iterator); shuffled: a new iterator, and order, each epoch.
-        steps_per_epoch=(len(data.x_train) // training["batch_size"]
-                         if spec["data"]["sampling"] == "poisson" else None),
+        # One dataset for all epochs, read on across them (given steps_per_epoch, Keras keeps the iterator).
+        steps_per_epoch=len(data.x_train) // training["batch_size"],
         validation_data=(data.x_test, data.y_test),
         validation_batch_size=1000,
         callbacks=[timer, *callbacks],

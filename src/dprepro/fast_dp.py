@@ -20,7 +20,9 @@ microbatch:
    Conv2D: patches^T (c g)) or the c-weighted sum of the per-example gradients: no second
    backward pass.
 4. add N(0, (clip * noise_multiplier)^2) to the sum, divide by the number of microbatches
-   (Poisson sampling: by the expected batch size).
+   (Poisson sampling: by the expected batch size). The noise of step t and variable i is drawn
+   from the stream (seed, "noise", t, i) (sampling.stream_seed; t = optimizer.iterations), so a
+   resumed run adds exactly the noise an uninterrupted one adds.
 
 Poisson-sampled batches (sampling.py) come padded, with a mask as sample weight: one example per
 microbatch, and a masked row's loss is multiplied by 0 before the backward pass, so its g is exactly
@@ -35,6 +37,8 @@ refused when the model is built.
 from __future__ import annotations
 
 import tensorflow as tf
+
+from dprepro.sampling import stream_seed
 
 SUPPORTED = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
 
@@ -192,10 +196,11 @@ class FastDPSequential(tf.keras.Sequential):
       layers: the model's layers (Dense, Conv2D, and layers without weights).
       expected_batch_size: Poisson sampling: the noisy sum is divided by this (q * n) instead of
         the number of microbatches; batches carry a 0/1 mask as sample weight (padding rows 0).
+      seed: the run's seed, from which the noise of every step is drawn.
     """
 
     def __init__(self, l2_norm_clip: float, noise_multiplier: float, num_microbatches: int | None,
-                 layers=None, name=None, expected_batch_size: int | None = None):
+                 layers=None, name=None, expected_batch_size: int | None = None, seed: int = 0):
         super().__init__(layers=layers, name=name)
         for layer in self.layers:
             if layer.trainable_weights and not isinstance(layer, SUPPORTED):
@@ -206,6 +211,7 @@ class FastDPSequential(tf.keras.Sequential):
         self.noise_multiplier = noise_multiplier
         self.num_microbatches = num_microbatches
         self.expected_batch_size = expected_batch_size
+        self.seed = seed
 
     def forward(self, x):
         """Logits, plus (layer, input, pre-activation output) of each layer with weights."""
@@ -248,7 +254,11 @@ class FastDPSequential(tf.keras.Sequential):
         microbatches (Poisson sampling: by the expected batch size)."""
         std = self.l2_norm_clip * self.noise_multiplier
         m = self.expected_batch_size or self.num_microbatches
-        return [(gr + tf.random.normal(tf.shape(gr), stddev=std)) / m if std > 0 else gr / m for gr in grads]
+        if std == 0:
+            return [gr / m for gr in grads]
+        step = self.optimizer.iterations
+        return [(gr + tf.random.stateless_normal(tf.shape(gr), stream_seed(self.seed, "noise", step, i),
+                                                 stddev=std, alg="philox")) / m for i, gr in enumerate(grads)]
 
     def train_step(self, data):
         x, y, mask = tf.keras.utils.unpack_x_y_sample_weight(data)                   # mask: Poisson padding

@@ -1,15 +1,19 @@
 """Which training examples each step sees: shuffled fixed batches, or Poisson samples.
 
-- `shuffle` (the tutorial's): each epoch a new permutation (fixed by the seed), cut into
-  floor(n / batch_size) full batches; the remainder is dropped.
+- `shuffle` (the tutorial's): each epoch a new permutation, cut into floor(n / batch_size) full
+  batches; the remainder is dropped.
 - `poisson` (what the Poisson accountants assume): at step t every training example joins the batch
-  independently with probability q = batch_size / n, drawn by a counter-based generator from
-  (seed, t) alone, so a step's batch does not depend on the steps before it. Batches vary in size
-  (mean batch_size); each is padded to one fixed size with masked rows (mask 0, image and label 0),
-  so the compiled step is traced once. The size is the binomial quantile at which a batch
-  overflows with probability OVERFLOW per step; a batch that still overflows is padded to the
-  next multiple of that size (one more trace, nothing dropped): the sample is never truncated, so
-  the accountant's Poisson assumption holds exactly. Steps per epoch: floor(n / batch_size).
+  independently with probability q = batch_size / n. Batches vary in size (mean batch_size); each
+  is padded to one fixed size with masked rows (mask 0, image and label 0), so the compiled step is
+  traced once. The size is the binomial quantile at which a batch overflows with probability
+  OVERFLOW per step; a batch that still overflows is padded to the next multiple of that size (one
+  more trace, nothing dropped): the sample is never truncated, so the accountant's Poisson
+  assumption holds exactly. Steps per epoch: floor(n / batch_size).
+
+Randomness comes from counter-based streams (Philox, the same numbers on every device): the
+permutation of epoch e from (seed, "shuffle", e), the sample of step t from (seed, "poisson", t),
+and the `fast` engine's noise of step t from (seed, "noise", t, variable). A run resumed at any
+epoch therefore draws exactly what an uninterrupted run draws.
 """
 
 from __future__ import annotations
@@ -21,15 +25,34 @@ import tensorflow as tf
 
 OVERFLOW = 1e-6   # per step: over 3,600 steps (15 epochs) a 0.4 % chance of one extra trace
 PAD_MULTIPLE = 8
+STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3}
 
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled full batches (a new order each epoch, fixed by `seed`); the remainder is dropped."""
+def stream_seed(seed, stream: str, *counters) -> tf.Tensor:
+    """The [2] int64 seed of a stateless draw: the run's `seed`, the stream, then each counter
+    (epoch; step; step and variable) folded in."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.constant(STREAMS[stream], tf.int64)])
+    for counter in counters:
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(counter, tf.int64), alg="philox")
+    return key
+
+
+def epoch_order(n: int, seed: int, epoch) -> tf.Tensor:
+    """The permutation of range(n) for one epoch: argsort of n random 64-bit keys."""
+    keys = tf.random.stateless_uniform([n], stream_seed(seed, "shuffle", epoch), minval=None, maxval=None,
+                                       dtype=tf.int64, alg="philox")
+    return tf.argsort(keys, stable=True)
+
+
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epochs: int = 1,
+                     first_epoch: int = 0) -> tf.data.Dataset:
+    """Epochs first_epoch .. epochs-1, each a new permutation cut into full batches (the remainder
+    dropped), as one dataset."""
     x, y = tf.constant(x), tf.constant(y)
     n = int(x.shape[0])
-    return (tf.data.Dataset.range(n)
-            .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size, drop_remainder=True)
+    return (tf.data.Dataset.range(first_epoch, epochs)
+            .flat_map(lambda e: tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, e))
+                      .batch(batch_size, drop_remainder=True))
             .map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
             .prefetch(tf.data.AUTOTUNE))
 
@@ -45,8 +68,7 @@ def padded_size(n: int, batch_size: int, overflow: float = OVERFLOW) -> int:
 
 def poisson_indices(n: int, q: float, seed: int, step) -> tf.Tensor:
     """The training examples of step `step`: each of the n included with probability q."""
-    u = tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)]),
-                                    alg="philox")   # the same draw on every device
+    u = tf.random.stateless_uniform([n], stream_seed(seed, "poisson", step), alg="philox")
     return tf.where(u < q)[:, 0]
 
 

@@ -25,7 +25,9 @@ POISSON_ENGINES = ("fast", "vectorized")
 # Bumped whenever an engine's arithmetic changes; recorded in every result and checked against
 # the pinned one. fast v1 was tf-privacy's DPSequential (now `vectorized`); fast v2 is fast_dp.py with
 # the first Conv2D's per-example gradients by a depthwise convolution; v3 by space-to-depth and matmuls.
-ENGINE_VERSIONS = {"tutorial": 1, "fast": 3, "vectorized": 1, "none": 1}
+# v4 / v2 (dprepro 0.4): batches drawn from step-addressed random streams (sampling.py), and the fast
+# engine's noise too, so that a run can be resumed exactly; the step itself is unchanged.
+ENGINE_VERSIONS = {"tutorial": 2, "fast": 4, "vectorized": 2, "none": 2}
 MODELS = ("tutorial_cnn",)
 POOLINGS = ("max", "average")
 DATASETS = {"mnist": {"train": 60000, "test": 10000}}
