@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dprepro.errors import InputError
+from dprepro.lock import Busy, RunLock
 from dprepro.spec import ENGINES, load_spec
 
 
@@ -22,7 +24,7 @@ from dprepro.spec import ENGINES, load_spec
 # written to stderr while TensorFlow loads is shown as it was.
 HARMLESS_STARTUP = re.compile(r"Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register "
                               r"factory for plugin cu(DNN|FFT|BLAS) when one has already been registered")
-NEEDS_TENSORFLOW = {"run", "bench", "report", "epsilon", "calibrate"}
+NEEDS_TENSORFLOW = {"run", "bench", "report", "epsilon", "calibrate", "evaluate"}
 
 
 @contextmanager
@@ -51,12 +53,20 @@ def main(argv=None) -> int:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. vectorized_map's while_loop notes
     args = parser().parse_args(argv)
     try:
-        if args.command_name in NEEDS_TENSORFLOW:
-            with startup_noise_filtered():
-                import tensorflow  # noqa: F401  (loaded once here, without its harmless start-up errors)
-        return args.command(args) or 0
-    except InputError as e:
+        with contextlib.ExitStack() as held:
+            if args.command_name == "run":   # the folders are ours before TensorFlow takes seconds to load
+                held.enter_context(lock_run_folders(args))
+            if args.command_name in NEEDS_TENSORFLOW:
+                with startup_noise_filtered():
+                    import tensorflow  # noqa: F401  (loaded once here, without its harmless start-up errors)
+            return args.command(args) or 0
+    except (InputError, Busy) as e:
         print(e, file=sys.stderr)
+        return e.exit_code
+    except OSError as e:      # e.g. an unwritable or full output folder: nothing partial is left
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{where}cannot write: {e.strerror or e}; finished seeds are kept in their seed.json files",
+              file=sys.stderr)
         return InputError.exit_code
     except KeyboardInterrupt:
         print("dprepro: interrupted; finished seeds are kept in their seed.json files", file=sys.stderr)
@@ -82,7 +92,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
     c.add_argument("--compare", type=Path, metavar="PINNED_DIR",
                    help="then compare each result with PINNED_DIR/<name>/v<version>/; exit 1 on any FAIL")
+    c.add_argument("--restart", action="store_true",
+                   help="discard checkpoints and finished seeds of an earlier, interrupted run (default: resume)")
     c.set_defaults(command=cmd_run, command_name="run")
+
+    c = sub.add_parser("evaluate", help="re-evaluate each seed's saved model of RESULT on the test set; "
+                                        "exit 1 unless all match the recorded numbers exactly")
+    c.add_argument("result", type=Path, metavar="RESULT")
+    c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
+    c.set_defaults(command=cmd_evaluate, command_name="evaluate")
 
     c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
     c.add_argument("fresh", type=Path, metavar="FRESH")
@@ -135,6 +153,12 @@ def cmd_validate(args) -> None:
         print(f"{spec.path}: ok ({spec.name} v{spec.version}, sha256 {spec.sha256[:12]})")
 
 
+def lock_run_folders(args) -> RunLock:
+    """The lock of every folder the run will write: OUT/<name>/v<version> and LOGDIR/<name>/v<version>."""
+    folders = [root / spec.name / f"v{spec.version}" for spec in load_all(args.specs) for root in (args.out, args.logdir)]
+    return RunLock(folders, ", ".join(f"{s.name} v{s.version}" for s in load_all(args.specs)))
+
+
 def cmd_run(args) -> int:
     specs = load_all(args.specs)
     for spec in specs:  # the overrides must make a valid spec too, before anything trains
@@ -144,7 +168,7 @@ def cmd_run(args) -> int:
     folder = data.data_dir(args.data_dir)
     finished = []
     for spec in specs:
-        result, path = pipeline.run_spec(spec, folder, args.out, args.logdir, args.seeds, args.engine)
+        result, path = pipeline.run_spec(spec, folder, args.out, args.logdir, args.seeds, args.engine, args.restart)
         finished.append((result, path))
     print("\nsummary")
     print(f"{'experiment':<28} {'engine':<9} {'seeds':>5} {'test accuracy':>22} {'eps rdp':>8} "
@@ -226,6 +250,14 @@ def cmd_compare(args) -> int:
     text, passed = compare.compare_files(args.fresh, args.pinned)
     print(text)
     return 0 if passed else 1
+
+
+def cmd_evaluate(args) -> int:
+    from dprepro import data, evaluate
+
+    text, exact = evaluate.evaluate_result(args.result, data.data_dir(args.data_dir))
+    print(text)
+    return 0 if exact else 1
 
 
 def cmd_epsilon(args) -> None:

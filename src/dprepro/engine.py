@@ -140,38 +140,83 @@ class EpochTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def train(spec: dict, data, seed: int, callbacks=(), engine: str | None = None) -> dict:
-    """Train one seed; return its history (per-epoch metrics), final metrics and timings."""
+class Progress(tf.keras.callbacks.Callback):
+    """Each epoch's metrics and wall time, continuing those of a resumed run; after each epoch
+    `on_epoch(epochs_done, model, state)` (the pipeline's checkpoint)."""
+
+    LOGS = {"train_loss": "loss", "train_accuracy": "accuracy", "test_loss": "val_loss",
+            "test_accuracy": "val_accuracy"}
+
+    def __init__(self, previous: dict | None = None, on_epoch=None):
+        super().__init__()
+        previous = previous or {"history": {k: [] for k in self.LOGS}, "epoch_seconds": [], "wall_seconds": 0.0}
+        self.history = {k: list(v) for k, v in previous["history"].items()}
+        self.epoch_seconds = list(previous["epoch_seconds"])
+        self.wall_before = previous["wall_seconds"]
+        self.on_epoch = on_epoch
+
+    def on_train_begin(self, logs=None):
+        self._train_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, key in self.LOGS.items():
+            self.history[name].append(float(logs[key]))
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        if self.on_epoch:
+            self.on_epoch(epoch + 1, self.model, self.state())
+
+    def state(self) -> dict:
+        return {"history": self.history, "epoch_seconds": self.epoch_seconds,
+                "wall_seconds": self.wall_before + time.perf_counter() - self._train_start}
+
+
+def restore(model: tf.keras.Model, input_shape, weights: list, optimizer_weights: list) -> None:
+    """Put a checkpoint's weights and optimizer variables (step counter included) into `model`."""
+    model.build((None, *input_shape))
+    model.set_weights(weights)
+    model.optimizer._create_all_weights(model.trainable_variables)
+    model.optimizer.set_weights(optimizer_weights)
+
+
+def train(spec: dict, data, seed: int, callbacks=(), engine: str | None = None,
+          resume: dict | None = None, on_epoch=None) -> tuple[dict, tf.keras.Model]:
+    """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress, weights,
+    optimizer weights); after each epoch call `on_epoch(epochs_done, model, state)`. Return its
+    outcome (history of per-epoch metrics, final metrics, timings) and the trained model."""
     seed_everything(seed, spec["engine"]["use_xla"])
     model = build_model(spec, engine, seed)
     training = spec["training"]
-    timer = EpochTimer()
-    start = time.perf_counter()
-    fit = model.fit(
-        training_batches(spec, data.x_train, data.y_train, seed),
-        epochs=training["epochs"],
-        # One dataset for all epochs, read on across them (given steps_per_epoch, Keras keeps the iterator).
-        steps_per_epoch=len(data.x_train) // training["batch_size"],
-        validation_data=(data.x_test, data.y_test),
-        validation_batch_size=1000,
-        callbacks=[timer, *callbacks],
-        verbose=0)
-    wall = time.perf_counter() - start
-    h = fit.history
-    history = {
-        "epoch": list(range(1, training["epochs"] + 1)),
-        "train_loss": h["loss"], "train_accuracy": h["accuracy"],
-        "test_loss": h["val_loss"], "test_accuracy": h["val_accuracy"],
-    }
-    return {
+    first_epoch = resume["epoch"] if resume else 0
+    if resume:
+        restore(model, data.x_train.shape[1:], resume["weights"], resume["optimizer_weights"])
+    progress = Progress(resume and resume["progress"], on_epoch)
+    if first_epoch < training["epochs"]:
+        model.fit(
+            training_batches(spec, data.x_train, data.y_train, seed, first_epoch),
+            epochs=training["epochs"], initial_epoch=first_epoch,
+            # One dataset for all epochs, read on across them (given steps_per_epoch, Keras keeps the iterator).
+            steps_per_epoch=len(data.x_train) // training["batch_size"],
+            validation_data=(data.x_test, data.y_test),
+            validation_batch_size=1000,
+            callbacks=[progress, *callbacks],
+            verbose=0)
+        state = progress.state()
+    else:
+        state = resume["progress"]
+    history = {"epoch": list(range(1, training["epochs"] + 1)), **state["history"]}
+    outcome = {
         "seed": seed,
         "test_accuracy": history["test_accuracy"][-1], "test_loss": history["test_loss"][-1],
         "train_accuracy": history["train_accuracy"][-1], "train_loss": history["train_loss"][-1],
         "steps": training["epochs"] * (data.x_train.shape[0] // training["batch_size"]),
         "history": history,
-        "epoch_seconds": timer.seconds,
-        "wall_seconds": wall,
+        "epoch_seconds": state["epoch_seconds"],
+        "wall_seconds": state["wall_seconds"],
     }
+    return outcome, model
 
 
 def devices() -> dict:

@@ -1,15 +1,25 @@
-"""Run one spec end to end: data -> accounting -> training per seed -> logs and result file."""
+"""Run one spec end to end: data -> accounting -> training per seed -> logs and result file.
+
+Nothing is lost on an interruption: the run holds a lock on its folders (lock.py); each seed is
+checkpointed after every epoch (checkpoint.py) and, when it finishes, leaves its model and its
+seed.json. Re-running the same command keeps the finished seeds that match (same spec content,
+engine and engine version), resumes the seed in progress from its last epoch, and trains the rest;
+`restart=True` discards both.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
 import tensorflow as tf
 
-from dprepro import accounting, engine, results
+from dprepro import accounting, checkpoint, engine, results
 from dprepro.data import load_mnist
+from dprepro.lock import RunLock
+from dprepro.model import save_weights
 from dprepro.spec import ENGINE_VERSIONS, Spec
 from dprepro.tensorboard import TensorBoardLog
 
@@ -58,8 +68,53 @@ def describe_epsilon(block: dict) -> str:
             + ("holds for this run" if rdp["holds_for_this_run"] else rdp["label"]))
 
 
+def finished_seed(path: Path, ident: dict) -> dict | None:
+    """The outcome in a seed.json left by an earlier run of the same seed, spec content and engine
+    version; None if there is none or it belongs to something else."""
+    try:
+        outcome = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return outcome if outcome.get("identity") == ident else None
+
+
+def run_seed(s: dict, data, seed: int, seed_dir: Path, ident: dict, make_callbacks, restart: bool) -> dict:
+    """One seed: kept if finished earlier, resumed from its checkpoint, or trained (with the Keras
+    callbacks `make_callbacks()` returns); its model and seed.json written, its checkpoint removed."""
+    seed_json, epochs, name = seed_dir / "seed.json", s["training"]["epochs"], ident["engine"]
+    if restart:
+        checkpoint.discard(seed_dir)
+        seed_json.unlink(missing_ok=True)
+    done = finished_seed(seed_json, ident)
+    if done:
+        print(f"  seed {seed}: finished earlier, kept ({seed_json}; --restart trains it again)", flush=True)
+        checkpoint.discard(seed_dir)
+        return done
+    resume, on_epoch = None, None
+    if name in checkpoint.RESUMABLE:
+        resume = checkpoint.load(seed_dir, ident)
+
+        def on_epoch(epochs_done, model, state):
+            checkpoint.save(seed_dir, ident, epochs_done, model.get_weights(), model.optimizer.get_weights(), state)
+    elif (seed_dir / checkpoint.FILE).exists():
+        print(f"  seed {seed}: engine {name} cannot resume exactly (tf-privacy draws its noise from TensorFlow's "
+              f"stateful generator); training it again", flush=True)
+        checkpoint.discard(seed_dir)
+    if resume:
+        print(f"  seed {seed}: resuming after epoch {resume['epoch']}/{epochs} from {seed_dir / checkpoint.FILE}",
+              flush=True)
+    outcome, model = engine.train(s, data, seed, make_callbacks(), resume=resume, on_epoch=on_epoch)
+    model_path = seed_dir / "model.npz"
+    outcome["model"] = {"path": str(model_path), "sha256": save_weights(model_path, model.get_weights()),
+                        "format": "numpy .npz of the weights in layer order; rebuild: dprepro.model.load_model"}
+    outcome["identity"] = ident
+    results.write_json_atomic(seed_json, outcome)  # kept if a later seed fails
+    checkpoint.discard(seed_dir)
+    return outcome
+
+
 def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
-             seeds=None, engine_name: str | None = None) -> tuple[dict, Path]:
+             seeds=None, engine_name: str | None = None, restart: bool = False) -> tuple[dict, Path]:
     """Train every seed of `spec`; write TensorBoard logs and the result file; return both."""
     resolved = spec.with_overrides(seeds=seeds, engine=engine_name)
     s = resolved.data
@@ -93,19 +148,28 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
         "epsilon_note": None if epsilon else "non-private run: no privacy guarantee, no epsilon",
         "seeds": [],
     }
-    for seed in s["seeds"]:
-        seed_dir = Path(logdir) / name / f"v{version}" / (f"seed-{seed}" + (f"-{override}" if override else ""))
-        callbacks = [EpochLine(f"seed {seed}", s["training"]["epochs"], curve, epsilon and epsilon["of_record"]),
-                     TensorBoardLog(seed_dir, s, seed, engine_used,
-                                    {**curve, "of_record": curve[epsilon["of_record"]]} if epsilon else {})]
-        outcome = engine.train(s, data, seed, callbacks)
-        if epsilon and outcome["steps"] != epsilon["steps"]:   # the accountant must count what was trained
-            raise RuntimeError(f"trained {outcome['steps']} steps, accounted {epsilon['steps']}")
-        results.write_json_atomic(seed_dir / "seed.json", outcome)  # kept if a later seed fails
-        result["seeds"].append(outcome)
-    result["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for key in ("test_accuracy", "train_accuracy", "wall_seconds"):
-        result[key] = results.summary([r[key] for r in result["seeds"]])
     path = results.result_path(out_dir, name, version, override)
-    results.write_json_atomic(path, result)
+    folder = Path(logdir) / name / f"v{version}"
+    with RunLock([path.parent, folder], f"{name} v{version}"):
+        def seed_dir_and_identity(seed):
+            return (folder / (f"seed-{seed}" + (f"-{override}" if override else "")),
+                    checkpoint.identity(spec.sha256, engine_used, ENGINE_VERSIONS[engine_used], seed))
+
+        if not restart and engine_used in checkpoint.RESUMABLE:   # refuse a foreign checkpoint before any training
+            for seed in s["seeds"]:
+                checkpoint.load(*seed_dir_and_identity(seed))
+        for seed in s["seeds"]:
+            seed_dir, ident = seed_dir_and_identity(seed)
+            def make_callbacks(seed=seed, seed_dir=seed_dir):
+                return [EpochLine(f"seed {seed}", s["training"]["epochs"], curve, epsilon and epsilon["of_record"]),
+                        TensorBoardLog(seed_dir, s, seed, engine_used,
+                                       {**curve, "of_record": curve[epsilon["of_record"]]} if epsilon else {})]
+            outcome = run_seed(s, data, seed, seed_dir, ident, make_callbacks, restart)
+            if epsilon and outcome["steps"] != epsilon["steps"]:   # the accountant must count what was trained
+                raise RuntimeError(f"trained {outcome['steps']} steps, accounted {epsilon['steps']}")
+            result["seeds"].append(outcome)
+        result["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for key in ("test_accuracy", "train_accuracy", "wall_seconds"):
+            result[key] = results.summary([r[key] for r in result["seeds"]])
+        results.write_json_atomic(path, result)
     return result, path

@@ -1,0 +1,74 @@
+"""`dprepro evaluate RESULT`: the saved model of every seed, re-evaluated on the test set.
+
+Each seed's model.npz is checked against the SHA-256 in the result, rebuilt from the result's spec
+(model.load_model) and evaluated as training evaluated it (batches of 1,000, op determinism on).
+On the arithmetic path of the run the loss and accuracy are the recorded ones exactly; on another
+path they may differ in the last bits, which the output says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from dprepro.compare import load_result
+from dprepro.errors import InputError
+from dprepro.spec import validate
+
+
+def seed_models(result: dict, path) -> list[tuple[dict, Path]]:
+    """(seed outcome, model file) for every seed, or InputError naming the field."""
+    seeds = result.get("seeds")
+    if not isinstance(seeds, list) or not seeds:
+        raise InputError(f"{path}: seeds: no seeds in this result")
+    out = []
+    for i, seed in enumerate(seeds):
+        model = seed.get("model") if isinstance(seed, dict) else None
+        if not isinstance(model, dict) or not isinstance(model.get("path"), str):
+            raise InputError(f"{path}: seeds[{i}].model: no saved model recorded (results made before "
+                             f"dprepro 0.4, such as the pins, have none: `dprepro run` the spec to make them)")
+        if not isinstance(seed.get("test_accuracy"), float):
+            raise InputError(f"{path}: seeds[{i}].test_accuracy: missing or not a number")
+        out.append((seed, Path(model["path"])))
+    return out
+
+
+def evaluate_result(path, data_dir) -> tuple[str, bool]:
+    """The printed table and whether every seed's recorded test loss and accuracy came out exactly."""
+    import tensorflow as tf
+
+    from dprepro import engine
+    from dprepro.data import load_mnist
+    from dprepro.model import load_model
+    from dprepro.results import arithmetic_path, environment
+
+    result = load_result(path)
+    if not isinstance(result, dict) or not isinstance(result.get("spec"), dict):
+        raise InputError(f"{path}: spec: not a dprepro result (no spec)")
+    spec = validate(result["spec"], f"{path}: spec")
+    models = seed_models(result, path)
+    for i, (seed, model_path) in enumerate(models):
+        if not model_path.is_file():
+            raise InputError(f"{model_path}: saved model of seeds[{i}] not found")
+        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        if digest != seed["model"].get("sha256"):
+            raise InputError(f"{model_path}: sha256 {digest[:12]}… is not the recorded {str(seed['model'].get('sha256'))[:12]}…")
+    data = load_mnist(Path(data_dir), spec["data"]["url"], 1, spec["data"]["test_examples"])
+    tf.config.experimental.enable_op_determinism()
+    here = arithmetic_path(engine.devices(), engine.onednn_enabled())["id"]
+    recorded = result.get("environment", {}).get("arithmetic", {}).get("id")
+    lines = [f"{result.get('name')} v{result.get('version')}: {len(models)} saved model(s) on "
+             f"{len(data.x_test)} test examples (arithmetic path here {here}, recorded {recorded})",
+             f"  {'seed':>5}  {'recorded acc':>12}  {'evaluated':>10}  {'recorded loss':>13}  {'evaluated':>10}  status"]
+    exact = True
+    for seed, model_path in models:
+        model = load_model(spec["model"], model_path)
+        loss, acc = model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)
+        same = acc == seed["test_accuracy"] and loss == seed.get("test_loss")
+        exact &= same
+        lines.append(f"  {seed.get('seed'):>5}  {seed['test_accuracy']:>12.6f}  {acc:>10.6f}  "
+                     f"{seed.get('test_loss', float('nan')):>13.6f}  {loss:>10.6f}  {'EXACT' if same else 'DIFFERS'}")
+    if not exact:
+        lines.append("  differences are expected only on another arithmetic path" if here != recorded
+                     else "  same arithmetic path: a difference means the model or the code changed")
+    return "\n".join(lines), exact
