@@ -7,7 +7,7 @@ import pytest
 
 from conftest import EXPERIMENTS, ROOT, raw_spec, run_cli
 from dprepro import accounting, compare
-from dprepro.spec import Spec, load_spec, validate
+from dprepro.spec import ENGINE_VERSIONS, Spec, load_spec, validate
 
 SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem != "smoke")
 
@@ -184,7 +184,7 @@ def test_an_edited_spec_without_a_new_version_is_caught():
 
 def test_other_engine_version_fails(smoke_runs):
     pinned = smoke_runs[0][2]
-    assert pinned["run"]["engine_version"] == 3
+    assert pinned["run"]["engine_version"] == ENGINE_VERSIONS["fast"] == 4
     fresh = copy.deepcopy(pinned)
     assert statuses(fresh, pinned)["fast engine version"] == "PASS"
     fresh["run"]["engine_version"] = 1
@@ -199,7 +199,7 @@ def test_a_pin_made_with_an_older_engine_is_caught(tmp_path):
     (tmp_path / "tutorial-3ep" / "v1" / "result.json").write_text(json.dumps(pinned))
     problem = compare.pin_problem(spec, tmp_path)
     assert problem == (f"{spec.path}: {tmp_path}/tutorial-3ep/v1/result.json was made with "
-                       "engine fast v1, the current one is v3: re-pin (make pin)")
+                       "engine fast v1, the current one is v4: re-pin (make pin)")
 
 
 def test_the_pinned_engines_agree_on_real_data():

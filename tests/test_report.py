@@ -3,6 +3,7 @@
 import shutil
 
 from conftest import run_cli
+from dprepro.spec import ENGINE_VERSIONS
 
 
 def test_report_from_a_real_result(smoke_runs, tmp_path):
@@ -14,7 +15,11 @@ def test_report_from_a_real_result(smoke_runs, tmp_path):
     text = (results / "README.md").read_text()
     acc = smoke_runs[0][2]["test_accuracy"]["mean"]
     (row,) = [line for line in text.splitlines() if line.startswith("| smoke |")]
-    assert f"| {100 * acc:.2f} ± 0.00 % (1) |" in row and "| fast v3 | 1 |" in row
+    assert f"| {100 * acc:.2f} ± 0.00 % (1) |" in row and f"| fast v{ENGINE_VERSIONS['fast']} | 1 |" in row
+    once = smoke_runs[0][2]["epsilon"]["accountants"]["statement_once_per_epoch"]["epsilon"]
+    assert f"| shuffle | {once:.4f} (statement_once_per_epoch) |" in row
+    assert row.count("†") == 4               # rdp_legacy, rdp, pld, statement_poisson: assume Poisson
+    assert "† does not hold for that run" in text
     for name in ("accuracy_per_epoch.png", "epsilon_per_epoch.png", "accuracy_vs_epsilon.png"):
         assert (results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(figures/{name})" in text

@@ -155,8 +155,11 @@ def cmd_validate(args) -> None:
 
 def lock_run_folders(args) -> RunLock:
     """The lock of every folder the run will write: OUT/<name>/v<version> and LOGDIR/<name>/v<version>."""
-    folders = [root / spec.name / f"v{spec.version}" for spec in load_all(args.specs) for root in (args.out, args.logdir)]
-    return RunLock(folders, ", ".join(f"{s.name} v{s.version}" for s in load_all(args.specs)))
+    specs = load_all(args.specs)
+    for spec in specs:  # the overrides must make a valid spec too, before anything trains or is written
+        spec.with_overrides(seeds=args.seeds, engine=args.engine)
+    folders = [root / spec.name / f"v{spec.version}" for spec in specs for root in (args.out, args.logdir)]
+    return RunLock(folders, ", ".join(f"{s.name} v{s.version}" for s in specs))
 
 
 def cmd_run(args) -> int:

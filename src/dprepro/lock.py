@@ -48,6 +48,7 @@ class RunLock:
         self.paths = list(dict.fromkeys(Path(f).resolve() / FILE for f in folders))
         self.what = what
         self.held: list[Path] = []
+        self.made: list[Path] = []   # folders created for the locks, removed again if left empty
 
     def __enter__(self):
         me = {"pid": os.getpid(), "pid_start": process_start(os.getpid()), "host": socket.gethostname(),
@@ -65,7 +66,9 @@ class RunLock:
         self.release()
 
     def take(self, path: Path, me: dict) -> None:
+        missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.made += missing
         for _ in range(2):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -105,3 +108,9 @@ class RunLock:
             if holder and holder.get("pid") == os.getpid():
                 path.unlink(missing_ok=True)
         self.held = []
+        for folder in sorted(self.made, key=lambda p: -len(p.parts)):   # deepest first: nothing written, nothing left
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        self.made = []
