@@ -20,7 +20,7 @@ WORKDIR /opt/dprepro
 
 # The dependency layer: only the lock decides it, so code and spec changes reuse it.
 COPY requirements.lock ./
-RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir -r requirements.lock
+RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 
 # The project itself (see .dockerignore), MNIST included; checksums verified at build time.
 COPY . .

@@ -30,7 +30,7 @@ install: $(STAMP) ## create .venv with the exact pins of requirements.lock (re-r
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -77,7 +77,7 @@ test-slow: $(STAMP) ## the slow tests only (full-data training)
 tensorboard: $(STAMP) ## serve runs/ on http://localhost:$(PORT)
 	$(BIN)/tensorboard --logdir runs --port $(PORT)
 
-lock: ## regenerate requirements.lock and environment.yml from the direct pins in pyproject.toml
+lock: ## regenerate requirements.lock (with hashes from PyPI) and environment.yml from the direct pins in pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet "$$(pwd)[test]" matplotlib
 	.lock-venv/bin/pip freeze --exclude dprepro | $(PYTHON) scripts/lock.py

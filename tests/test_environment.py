@@ -1,8 +1,11 @@
 """The environment is pinned: one lock, the same pins in environment.yml, and installed as locked."""
 
 import re
+import subprocess
+import sys
 from importlib.metadata import distributions
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -15,14 +18,37 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_pins() -> dict:
-    pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+def lock_entries() -> dict:
+    """{canonical name: (version, [sha256, ...])} from requirements.lock (continuation lines joined)."""
+    text = (ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+    entries = {}
+    for line in text.splitlines():
         if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, f"requirements.lock: {line!r} is not an exact pin"
-            pins[canonical(name)] = version
-    return pins
+            pin, *options = line.split()
+            name, _, version = pin.partition("==")
+            assert version, f"requirements.lock: {pin!r} is not an exact pin"
+            assert all(o.startswith("--hash=sha256:") for o in options), f"requirements.lock: {line!r}"
+            entries[canonical(name)] = (version, [o.split(":", 1)[1] for o in options])
+    return entries
+
+
+def lock_pins() -> dict:
+    return {name: version for name, (version, _) in lock_entries().items()}
+
+
+def test_every_locked_package_carries_hashes():
+    for name, (version, hashes) in lock_entries().items():
+        assert hashes, f"requirements.lock: {name}=={version} has no --hash"
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), name
+    assert len(lock_entries()) > 60
+
+
+def test_installs_require_the_hashes():
+    """make install and the image install with --require-hashes; make lock writes hashes."""
+    makefile, dockerfile = (ROOT / "Makefile").read_text(), (ROOT / "Dockerfile").read_text()
+    assert "pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock" in makefile
+    assert "pip install --no-cache-dir --require-hashes -r requirements.lock" in dockerfile
+    assert "scripts/lock.py" in makefile and "--hash=sha256:" in (ROOT / "scripts" / "lock.py").read_text()
 
 
 def test_lock_has_the_required_exact_pins():
@@ -48,3 +74,23 @@ def test_installed_packages_are_the_locked_versions():
     installed = {canonical(d.metadata["Name"]): d.version for d in distributions()}
     wrong = {n: (v, installed.get(n)) for n, v in lock_pins().items() if installed.get(n) != v}
     assert not wrong, f"installed versions differ from requirements.lock (locked, installed): {wrong}"
+
+
+@pytest.mark.long
+def test_a_wheel_with_another_hash_stops_the_install(tmp_path):
+    """pip, given the lock's entry for absl-py, downloads it; given the same entry with one hash
+    digit changed, refuses the same file (what a substituted or corrupted wheel meets)."""
+    version, hashes = lock_entries()["absl-py"]
+    good = f"absl-py=={version} " + " ".join(f"--hash=sha256:{h}" for h in hashes)
+    bad = f"absl-py=={version} " + " ".join(f"--hash=sha256:{'0' if h[0] != '0' else '1'}{h[1:]}" for h in hashes)
+
+    def download(entry, name):
+        (tmp_path / name).write_text(entry + "\n")
+        return subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+                               "-r", str(tmp_path / name), "-d", str(tmp_path / f"{name}.d")],
+                              capture_output=True, text=True, timeout=300)
+
+    ok = download(good, "good.txt")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    refused = download(bad, "bad.txt")
+    assert refused.returncode != 0 and "DO NOT MATCH THE HASHES" in refused.stderr
