@@ -162,3 +162,35 @@ def test_a_lock_of_another_host_is_never_taken_over(tmp_path):
         with RunLock([tmp_path], "test"):
             pass
     assert json.loads((tmp_path / FILE).read_text())["host"] == "elsewhere"
+
+
+def test_an_unwritable_output_folder_is_one_line_before_any_training(write_spec, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_cli("run", write_spec(raw_spec("smoke")), "--out", blocker / "out", "--logdir", tmp_path / "logs")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "cannot write: Not a directory" in line and "Traceback" not in proc.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.long
+def test_a_full_output_folder_leaves_no_partial_result_and_keeps_the_seeds(write_spec, tmp_path):
+    """`--out` on a 4 KiB tmpfs (one page): the lock fits, the result file does not. One line,
+    exit 2, no result.json and no temporary file in OUT, the seed's seed.json and model kept."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        proc = run_cli("run", write_spec(raw_spec("smoke")), "--out", full, "--logdir", tmp_path / "logs")
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+        line = proc.stderr.strip().splitlines()[-1]
+        assert "cannot write: No space left on device" in line and "Traceback" not in proc.stderr
+        assert "finished seeds are kept" in line
+        assert not list(full.rglob("*.json")) and not list(full.rglob("*.tmp"))
+        assert (tmp_path / "logs" / "smoke" / "v1" / "seed-0" / "seed.json").exists()
+        assert (tmp_path / "logs" / "smoke" / "v1" / "seed-0" / "model.npz").exists()
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)

@@ -16,13 +16,12 @@ Rules (README, "Self-checking reproduction"):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from dprepro.errors import InputError
+from dprepro.result_file import load_result
 from dprepro.spec import ENGINE_VERSIONS
 
 # Relative tolerance of each accountant's epsilon against a pin (README, "Self-checking reproduction").
@@ -48,15 +47,6 @@ class Row:
     fresh: object
     tolerance: str
     status: str         # PASS, FAIL or INFO
-
-
-def load_result(path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as e:
-        raise InputError(f"{path}: cannot read result: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not a result file (invalid JSON at line {e.lineno})") from None
 
 
 def accuracy_tolerance(pinned_std: float, n_pinned: int, n_fresh: int) -> float:

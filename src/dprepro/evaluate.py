@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from dprepro.compare import load_result
 from dprepro.errors import InputError
+from dprepro.result_file import load_result
 from dprepro.spec import validate
 
 

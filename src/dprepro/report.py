@@ -10,7 +10,8 @@ import numpy as np
 from scipy import stats
 
 from dprepro import accounting
-from dprepro.compare import as_float, engine_version, load_result
+from dprepro.compare import as_float, engine_version
+from dprepro.result_file import load_result
 
 ACCOUNTANT_COLUMNS = ("rdp_legacy", "rdp", "pld", "statement_poisson", "statement_once_per_epoch")
 # Shorter runs are drawn over longer ones with their own marker: specs that share seeds share

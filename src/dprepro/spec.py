@@ -121,20 +121,74 @@ class Spec:
         return Spec(self.path, validate(raw, self.path))
 
 
+MAX_SPEC_BYTES = 1 << 20
+MAX_VERSION = 10 ** 6
+MAX_EPOCHS = 10 ** 4
+MAX_SEED = 2 ** 31 - 1      # what NumPy, Python and TensorFlow all take as a seed
+MAX_SCALE = 1e6             # l2_norm_clip, noise_multiplier, learning_rate
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:          # an unhashable key: PyYAML's own error follows
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def read_text_file(path: str, what: str) -> str:
+    """The text of a regular, UTF-8 file of at most MAX_SPEC_BYTES, or InputError (never blocks on a fifo)."""
+    p = Path(path)
+    try:
+        if not p.exists():
+            raise InputError(f"{path}: cannot read {what}: no such file")
+        if not p.is_file():
+            raise InputError(f"{path}: cannot read {what}: not a regular file")
+        if p.stat().st_size > MAX_SPEC_BYTES:
+            raise InputError(f"{path}: cannot read {what}: larger than {MAX_SPEC_BYTES} bytes")
+        return p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: cannot read {what}: not UTF-8 text (byte {e.start})") from None
+
+
 def load_spec(path) -> Spec:
     """Read and validate one spec file."""
     path = str(path)
+    text = read_text_file(path, "spec")
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read spec: {e.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise InputError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(e, "problem", None)
+        why = f": {problem}" if problem and problem.startswith("duplicate key") else ""
+        raise InputError(f"{path}: not valid YAML{where}{why}") from None
+    except RecursionError:
+        raise InputError(f"{path}: not valid YAML: nested too deeply") from None
     return Spec(path, validate(raw, path))
+
+
+def shown(value) -> str:
+    """A value as an error message shows it: its repr, on one line, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def field_name(key) -> str:
+    """A mapping key as a field name in a message (non-text or odd keys as a short repr)."""
+    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 60 else shown(key)
 
 
 def validate(raw, path: str) -> dict:
@@ -147,9 +201,9 @@ def validate(raw, path: str) -> dict:
         fail("(top level)", "must be a mapping of fields")
     out = _check_mapping(raw, TOP, "", fail)
     if out["schema"] != SCHEMA:
-        fail("schema", f"unsupported schema {out['schema']!r} (this dprepro reads schema {SCHEMA})")
-    if out["version"] < 1:
-        fail("version", "must be an integer >= 1")
+        fail("schema", f"unsupported schema {shown(out['schema'])} (this dprepro reads schema {SCHEMA})")
+    if not 1 <= out["version"] <= MAX_VERSION:
+        fail("version", f"must be an integer from 1 to {MAX_VERSION}")
     for section, fields in SECTIONS.items():
         given = out[section]
         if given is None and section in ("privacy", "engine"):
@@ -168,7 +222,7 @@ def _check_mapping(given: dict, fields: dict, prefix: str, fail) -> dict:
     out = {}
     for key in given:
         if key not in fields:
-            fail(f"{prefix}{key}", f"unknown field (known: {', '.join(fields)})")
+            fail(f"{prefix}{field_name(key)}", f"unknown field (known: {', '.join(fields)})")
     for key, (kind, default) in fields.items():
         if key not in given:
             if default is REQUIRED:
@@ -186,26 +240,28 @@ def _check_kind(value, kind: str, field: str, fail):
         kind = kind[:-1]
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            fail(field, f"must be an integer, got {value!r}")
+            fail(field, f"must be an integer, got {shown(value)}")
     elif kind == "num":
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1e300:
+            fail(field, f"must be a finite number, got an integer of {len(str(abs(value)))} digits")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             hint = " (YAML reads 1e-5 as text: write 1.0e-5)" if isinstance(value, str) else ""
-            fail(field, f"must be a finite number, got {value!r}{hint}")
+            fail(field, f"must be a finite number, got {shown(value)}{hint}")
         value = float(value)
     elif kind == "bool":
         if not isinstance(value, bool):
-            fail(field, f"must be true or false, got {value!r}")
+            fail(field, f"must be true or false, got {shown(value)}")
     elif kind in ("str", "name"):
         if not isinstance(value, str) or not value.strip():
-            fail(field, f"must be a non-empty string, got {value!r}")
+            fail(field, f"must be a non-empty string, got {shown(value)}")
         if kind == "name" and not NAME_RE.match(value):
             fail(field, "must be lower-case letters, digits, '.', '_' or '-'")
     elif kind == "section":
         return value
     elif kind == "seeds":
         if (not isinstance(value, list) or not value
-                or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value)):
-            fail(field, "must be a non-empty list of integers >= 0")
+                or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in value)):
+            fail(field, f"must be a non-empty list of integers from 0 to {MAX_SEED}")
         if len(set(value)) != len(value):
             fail(field, "must not repeat a seed")
     elif kind == "expected":
@@ -223,7 +279,7 @@ def _check_expected(value, field: str, fail) -> dict:
     out = {}
     for quantity, entry in value.items():
         if quantity not in EXPECTED_QUANTITIES:
-            fail(f"{field}.{quantity}", f"unknown quantity (known: {', '.join(EXPECTED_QUANTITIES)})")
+            fail(f"{field}.{field_name(quantity)}", f"unknown quantity (known: {', '.join(EXPECTED_QUANTITIES)})")
         if not isinstance(entry, dict):
             fail(f"{field}.{quantity}", "must be a mapping with value and source")
         checked = _check_mapping(entry, entry_fields, f"{field}.{quantity}.", fail)
@@ -234,7 +290,7 @@ def _check_expected(value, field: str, fail) -> dict:
             fail(f"{field}.{quantity}.steps", "tf-privacy's statement counts its own steps; "
                                               "a step rule is for rdp_legacy, rdp and pld")
         if checked["steps"] is not None and checked["steps"] not in STEP_RULES:
-            fail(f"{field}.{quantity}.steps", f"must be one of {', '.join(STEP_RULES)}, got {checked['steps']!r}")
+            fail(f"{field}.{quantity}.steps", f"must be one of {', '.join(STEP_RULES)}, got {shown(checked['steps'])}")
         # Only conventions that were given are kept: the others are the run's own.
         out[quantity] = {k: v for k, v in checked.items()
                          if v is not None or k not in ("steps", "used_microbatching")}
@@ -244,9 +300,9 @@ def _check_expected(value, field: str, fail) -> dict:
 def _check_values(s: dict, fail) -> None:
     data, training, privacy, engine = s["data"], s["training"], s["privacy"], s["engine"]
     if data["sampling"] not in SAMPLINGS:
-        fail("data.sampling", f"must be one of {', '.join(SAMPLINGS)}, got {data['sampling']!r}")
+        fail("data.sampling", f"must be one of {', '.join(SAMPLINGS)}, got {shown(data['sampling'])}")
     if data["dataset"] not in DATASETS:
-        fail("data.dataset", f"unknown dataset {data['dataset']!r} (known: {', '.join(DATASETS)})")
+        fail("data.dataset", f"unknown dataset {shown(data['dataset'])} (known: {', '.join(DATASETS)})")
     sizes = DATASETS[data["dataset"]]
     for key, split in (("train_examples", "train"), ("test_examples", "test")):
         n = data[key]
@@ -255,34 +311,34 @@ def _check_values(s: dict, fail) -> None:
         elif not 1 <= n <= sizes[split]:
             fail(f"data.{key}", f"must be between 1 and {sizes[split]}, got {n}")
     if s["model"]["name"] not in MODELS:
-        fail("model.name", f"unknown model {s['model']['name']!r} (known: {', '.join(MODELS)})")
+        fail("model.name", f"unknown model {shown(s['model']['name'])} (known: {', '.join(MODELS)})")
     if s["model"]["pooling"] not in POOLINGS:
-        fail("model.pooling", f"must be one of {', '.join(POOLINGS)}, got {s['model']['pooling']!r}")
-    if training["epochs"] < 1:
-        fail("training.epochs", f"must be an integer >= 1, got {training['epochs']}")
+        fail("model.pooling", f"must be one of {', '.join(POOLINGS)}, got {shown(s['model']['pooling'])}")
+    if not 1 <= training["epochs"] <= MAX_EPOCHS:
+        fail("training.epochs", f"must be an integer from 1 to {MAX_EPOCHS}, got {shown(training['epochs'])}")
     if training["batch_size"] < 1:
         fail("training.batch_size", f"must be positive, got {training['batch_size']}")
     if training["batch_size"] > data["train_examples"]:
         fail("training.batch_size",
              f"{training['batch_size']} is larger than the training set ({data['train_examples']})")
-    if training["learning_rate"] <= 0:
-        fail("training.learning_rate", f"must be positive, got {training['learning_rate']}")
+    if not 0 < training["learning_rate"] <= MAX_SCALE:
+        fail("training.learning_rate", f"must be positive and at most {MAX_SCALE:g}, got {training['learning_rate']}")
     if training["optimizer"] != "sgd":
-        fail("training.optimizer", f"unknown optimizer {training['optimizer']!r} (known: sgd)")
+        fail("training.optimizer", f"unknown optimizer {shown(training['optimizer'])} (known: sgd)")
     if engine["name"] not in ENGINES:
-        fail("engine.name", f"unknown engine {engine['name']!r} (known: {', '.join(ENGINES)})")
+        fail("engine.name", f"unknown engine {shown(engine['name'])} (known: {', '.join(ENGINES)})")
     if not privacy["enabled"]:
         if data["sampling"] == "poisson":
             fail("data.sampling", "poisson sampling is for DP-SGD; a non-private spec trains on shuffled batches")
         if engine["name"] != "none":
-            fail("engine.name", f"engine {engine['name']!r} is private but privacy.enabled is false; use 'none'")
+            fail("engine.name", f"engine {shown(engine['name'])} is private but privacy.enabled is false; use 'none'")
         return
     if engine["name"] == "none":
         fail("engine.name", "engine 'none' trains without privacy but privacy.enabled is true")
-    if privacy["l2_norm_clip"] <= 0:
-        fail("privacy.l2_norm_clip", f"must be positive, got {privacy['l2_norm_clip']}")
-    if privacy["noise_multiplier"] < 0:
-        fail("privacy.noise_multiplier", f"must be >= 0, got {privacy['noise_multiplier']}")
+    if not 0 < privacy["l2_norm_clip"] <= MAX_SCALE:
+        fail("privacy.l2_norm_clip", f"must be positive and at most {MAX_SCALE:g}, got {privacy['l2_norm_clip']}")
+    if not 0 <= privacy["noise_multiplier"] <= MAX_SCALE:
+        fail("privacy.noise_multiplier", f"must be from 0 to {MAX_SCALE:g}, got {privacy['noise_multiplier']}")
     if privacy["num_microbatches"] < 1:
         fail("privacy.num_microbatches", f"must be positive, got {privacy['num_microbatches']}")
     if training["batch_size"] % privacy["num_microbatches"]:
@@ -296,5 +352,5 @@ def _check_values(s: dict, fail) -> None:
                  f"poisson sampling needs one example per microbatch (num_microbatches == batch_size "
                  f"{training['batch_size']}), got {privacy['num_microbatches']}")
         if engine["name"] not in POISSON_ENGINES:
-            fail("engine.name", f"engine {engine['name']!r} cannot train with poisson sampling "
+            fail("engine.name", f"engine {shown(engine['name'])} cannot train with poisson sampling "
                                 f"(it divides by the microbatch count; use {' or '.join(POISSON_ENGINES)})")
