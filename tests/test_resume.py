@@ -86,6 +86,12 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(write_spec, tmp_path):
     evaluated = run_cli("evaluate", folder(cut) / "result.json")
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     assert evaluated.stdout.count("EXACT") == 2
+    recorded = json.loads((folder(cut) / "result.json").read_text())["seeds"][1]["model"]
+    assert recorded["sha256"] == __import__("hashlib").sha256(
+        (folder(cut) / "seed-1" / "model.npz").read_bytes()).hexdigest()
+    np.savez(folder(cut) / "seed-1" / "model.npz", *[w + 1e-3 for w in weights(folder(cut) / "seed-1" / "model.npz")])
+    tampered = run_cli("evaluate", folder(cut) / "result.json")
+    assert tampered.returncode == 2 and "is not the recorded" in tampered.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.long
