@@ -216,3 +216,23 @@ def test_poisson_masked_rows_matter_if_unmasked(batch):
     masked = flat(flat_step(spec, "fast", start, x, y, 0, mask=mask))
     unmasked = flat(flat_step(spec, "fast", start, x, y, 0, mask=np.ones_like(mask)))
     assert np.max(np.abs(masked - unmasked)) > 1e-3
+
+
+@pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
+def test_poisson_training_metrics_count_only_the_sampled_examples(batch, engine_name):
+    """The step's reported loss and accuracy are those of the 6 sampled examples (the model's
+    predictions before the update), not of the 12 rows with their padding (labelled here with the
+    model's own predictions, so that counting them would raise the accuracy)."""
+    x, y, mask = sampled(batch, "poisson")
+    spec = poisson_spec(1.0)
+    engine.seed_everything(0)
+    model = engine.build_model(spec, engine_name)
+    y = y.copy()
+    y[6:] = np.eye(10, dtype=np.float32)[np.argmax(model(x[6:]).numpy(), 1)]
+    logits = model(x[:6]).numpy()
+    real_accuracy = float(np.mean(np.argmax(logits, 1) == np.argmax(y[:6], 1)))
+    real_loss = float(np.mean(tf.keras.losses.categorical_crossentropy(y[:6], logits, from_logits=True)))
+    logs = model.train_on_batch(x, y, sample_weight=mask, return_dict=True)
+    assert real_accuracy < 1
+    assert logs["accuracy"] == pytest.approx(real_accuracy, abs=1e-6)
+    assert logs["loss"] == pytest.approx(real_loss, rel=1e-5)

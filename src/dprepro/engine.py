@@ -84,7 +84,9 @@ def build_model(spec: dict, engine: str | None = None, seed: int = 0) -> tf.kera
     else:
         raise ValueError(f"unknown engine {engine!r}")
     jit = spec["engine"]["use_xla"] and engine == "fast"   # DPSequential takes use_xla itself
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
+    # Poisson batches weight their padding rows 0; Keras applies sample weights to `weighted_metrics` only.
+    metrics = {"weighted_metrics": ["accuracy"]} if poisson else {"metrics": ["accuracy"]}
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit, **metrics)
     return model
 
 
