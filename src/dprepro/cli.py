@@ -174,14 +174,20 @@ def cmd_run(args) -> int:
         result, path = pipeline.run_spec(spec, folder, args.out, args.logdir, args.seeds, args.engine, args.restart)
         finished.append((result, path))
     print("\nsummary")
-    print(f"{'experiment':<28} {'engine':<9} {'seeds':>5} {'test accuracy':>22} {'eps rdp':>8} "
-          f"{'eps legacy':>10}  result")
+    print(f"{'experiment':<28} {'engine':<9} {'seeds':>5} {'test accuracy':>22} {'eps rdp':>9} "
+          f"{'eps of record (holds)':>38}  result")
     for result, path in finished:
         acc, eps = result["test_accuracy"], result["epsilon"]
-        rdp = f"{eps['accountants']['rdp']['epsilon']:.4f}" if eps else "-"
-        legacy = f"{eps['accountants']['rdp_legacy']['epsilon']:.4f}" if eps else "-"
+        rdp, record = "-", "-"
+        if eps:
+            rdp = f"{eps['accountants']['rdp']['epsilon']:.4f}" + ("" if eps["accountants"]["rdp"]["holds_for_this_run"]
+                                                                   else "*")
+            record = f"{eps['accountants'][eps['of_record']]['epsilon']:.4f} ({eps['of_record']})"
         print(f"{result['name'] + ' v' + str(result['version']):<28} {result['run']['engine']:<9} "
-              f"{acc['n']:>5} {acc['mean']:>12.4f} ± {acc['std']:.4f} {rdp:>8} {legacy:>10}  {path}")
+              f"{acc['n']:>5} {acc['mean']:>12.4f} ± {acc['std']:.4f} {rdp:>9} {record:>38}  {path}")
+    if any(r["epsilon"] and not r["epsilon"]["accountants"]["rdp"]["holds_for_this_run"] for r, _ in finished):
+        print("* the tutorial's eps (rdp) assumes Poisson sampling (and sensitivity l2_norm_clip); it does not "
+              "hold for this run: see its label in the result")
     if args.compare is None:
         return 0
     from dprepro import compare

@@ -47,13 +47,24 @@ def epsilon_cell(eps: dict, name: str) -> str:
     return f"{as_float(v['epsilon']):.4f}" + ("" if v.get("holds_for_this_run", True) else "†")
 
 
+def with_verdicts(block: dict | None, spec: dict) -> dict | None:
+    """The block with each value's verdict (holds for the run or not) and the value of record; a
+    block written before dprepro 0.4 gets them from the spec (its values are kept)."""
+    if not block or "of_record" in block:
+        return block
+    fresh = accounting.epsilon_block(spec)
+    accountants = {name: {**value, **{k: fresh["accountants"][name][k] for k in ("holds_for_this_run", "label")}}
+                   for name, value in block["accountants"].items() if name in fresh["accountants"]}
+    return {**block, "accountants": accountants, "of_record": fresh["of_record"]}
+
+
 def table(results: list[dict]) -> str:
     head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | "
             + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
             + " | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | arithmetic path | file |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in results:
-        block = r["epsilon"]
+        block = with_verdicts(r["epsilon"], r["spec"])
         eps = block["accountants"] if block else {}
         cells = [epsilon_cell(eps, a) if block else "–" for a in ACCOUNTANT_COLUMNS]
         best = block.get("of_record") if block else None
