@@ -28,7 +28,7 @@ from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
 from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import DPKerasSGDOptimizer
 
 from dprepro import sampling
-from dprepro.fast_dp import FastDPSequential, mean_one
+from dprepro.fast_dp import FastDPSequential, update_metrics
 from dprepro.model import build_layers
 
 
@@ -84,9 +84,7 @@ def build_model(spec: dict, engine: str | None = None, seed: int = 0) -> tf.kera
     else:
         raise ValueError(f"unknown engine {engine!r}")
     jit = spec["engine"]["use_xla"] and engine == "fast"   # DPSequential takes use_xla itself
-    # Poisson batches weight their padding rows 0; Keras applies sample weights to `weighted_metrics` only.
-    metrics = {"weighted_metrics": ["accuracy"]} if poisson else {"metrics": ["accuracy"]}
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit, **metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
     return model
 
 
@@ -113,8 +111,7 @@ class PoissonDPSequential(DPSequential):
             grads.append(total / self.expected_batch_size)
         logits = self(x, training=True)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        self.compiled_loss(y, logits, sample_weight=mean_one(mask))
-        self.compiled_metrics.update_state(y, logits, sample_weight=mask)
+        update_metrics(self, y, logits, mask)
         return {metric.name: metric.result() for metric in self.metrics}
 
 
@@ -203,7 +200,7 @@ def train(spec: dict, data, seed: int, callbacks=(), engine: str | None = None,
             steps_per_epoch=len(data.x_train) // training["batch_size"],
             validation_data=(data.x_test, data.y_test),
             validation_batch_size=1000,
-            callbacks=[progress, *callbacks],
+            callbacks=[*callbacks, progress],   # the checkpoint last: a resumed run never misses a logged epoch
             verbose=0)
         state = progress.state()
     else:

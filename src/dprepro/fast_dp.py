@@ -270,9 +270,19 @@ class FastDPSequential(tf.keras.Sequential):
         grads = self.noisy_mean(grads)                                                # noise
         variables = [v for part in parts for v in part.layer.trainable_weights]
         self.optimizer.apply_gradients(zip(grads, variables))
-        self.compiled_loss(y, logits, sample_weight=mean_one(mask))
-        self.compiled_metrics.update_state(y, logits, sample_weight=mask)
+        update_metrics(self, y, logits, mask)
         return {metric.name: metric.result() for metric in self.metrics}
+
+
+def update_metrics(model: tf.keras.Model, y, logits, mask=None) -> None:
+    """The step's loss and accuracy, over the real rows only when a 0/1 mask marks padding (the
+    accuracy from the unmasked rows themselves: Keras weights only `weighted_metrics`, and through
+    a shape check that has no GPU kernel)."""
+    model.compiled_loss(y, logits, sample_weight=mean_one(mask))
+    if mask is not None:
+        keep = mask > 0
+        y, logits = tf.boolean_mask(y, keep), tf.boolean_mask(logits, keep)
+    model.compiled_metrics.update_state(y, logits)
 
 
 def mean_one(mask):
