@@ -94,3 +94,22 @@ def test_a_wheel_with_another_hash_stops_the_install(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     refused = download(bad, "bad.txt")
     assert refused.returncode != 0 and "DO NOT MATCH THE HASHES" in refused.stderr
+
+
+def test_every_dependency_of_a_locked_package_is_locked():
+    """pip --require-hashes installs nothing unpinned: each requirement of each installed locked
+    package (markers evaluated here) must be in the lock too (pip freeze leaves out setuptools and
+    wheel unless told otherwise; astunparse needs wheel, TensorFlow setuptools)."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    pins = lock_pins()
+    missing = set()
+    for name in pins:
+        for line in distribution(name).requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                if canonical(req.name) not in pins:
+                    missing.add(f"{canonical(req.name)} (needed by {name})")
+    assert not missing, sorted(missing)
