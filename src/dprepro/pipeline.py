@@ -78,22 +78,18 @@ def finished_seed(path: Path, ident: dict) -> dict | None:
     return outcome if outcome.get("identity") == ident else None
 
 
-def run_seed(s: dict, data, seed: int, seed_dir: Path, ident: dict, make_callbacks, restart: bool) -> dict:
-    """One seed: kept if finished earlier, resumed from its checkpoint, or trained (with the Keras
-    callbacks `make_callbacks()` returns); its model and seed.json written, its checkpoint removed."""
+def run_seed(s: dict, data, seed: int, seed_dir: Path, ident: dict, make_callbacks, resume: dict | None) -> dict:
+    """One seed: kept if finished earlier, resumed from `resume` (its loaded checkpoint), or trained
+    (with the Keras callbacks `make_callbacks()` returns); its model and seed.json written, its
+    checkpoint removed."""
     seed_json, epochs, name = seed_dir / "seed.json", s["training"]["epochs"], ident["engine"]
-    if restart:
-        checkpoint.discard(seed_dir)
-        seed_json.unlink(missing_ok=True)
     done = finished_seed(seed_json, ident)
     if done:
         print(f"  seed {seed}: finished earlier, kept ({seed_json}; --restart trains it again)", flush=True)
         checkpoint.discard(seed_dir)
         return done
-    resume, on_epoch = None, None
+    on_epoch = None
     if name in checkpoint.RESUMABLE:
-        resume = checkpoint.load(seed_dir, ident)
-
         def on_epoch(epochs_done, model, state):
             checkpoint.save(seed_dir, ident, epochs_done, model.get_weights(), model.optimizer.get_weights(), state)
     elif (seed_dir / checkpoint.FILE).exists():
@@ -155,16 +151,21 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
             return (folder / (f"seed-{seed}" + (f"-{override}" if override else "")),
                     checkpoint.identity(spec.sha256, engine_used, ENGINE_VERSIONS[engine_used], seed))
 
-        if not restart and engine_used in checkpoint.RESUMABLE:   # refuse a foreign checkpoint before any training
-            for seed in s["seeds"]:
-                checkpoint.load(*seed_dir_and_identity(seed))
+        resumes = {}
+        for seed in s["seeds"]:
+            seed_dir, ident = seed_dir_and_identity(seed)
+            if restart:
+                checkpoint.discard(seed_dir)
+                (seed_dir / "seed.json").unlink(missing_ok=True)
+            elif engine_used in checkpoint.RESUMABLE:   # a foreign checkpoint is refused before any training
+                resumes[seed] = checkpoint.load(seed_dir, ident)
         for seed in s["seeds"]:
             seed_dir, ident = seed_dir_and_identity(seed)
             def make_callbacks(seed=seed, seed_dir=seed_dir):
                 return [EpochLine(f"seed {seed}", s["training"]["epochs"], curve, epsilon and epsilon["of_record"]),
                         TensorBoardLog(seed_dir, s, seed, engine_used,
                                        {**curve, "of_record": curve[epsilon["of_record"]]} if epsilon else {})]
-            outcome = run_seed(s, data, seed, seed_dir, ident, make_callbacks, restart)
+            outcome = run_seed(s, data, seed, seed_dir, ident, make_callbacks, resumes.get(seed))
             if epsilon and outcome["steps"] != epsilon["steps"]:   # the accountant must count what was trained
                 raise RuntimeError(f"trained {outcome['steps']} steps, accounted {epsilon['steps']}")
             result["seeds"].append(outcome)

@@ -38,10 +38,8 @@ def check_result(r, path) -> None:
             if optional:
                 return None
             fail(f"{where}.{field}".lstrip("."), "missing")
-        value = obj[field]
-        if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-            fail(f"{where}.{field}".lstrip("."), f"must be {kind_name(kinds)}, got {shown(value)}")
-        if not isinstance(value, kinds):
+        value, allowed = obj[field], kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             fail(f"{where}.{field}".lstrip("."), f"must be {kind_name(kinds)}, got {shown(value)}")
         return value
 
