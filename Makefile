@@ -17,10 +17,12 @@ PORT   ?= 6006
 # `make reproduce` runs the tutorial's 3- and 15-epoch specs; EXP=name runs any one spec.
 REPRODUCE_SPECS := $(if $(EXP),$(SPECS)/$(EXP).yaml,$(SPECS)/tutorial-3ep.yaml $(SPECS)/tutorial-15ep.yaml)
 ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
+AUDITED := tutorial-3ep tutorial-3ep-poisson tutorial-15ep tutorial-15ep-poisson nonprivate-3ep
+AUDIT_FLAGS ?= --power
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run audit pin-audits pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +45,14 @@ reproduce-all: $(STAMP) ## train every spec except smoke, then check them agains
 run: $(STAMP) ## train one spec: make run EXP=tutorial-3ep
 	@test -n "$(EXP)" || { echo "make run: set EXP=<spec name> (one of: $(notdir $(basename $(wildcard $(SPECS)/*.yaml))))"; exit 2; }
 	$(BIN)/dprepro run $(SPECS)/$(EXP).yaml $(RUN_FLAGS)
+
+audit: $(STAMP) ## audit one spec: make audit EXP=tutorial-3ep-poisson [SEEDS="0 1 2"] (audit.json in runs/)
+	@test -n "$(EXP)" || { echo "make audit: set EXP=<spec name>"; exit 2; }
+	$(BIN)/dprepro audit $(SPECS)/$(EXP).yaml --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(AUDIT_FLAGS)
+
+pin-audits: $(STAMP) ## re-make the pinned audits (results/<name>/v<version>/audit.json; about 25 min on 2 cores)
+	for e in $(AUDITED); do $(BIN)/dprepro audit $(SPECS)/$$e.yaml --seeds 0 1 2 --out results --logdir runs/pinned \
+	  $$(case $$e in nonprivate*) ;; *) echo --power;; esac) || exit 1; done
 
 pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned results; commit them)
 	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir runs/pinned

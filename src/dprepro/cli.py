@@ -24,7 +24,7 @@ from dprepro.spec import ENGINES, load_spec
 # written to stderr while TensorFlow loads is shown as it was.
 HARMLESS_STARTUP = re.compile(r"Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register "
                               r"factory for plugin cu(DNN|FFT|BLAS) when one has already been registered")
-NEEDS_TENSORFLOW = {"run", "bench", "report", "epsilon", "calibrate", "evaluate"}
+NEEDS_TENSORFLOW = {"run", "audit", "bench", "report", "epsilon", "calibrate", "evaluate"}
 
 
 @contextmanager
@@ -101,6 +101,25 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("result", type=Path, metavar="RESULT")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
     c.set_defaults(command=cmd_evaluate, command_name="evaluate")
+
+    c = sub.add_parser("audit", help="train once with canaries and measure an epsilon lower bound beside the "
+                                     "accountant's upper bound; exit 1 on a privacy bug (or no power)")
+    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("--seeds", type=int, nargs="+", help="seeds to audit (default: the spec's first)")
+    c.add_argument("--canaries", type=int, default=1000, metavar="M", help="number of canaries (default 1000)")
+    c.add_argument("--canary-kind", choices=("synthetic", "mislabelled"), default="synthetic",
+                   help="random binary images with random labels (default), or test images with a wrong label")
+    c.add_argument("--confidence", type=float, default=0.95, help="confidence of the lower bound (default 0.95)")
+    c.add_argument("--power", action="store_true",
+                   help="also audit a twin trained without noise and clipping: its bound must be clearly higher")
+    c.add_argument("--plant-bug", action="store_true",
+                   help="train without noise and clipping but judge by the spec's claim: the bug check must fire")
+    c.add_argument("--out", type=Path, default=Path("runs"), help="audit.json goes to OUT/<name>/v<version>/ "
+                                                                  "(default: runs)")
+    c.add_argument("--logdir", type=Path, default=Path("runs"),
+                   help="TensorBoard scalars: LOGDIR/<name>/v<version>/audit/ (default: runs)")
+    c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
+    c.set_defaults(command=cmd_audit, command_name="audit")
 
     c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
     c.add_argument("fresh", type=Path, metavar="FRESH")
@@ -205,6 +224,28 @@ def cmd_run(args) -> int:
     print(f"\nreproduction {'PASSED' if all_passed else 'FAILED'}: fresh results "
           f"{'match' if all_passed else 'do not match'} the pinned ones in {args.compare}")
     return 0 if all_passed else 1
+
+
+def cmd_audit(args) -> int:
+    spec = load_spec(args.spec)
+    spec.with_overrides(seeds=args.seeds)
+    if not 0 < args.confidence < 1:
+        raise InputError(f"--confidence: must be between 0 and 1, got {args.confidence}")
+    if args.canaries < 2:
+        raise InputError(f"--canaries: need at least 2, got {args.canaries}")
+    if args.plant_bug and not spec.private:
+        raise InputError(f"{spec.path}: privacy.enabled: --plant-bug needs a private spec (a claim to break)")
+    if args.power and not spec.private:
+        print(f"dprepro audit: {spec.name} is non-private: it is itself the no-noise case; --power ignored")
+        args.power = False
+    from dprepro import data
+    from dprepro.audit import audit_run
+
+    audit, path = audit_run.run_audit(spec, data.data_dir(args.data_dir), args.out, args.logdir, args.seeds,
+                                      args.canaries, args.confidence, args.power, args.plant_bug,
+                                      args.canary_kind)
+    print(audit_run.screen(audit, path))
+    return 1 if audit_run.failed(audit) else 0
 
 
 def cmd_bench(args) -> None:

@@ -1,0 +1,254 @@
+"""One audit: for each seed, train once with the canaries (spec's settings, the accountant's n
+counting the canaries put in), score them and the ordinary data with the trained model (black box:
+the log-probability of a label), bound epsilon from below, and check the bound against the
+accountant's epsilon of record for the sampling used. Optionally the same on a twin trained without
+noise and clipping (the power check). Writes OUT/<name>/v<version>/audit.json and audit-roc.png, and
+TensorBoard scalars in LOGDIR/<name>/v<version>/audit/.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from scipy.special import logsumexp
+
+from dprepro import accounting, engine, results
+from dprepro.audit import bounds, canaries as canary_set, membership
+from dprepro.audit.figure import roc_figure
+from dprepro.data import load_mnist
+from dprepro.errors import InputError
+from dprepro.lock import RunLock
+from dprepro.pipeline import EpochLine
+from dprepro.spec import ENGINE_VERSIONS, Spec
+
+AUDIT_SCHEMA = 1
+POWER_MARGIN = 1.0     # the no-noise twin's bound must exceed the DP run's by this much (a factor e in odds)
+DEFAULT_DELTA = 1e-5   # the delta of a non-private spec's audit (it states none)
+UNCLIPPED = 1e12       # an l2_norm_clip no gradient reaches: clipping off
+
+
+def without_noise(spec: dict) -> dict:
+    """The same training with noise multiplier 0 and clipping off (same engine, sampling, schedule)."""
+    twin = copy.deepcopy(spec)
+    twin["privacy"].update(noise_multiplier=0.0, l2_norm_clip=UNCLIPPED)
+    return twin
+
+
+def log_probs(model, x: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """log p(class | x) under the trained model, (rows, classes), in float64."""
+    logits = np.concatenate([model(x[i:i + batch], training=False).numpy().astype(np.float64)
+                             for i in range(0, len(x), batch)])
+    return logits - logsumexp(logits, axis=1, keepdims=True)
+
+
+def label_log_probs(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """log p(label | x) for each row: minus its cross-entropy loss."""
+    return log_probs(model, x)[np.arange(len(x)), labels]
+
+
+def margins(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """log p(label | x) - max over the other classes of log p(class | x): the canary score."""
+    lp = log_probs(model, x)
+    own = lp[np.arange(len(x)), labels]
+    lp[np.arange(len(x)), labels] = -np.inf
+    return own - lp.max(axis=1)
+
+
+def audit_one(train_spec: dict, claim_spec: dict | None, data, m: int, kind: str, seed: int, confidence: float,
+              tries: int, label: str, engine_name: str) -> dict:
+    """Train `train_spec` for `seed` with m canaries; score; bound; the accountant's value for
+    `claim_spec` (None: no claim) with the canaries counted in n."""
+    start = time.perf_counter()
+    augmented, canaries = canary_set.split(data, m, seed, kind)
+    n = len(augmented.x_train)
+    train_spec = copy.deepcopy(train_spec)
+    train_spec["data"]["train_examples"] = n
+    print(f"  {label}: {m} canaries, {int(canaries.included.sum())} in the training set (n = {n})", flush=True)
+    outcome, model = engine.train(train_spec, augmented, seed, engine=engine_name,
+                                  callbacks=[EpochLine(label, train_spec["training"]["epochs"], {})])
+    scores = margins(model, canaries.x, canaries.labels)
+    delta = train_spec["privacy"].get("delta") or DEFAULT_DELTA
+    canary_audit = bounds.audit_canaries(scores, canaries.included, delta, confidence, tries)
+    members = label_log_probs(model, data.x_train, data.y_train.argmax(1))
+    nonmembers = label_log_probs(model, augmented.x_test, augmented.y_test.argmax(1))
+    fpr, tpr = membership.roc(members, nonmembers)
+    roc_fpr, roc_tpr = membership.thinned(fpr, tpr)
+    accountant = None
+    if claim_spec is not None:
+        claim = copy.deepcopy(claim_spec)
+        claim["data"]["train_examples"] = n
+        block = accounting.epsilon_block(claim)
+        if block["steps"] != outcome["steps"]:
+            raise RuntimeError(f"trained {outcome['steps']} steps, accounted {block['steps']}")
+        record = block["of_record"]
+        accountant = {"name": record, "epsilon": block["accountants"][record]["epsilon"] if record else None,
+                      "label": block["accountants"][record]["label"] if record else "no value holds",
+                      "n": n, "q": block["q"], "steps": block["steps"], "sampling": block["sampling"],
+                      "delta": block["delta"]}
+    return {"seed": seed, "canaries": canary_audit,
+            "membership": {**membership.summary(members, nonmembers),
+                           "bootstrap_95": membership.bootstrap(members, nonmembers, seed=seed),
+                           "members": len(members), "nonmembers": len(nonmembers),
+                           "roc": {"fpr": roc_fpr, "tpr": roc_tpr}},
+            "accountant": accountant,
+            "test_accuracy": outcome["test_accuracy"], "train_accuracy": outcome["train_accuracy"],
+            "steps": outcome["steps"], "wall_seconds": time.perf_counter() - start}
+
+
+def log_scalars(folder: Path, entry: dict, step: int) -> None:
+    """The audit's numbers of one seed as TensorBoard scalars (tags audit/...)."""
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        tf.summary.scalar("audit/epsilon_lower_bound", entry["canaries"]["epsilon_lower_bound"], step=step)
+        if entry["accountant"] and entry["accountant"]["epsilon"] is not None:
+            tf.summary.scalar("audit/accountant_epsilon", entry["accountant"]["epsilon"], step=step)
+        for key in ("auc", "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "advantage"):
+            tf.summary.scalar(f"audit/mia_{key}", entry["membership"][key], step=step)
+        tf.summary.scalar("audit/test_accuracy", entry["test_accuracy"], step=step)
+    writer.close()
+
+
+def checks(entries: list[dict], twins: list[dict] | None) -> dict:
+    """The bug check (no lower bound above the accountant's epsilon) and the power check (the
+    no-noise twin's bound clearly above the DP run's)."""
+    claimed = [e for e in entries if e["accountant"] and e["accountant"]["epsilon"] is not None]
+    broken = [e for e in claimed if e["canaries"]["epsilon_lower_bound"] > e["accountant"]["epsilon"]]
+    bug = None if not claimed else {
+        "passed": not broken,
+        "text": ("PRIVACY BUG: " + "; ".join(
+            f"seed {e['seed']}: lower bound {e['canaries']['epsilon_lower_bound']:.3f} > accountant "
+            f"{e['accountant']['epsilon']:.3f} ({e['accountant']['name']})" for e in broken)) if broken else
+        f"passed: every lower bound is at most the accountant's epsilon of record"}
+    power = None
+    if twins:
+        dp = max(e["canaries"]["epsilon_lower_bound"] for e in entries)
+        no_noise = max(t["canaries"]["epsilon_lower_bound"] for t in twins)
+        ok = no_noise >= dp + POWER_MARGIN
+        power = {"passed": ok, "dp_lower_bound": dp, "no_noise_lower_bound": no_noise, "margin": POWER_MARGIN,
+                 "text": f"{'passed' if ok else 'NO POWER'}: without noise and clipping the bound is "
+                         f"{no_noise:.3f}, with them {dp:.3f} (needs +{POWER_MARGIN:g})"}
+    return {"bug": bug, "power": power}
+
+
+def summarise(entries: list[dict]) -> dict:
+    bound = max(entries, key=lambda e: e["canaries"]["epsilon_lower_bound"])
+    eps = [e["accountant"]["epsilon"] for e in entries if e["accountant"] and e["accountant"]["epsilon"] is not None]
+    return {"epsilon_lower_bound": bound["canaries"]["epsilon_lower_bound"], "lower_bound_seed": bound["seed"],
+            "accountant_epsilon": max(eps) if eps else None,
+            "accountant": entries[0]["accountant"]["name"] if eps else None,
+            **{f"mia_{key}": statistics.fmean(e["membership"][key] for e in entries)
+               for key in ("auc", "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "advantage")},
+            "test_accuracy": statistics.fmean(e["test_accuracy"] for e in entries),
+            "seconds_per_audit": statistics.fmean(e["wall_seconds"] for e in entries)}
+
+
+def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=None, m: int = 1000,
+              confidence: float = 0.95, power: bool = False, plant_bug: bool = False,
+              kind: str = "synthetic") -> tuple[dict, Path]:
+    """Audit `spec` (its first seed unless `seeds`); return the audit and the path of audit.json.
+    `plant_bug`: train without noise and clipping but keep the spec's privacy claim (to see the bug
+    check fire)."""
+    s = spec.with_overrides(seeds=seeds).data
+    if not 0 < confidence < 1:
+        raise InputError(f"--confidence: {confidence} is not between 0 and 1")
+    data = load_mnist(data_dir, s["data"]["url"], s["data"]["train_examples"], s["data"]["test_examples"])
+    limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
+    if not 2 <= m <= limit:
+        raise InputError(f"--canaries: {m} canaries; need 2 to {limit} " + (
+            f"(half of the spec's {len(data.x_test)} test images: the rest stay held out)" if kind == "mislabelled"
+            else f"(at most as many as the spec's {len(data.x_train)} training examples)"))
+    seeds = s["seeds"] if seeds else s["seeds"][:1]
+    private = s["privacy"]["enabled"]
+    claim = s if private else None
+    trained = without_noise(s) if plant_bug and private else s
+    engine_name = s["engine"]["name"]
+    name, version = spec.name, spec.version
+    path = Path(out_dir) / name / f"v{version}" / "audit.json"
+    logs = Path(logdir) / name / f"v{version}" / "audit"
+    print(f"dprepro audit: {name} v{version}, engine {engine_name}, {s['data']['sampling']} sampling, seeds {seeds}, "
+          f"{m} canaries, confidence {confidence:g}"
+          + (", PLANTED BUG: trained without noise and clipping, judged by the spec's claim" if plant_bug else "")
+          + (", with the no-noise power check" if power and private else ""), flush=True)
+    started, t0, git = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter(), results.git_state()
+    with RunLock([path.parent, logs], f"audit of {name} v{version}"):
+        entries, twins = [], []
+        for seed in seeds:
+            entry = audit_one(trained, claim, data, m, kind, seed, confidence, len(seeds), f"seed {seed}", engine_name)
+            log_scalars(logs / f"seed-{seed}", entry, s["training"]["epochs"])
+            entries.append(entry)
+            print(describe(entry), flush=True)
+            if power and private:
+                twin = audit_one(without_noise(s), None, data, m, kind, seed, confidence, len(seeds),
+                                 f"seed {seed} no noise", engine_name)
+                log_scalars(logs / f"seed-{seed}-no-noise", twin, s["training"]["epochs"])
+                twins.append(twin)
+                print(describe(twin), flush=True)
+        audit = {
+            "audit_schema": AUDIT_SCHEMA, "name": name, "version": version, "spec_path": spec.path,
+            "spec_sha256": spec.sha256, "engine": engine_name, "engine_version": ENGINE_VERSIONS[engine_name],
+            "sampling": s["data"]["sampling"], "planted_bug": plant_bug,
+            "method": {
+                "canaries": m, "kind": kind,
+                "source": (f"the last {m} MNIST test images, each with a fixed wrong label" if kind == "mislabelled"
+                           else f"{m} random binary images (pixels on with probability {canary_set.PIXEL_ON}), "
+                                f"random labels"),
+                "inclusion": "each canary in the training set with probability 1/2, independently (per seed)",
+                "score": "logit margin: log p(canary's label) - max over the other classes of log p "
+                         "under the trained model (black box)",
+                "guesses": "IN for the k highest scores, OUT for the k lowest, k in "
+                           f"{bounds.guess_counts(m)}",
+                "bound": "Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta; Bonferroni over "
+                         "the k tried and the seeds",
+                "confidence": confidence,
+                "membership": "members: the training examples; non-members: the test images (without the canaries); "
+                              "score: log-probability of the true label"},
+            "seeds": entries, "no_noise": twins or None,
+            "summary": summarise(entries),
+            "no_noise_summary": summarise(twins) if twins else None,
+            "checks": checks(entries, twins),
+            "git": git, "environment": results.environment(engine.devices(), engine.onednn_enabled()),
+            "command": ["dprepro", *sys.argv[1:]], "started": started,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": time.perf_counter() - t0,
+        }
+        results.write_json_atomic(path, audit)
+        roc_figure(audit, path.with_name("audit-roc.png"))
+    return audit, path
+
+
+def describe(entry: dict) -> str:
+    c, mi, acc = entry["canaries"], entry["membership"], entry["accountant"]
+    claim = (f" | accountant {acc['epsilon']:.3f} ({acc['name']})" if acc and acc["epsilon"] is not None else "")
+    return (f"  seed {entry['seed']}: eps lower bound {c['epsilon_lower_bound']:.3f} "
+            f"({c['correct']}/{c['guesses']} correct at k={c['k']}){claim} | MIA AUC {mi['auc']:.4f}, "
+            f"TPR {100 * mi['tpr_at_fpr_0.001']:.2f}% at 0.1% FPR | test acc {entry['test_accuracy']:.4f} | "
+            f"{entry['wall_seconds']:.0f} s")
+
+
+def screen(audit: dict, path: Path) -> str:
+    """The one-screen summary printed at the end."""
+    s = audit["summary"]
+    lines = [f"dprepro audit: {audit['name']} v{audit['version']} ({audit['sampling']} sampling, "
+             f"{audit['method']['canaries']} canaries, {len(audit['seeds'])} seed(s))",
+             f"  audited epsilon lower bound ({100 * audit['method']['confidence']:g}%): {s['epsilon_lower_bound']:.3f}",
+             f"  accountant epsilon of record: " + (f"{s['accountant_epsilon']:.3f} ({s['accountant']})"
+                                                  if s["accountant_epsilon"] is not None else "none (non-private)"),
+             f"  membership inference: AUC {s['mia_auc']:.4f}, TPR {100 * s['mia_tpr_at_fpr_0.001']:.2f}% at 0.1% FPR, "
+             f"{100 * s['mia_tpr_at_fpr_0.01']:.2f}% at 1% FPR, advantage {s['mia_advantage']:.4f}"]
+    if audit["no_noise_summary"]:
+        t = audit["no_noise_summary"]
+        lines.append(f"  no noise, no clipping: lower bound {t['epsilon_lower_bound']:.3f}, MIA AUC {t['mia_auc']:.4f}")
+    for check in ("bug", "power"):
+        if audit["checks"][check]:
+            lines.append(f"  {check} check: {audit['checks'][check]['text']}")
+    lines.append(f"  written: {path} and {path.with_name('audit-roc.png')} ({audit['wall_seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def failed(audit: dict) -> bool:
+    return any(c is not None and not c["passed"] for c in audit["checks"].values())
