@@ -24,7 +24,7 @@ from dprepro.spec import ENGINES, load_spec
 # written to stderr while TensorFlow loads is shown as it was.
 HARMLESS_STARTUP = re.compile(r"Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register "
                               r"factory for plugin cu(DNN|FFT|BLAS) when one has already been registered")
-NEEDS_TENSORFLOW = {"run", "audit", "bench", "report", "epsilon", "calibrate", "evaluate"}
+NEEDS_TENSORFLOW = {"run", "audit", "sweep", "bench", "report", "epsilon", "calibrate", "evaluate"}
 
 
 @contextmanager
@@ -120,6 +120,20 @@ def parser() -> argparse.ArgumentParser:
                    help="TensorBoard scalars: LOGDIR/<name>/v<version>/audit/ (default: runs)")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
     c.set_defaults(command=cmd_audit, command_name="audit")
+
+    c = sub.add_parser("sweep", help="run every cell of a sweep file on Ray (locally or on a cluster); write "
+                                     "each cell's result.json and the frontier table and figure")
+    c.add_argument("sweep", metavar="SWEEP", help="a sweep file, e.g. experiments/sweeps/frontier.yaml")
+    c.add_argument("--address", default=None,
+                   help="Ray cluster to submit to: auto, HOST:PORT or ray://HOST:PORT (default: start Ray here)")
+    c.add_argument("--cpus-per-run", type=float, default=2, help="CPUs Ray reserves per task (default 2)")
+    c.add_argument("--gpus-per-run", type=float, default=0, help="GPUs (or a fraction) per task (default 0)")
+    c.add_argument("--out", type=Path, default=Path("runs"),
+                   help="OUT/sweeps/<name>/v<version>/: cell specs, results, frontier (default: runs)")
+    c.add_argument("--logdir", type=Path, default=Path("runs"),
+                   help="TensorBoard logs: LOGDIR/sweeps/<name>/v<version>/<cell>/ (default: runs)")
+    c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
+    c.set_defaults(command=cmd_sweep, command_name="sweep")
 
     c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
     c.add_argument("fresh", type=Path, metavar="FRESH")
@@ -246,6 +260,32 @@ def cmd_audit(args) -> int:
                                       args.canary_kind)
     print(audit_run.screen(audit, path))
     return 1 if audit_run.failed(audit) else 0
+
+
+def cmd_sweep(args) -> int:
+    from dprepro.sweep.sweep_spec import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    if not args.cpus_per_run > 0 or args.gpus_per_run < 0:
+        raise InputError(f"--cpus-per-run / --gpus-per-run: need a positive CPU share and a GPU share >= 0, "
+                         f"got {args.cpus_per_run} / {args.gpus_per_run}")
+    from dprepro import data
+    from dprepro.sweep import frontier, ray_runner
+
+    root = args.out / "sweeps" / sweep.name / f"v{sweep.version}"
+    with RunLock([root, args.logdir / "sweeps" / sweep.name / f"v{sweep.version}"], f"sweep {sweep.name}"):
+        summary = ray_runner.run_sweep(sweep, args.out, args.logdir, data.data_dir(args.data_dir), args.address,
+                                       args.cpus_per_run, args.gpus_per_run)
+        rows, table = frontier.write_frontier(root, sweep.name, sweep.version) if summary["finished"] else ([], None)
+    print(f"\nsweep {sweep.name} v{sweep.version}: {len(summary['finished'])} of {len(sweep.cells)} cells finished, "
+          f"{summary['tasks']} task(s) run, {len(summary['failures'])} failed, "
+          f"{ray_runner.clock(summary['wall_seconds'])} wall time")
+    if rows:
+        print(frontier.table(rows))
+        print(f"written: {table}, {root / 'frontier.png'}, {root / 'frontier.json'}")
+    for f in summary["failures"]:
+        print(f"FAILED: {f['cell']} seed {f['seed']}: {f['error']}", file=sys.stderr)
+    return 1 if summary["failures"] else 0
 
 
 def cmd_bench(args) -> None:

@@ -1,0 +1,104 @@
+"""The privacy-utility frontier of a sweep: one row per cell (epsilon under each accountant,
+accuracy mean ± std over seeds) and one figure (accuracy against epsilon, with the non-private line),
+written from the cells' result.json files: frontier.json, frontier.md, frontier.png."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+from dprepro import results
+from dprepro.result_file import load_result
+
+ACCOUNTANTS = ("rdp", "pld", "rdp_legacy")
+
+
+def row(result: dict) -> dict:
+    accs = [s["test_accuracy"] for s in result["seeds"]]
+    eps = result["epsilon"]
+    spec = result["spec"]
+    return {
+        "cell": result["name"], "version": result["version"], "spec_sha256": result["spec_sha256"],
+        "private": eps is not None,
+        "noise_multiplier": spec["privacy"].get("noise_multiplier") if eps else None,
+        "epochs": spec["training"]["epochs"], "sampling": spec["data"].get("sampling", "shuffle"),
+        "epsilon": {a: eps["accountants"][a]["epsilon"] for a in ACCOUNTANTS} if eps else None,
+        "epsilon_holds": {a: eps["accountants"][a]["holds_for_this_run"] for a in ACCOUNTANTS} if eps else None,
+        "of_record": eps["of_record"] if eps else None,
+        "epsilon_of_record": eps["accountants"][eps["of_record"]]["epsilon"] if eps and eps["of_record"] else None,
+        "delta": eps["delta"] if eps else None,
+        "test_accuracy": {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                          "n": len(accs), "seeds": [s["seed"] for s in result["seeds"]], "values": accs},
+    }
+
+
+def collect(root: Path) -> list[dict]:
+    """A row per cell result under `root` (<cell>/v<version>/result.json), private cells by epsilon."""
+    rows = [row(load_result(p)) for p in sorted(Path(root).glob("*/v*/result.json"))]
+    return sorted(rows, key=lambda r: (not r["private"], r["epsilon"]["rdp"] if r["private"] else 0))
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| cell | noise multiplier | epochs | sampling | ε rdp | ε pld | ε rdp_legacy | ε of record | "
+            "test accuracy, mean ± std (n) |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in rows:
+        acc = r["test_accuracy"]
+        accuracy = f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']})"
+        if not r["private"]:
+            lines.append(f"| {r['cell']} | – | {r['epochs']} | {r['sampling']} | ∞ | ∞ | ∞ | ∞ (non-private) | {accuracy} |")
+            continue
+        eps = [f"{r['epsilon'][a]:.3f}" + ("" if r["epsilon_holds"][a] else "†") for a in ACCOUNTANTS]
+        record = f"{r['epsilon_of_record']:.3f} ({r['of_record']})" if r["of_record"] else "none holds"
+        lines.append(f"| {r['cell']} | {r['noise_multiplier']:g} | {r['epochs']} | {r['sampling']} | "
+                     + " | ".join(eps) + f" | {record} | {accuracy} |")
+    return "\n".join(lines)
+
+
+def figure(rows: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    private = [r for r in rows if r["private"]]
+    for accountant, marker in (("rdp", "o"), ("pld", "s")):
+        ax.errorbar([r["epsilon"][accountant] for r in private], [100 * r["test_accuracy"]["mean"] for r in private],
+                    yerr=[100 * r["test_accuracy"]["std"] for r in private], marker=marker, capsize=3,
+                    label=f"DP-SGD, ε {accountant}", linestyle="-" if accountant == "rdp" else ":")
+    for r in private:
+        ax.annotate(f"σ={r['noise_multiplier']:g}", (r["epsilon"]["rdp"], 100 * r["test_accuracy"]["mean"]),
+                    textcoords="offset points", xytext=(4, -12), fontsize=7)
+    for r in rows:
+        if not r["private"]:
+            ax.axhline(100 * r["test_accuracy"]["mean"], color="grey", linestyle="--",
+                       label=f"non-private ({r['cell']}): {100 * r['test_accuracy']['mean']:.2f} %")
+    delta = private[0]["delta"] if private else None
+    ax.set(xscale="log", xlabel=f"ε at δ = {delta:g}" if delta else "ε",
+           ylabel="test accuracy (%), mean ± std over seeds", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_frontier(root: Path, sweep_name: str, version: int) -> tuple[list[dict], Path]:
+    """frontier.json, frontier.md and frontier.png in `root`; returns the rows and the table's path."""
+    root = Path(root)
+    rows = collect(root)
+    if not rows:
+        raise FileNotFoundError(f"{root}: no cell results")
+    results.write_json_atomic(root / "frontier.json", {"sweep": sweep_name, "version": version, "cells": rows})
+    title = f"{sweep_name} v{version}: accuracy against ε"
+    figure(rows, root / "frontier.png", title)
+    md = root / "frontier.md"
+    tmp = md.with_name(".frontier.md.tmp")
+    tmp.write_text(f"# {title}\n\n{table(rows)}\n\n† does not hold for the cell's sampling (see its result).\n\n"
+                   f"![frontier](frontier.png)\n")
+    os.replace(tmp, md)
+    return rows, md

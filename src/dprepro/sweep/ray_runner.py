@@ -1,0 +1,179 @@
+"""Run a sweep on Ray: one task per (cell, seed), on this machine or on a cluster.
+
+Each task is an ordinary `dprepro run` of one seed of one cell, in a scratch folder of the worker
+that runs it (a fresh worker process per task, like a fresh command). It returns the seed's files
+(seed.json, model.npz, TensorBoard events, the run's output) and the driver puts them where a local
+run would: LOGDIR/<cell>/v<version>/seed-<k>/. No shared file system is needed. When a cell's seeds
+are all in, the driver writes the cell's result.json with `dprepro run`'s own code (which keeps the
+finished seeds and trains nothing). A re-run skips cells whose result.json matches the cell's content
+hash, and seeds whose seed.json matches their identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from dprepro import results
+from dprepro.sweep.sweep_spec import Sweep, cell_yaml
+
+
+def train_one_seed(spec_text: str, spec_name: str, seed: int, data_dir: str | None) -> dict:
+    """The Ray task: `dprepro run` of one seed of one cell in a scratch folder; returns its files."""
+    from dprepro import data, pipeline
+    from dprepro.spec import load_spec
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dprepro-task-") as scratch:
+        scratch = Path(scratch)
+        spec_path = scratch / f"{spec_name}.yaml"
+        spec_path.write_text(spec_text)
+        log = scratch / "run.log"
+        where = Path(data_dir) if data_dir and Path(data_dir).is_dir() else data.data_dir(data_dir)
+        with open(log, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            spec = load_spec(spec_path)
+            result, _ = pipeline.run_spec(spec, where, scratch / "out", scratch / "logs", seeds=[seed])
+        seed_dir = scratch / "logs" / spec.name / f"v{spec.version}" / f"seed-{seed}"
+        files = {str(p.relative_to(seed_dir)): p.read_bytes() for p in seed_dir.rglob("*") if p.is_file()}
+        files["run.log"] = log.read_bytes()
+        return {"files": files, "host": socket.gethostname(), "seconds": time.perf_counter() - start,
+                "test_accuracy": result["seeds"][0]["test_accuracy"],
+                "environment": result["environment"], "git": result["git"]}
+
+
+def store_seed(seed_dir: Path, returned: dict) -> None:
+    """Write a task's files into `seed_dir` (seed.json last, with the model's new path and the worker)."""
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    files = dict(returned["files"])
+    seed_json = json.loads(files.pop("seed.json"))
+    for name, content in files.items():
+        target = seed_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
+    seed_json["model"]["path"] = str(seed_dir / "model.npz")
+    seed_json["worker"] = {"host": returned["host"], "seconds": returned["seconds"],
+                           "arithmetic": returned["environment"]["arithmetic"]}
+    results.write_json_atomic(seed_dir / "seed.json", seed_json)
+
+
+def connect(address: str | None, cpus: int | None):
+    """Start Ray here (this machine's resources) or join the cluster at `address`."""
+    import warnings
+
+    import ray
+
+    # Ray 2.52 warns that it will stop hiding GPUs from tasks that ask for none; it still hides them (wanted)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    if address:
+        ray.init(address=address, **({} if address.startswith("ray://") else {"log_to_driver": False,
+                                                                              "logging_level": "ERROR"}))
+    else:
+        ray.init(num_cpus=cpus or os.cpu_count(), **quiet)
+    return ray
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def run_sweep(sweep: Sweep, out: Path, logdir: Path, data_dir: Path, address: str | None = None,
+              cpus_per_run: float = 2, gpus_per_run: float = 0) -> dict:
+    """Run every (cell, seed) not finished yet; assemble each cell's result.json; return the summary."""
+    from dprepro import pipeline
+    from dprepro.checkpoint import identity
+    from dprepro.spec import ENGINE_VERSIONS, load_spec
+
+    root = Path(out) / "sweeps" / sweep.name / f"v{sweep.version}"
+    logs = Path(logdir) / "sweeps" / sweep.name / f"v{sweep.version}"
+    specs_dir = root / "specs"
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    cells, todo, kept = {}, [], []
+    for cell in sweep.cells:
+        path = specs_dir / f"{cell.name}.yaml"
+        text = cell_yaml(cell)
+        if not path.exists() or path.read_text() != text:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        spec = load_spec(path)
+        cells[cell.name] = (cell, spec, text)
+        result_path = results.result_path(root, spec.name, spec.version)
+        try:
+            done = json.loads(result_path.read_text()).get("spec_sha256") == spec.sha256
+        except (OSError, json.JSONDecodeError, AttributeError):
+            done = False
+        if done:
+            kept.append(cell.name)
+            continue
+        engine = spec.data["engine"]["name"]
+        for seed in sweep.seeds:
+            seed_dir = logs / spec.name / f"v{spec.version}" / f"seed-{seed}"
+            if pipeline.finished_seed(seed_dir / "seed.json",
+                                      identity(spec.sha256, engine, ENGINE_VERSIONS[engine], seed)):
+                print(f"sweep: {cell.name} seed {seed}: finished earlier, kept", flush=True)
+                continue
+            todo.append((cell.name, seed))
+    for name in kept:
+        print(f"sweep: {name}: result exists and matches the cell's content hash, skipped", flush=True)
+    total = len(todo)
+    print(f"sweep: {sweep.name} v{sweep.version}: {len(sweep.cells)} cells x {len(sweep.seeds)} seeds; "
+          f"{total} task(s) to run, {len(kept)} cell(s) done earlier", flush=True)
+    failures, done_tasks = [], 0
+    start = time.perf_counter()
+    if todo:
+        ray = connect(address, None)
+        print(f"sweep: Ray {ray.__version__} at {ray.get_runtime_context().gcs_address}, resources "
+              f"{ {k: v for k, v in ray.cluster_resources().items() if k in ('CPU', 'GPU')} }, "
+              f"{cpus_per_run:g} CPU and {gpus_per_run:g} GPU per task", flush=True)
+        task = ray.remote(max_calls=1)(train_one_seed).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                                               max_retries=0)
+        pending = {}
+        for name, seed in todo:
+            cell, spec, text = cells[name]
+            data_for_cell = str(Path(cell.data_dir).resolve()) if cell.data_dir else str(Path(data_dir).resolve())
+            pending[task.remote(text, spec.name, seed, data_for_cell)] = (name, seed)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            name, seed = pending.pop(ready[0])
+            cell, spec, _ = cells[name]
+            try:
+                returned = ray.get(ready[0])
+                store_seed(logs / spec.name / f"v{spec.version}" / f"seed-{seed}", returned)
+                what = f"test accuracy {returned['test_accuracy']:.4f}, {returned['seconds']:.0f} s on {returned['host']}"
+            except Exception as e:   # noqa: BLE001  a failed task is reported; the others go on
+                failures.append({"cell": name, "seed": seed, "error": last_line(e)})
+                what = f"FAILED: {last_line(e)}"
+            done_tasks += 1
+            elapsed = time.perf_counter() - start
+            left = elapsed / done_tasks * (total - done_tasks)
+            print(f"sweep: [{done_tasks}/{total}] {name} seed {seed}: {what} | failures {len(failures)} | "
+                  f"elapsed {clock(elapsed)}, about {clock(left)} left", flush=True)
+        ray.shutdown()
+    finished = []
+    failed_cells = {f["cell"] for f in failures}
+    for name, (cell, spec, _) in cells.items():
+        if name in failed_cells:
+            continue
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            # `dprepro run`'s own code: keeps the finished seeds, trains nothing, writes result.json
+            result, path = pipeline.run_spec(spec, Path(cell.data_dir or data_dir), root, logs)
+        finished.append((cell, result, path))
+    return {"root": root, "finished": finished, "failures": failures, "tasks": total,
+            "wall_seconds": time.perf_counter() - start}
+
+
+def last_line(error: Exception) -> str:
+    """The last non-empty line of a (Ray-wrapped) error: what went wrong, without the traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,211 @@
+"""Sweep files (experiments/sweeps/*.yaml): validated as strictly as experiment specs, expanded
+into cells. A cell is the base spec with the grid's values put in, named `<sweep>-<values>`,
+versioned with the sweep's version, its seeds the sweep's; it is written out as an ordinary spec
+file, so `dprepro run` on that file trains exactly what the sweep trains.
+
+    schema: 1
+    name: frontier
+    version: 1
+    description: ...
+    base: ../tutorial-15ep-poisson.yaml     # relative to the sweep file
+    grid:                                   # the cartesian product, in this order
+      target_epsilon: {accountant: rdp, values: [0.5, 1, 2, 4, 8]}   # calibrated noise multipliers
+      training.epochs: [3, 15]              # or any field of the base spec, by its dotted name
+      data_dir: [data/mnist]                # where a cell's workers read MNIST (not part of the spec)
+    nonprivate: true                        # add the base schedule without privacy (engine none)
+    seeds: [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dprepro.errors import InputError
+from dprepro.spec import (MAX_SEED, MAX_VERSION, NAME_RE, SECTIONS, Spec, StrictLoader, read_text_file, shown,
+                          validate)
+
+SCHEMA = 1
+FIELDS = {"schema", "name", "version", "description", "base", "grid", "nonprivate", "seeds"}
+TARGET = "target_epsilon"
+DATA_DIR = "data_dir"
+CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
+NOISE_DECIMALS = 4     # calibrated noise multipliers are rounded up to this: epsilon at most the target
+MAX_CELLS = 1000
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    values: dict           # the grid's values for this cell, by grid key
+    spec: Spec             # the ordinary experiment spec the cell runs
+    data_dir: str | None   # where its workers read MNIST (None: the sweep's --data-dir or the default)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: str
+    name: str
+    version: int
+    description: str
+    base: Spec
+    grid: dict
+    nonprivate: bool
+    seeds: list
+    cells: list
+
+
+def load_sweep(path) -> Sweep:
+    """Read, validate and expand a sweep file; InputError naming the file and the field on any fault."""
+    path = str(path)
+    text = read_text_file(path, "sweep")
+    try:
+        raw = yaml.load(text, Loader=StrictLoader)
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+
+    def fail(field, message):
+        raise InputError(f"{path}: {field}: {message}")
+
+    if not isinstance(raw, dict):
+        fail("(top level)", "must be a mapping of fields")
+    for key in raw:
+        if key not in FIELDS:
+            fail(shown(key), f"unknown field (known: {', '.join(sorted(FIELDS))})")
+    for key in ("schema", "name", "version", "base", "grid", "seeds"):
+        if key not in raw:
+            fail(key, "required field missing")
+    if raw["schema"] != SCHEMA:
+        fail("schema", f"unsupported schema {shown(raw['schema'])} (this dprepro reads sweep schema {SCHEMA})")
+    if not isinstance(raw["name"], str) or not NAME_RE.match(raw["name"]):
+        fail("name", f"{shown(raw['name'])}: lower-case letters, digits, '.', '_' and '-'")
+    if type(raw["version"]) is not int or not 1 <= raw["version"] <= MAX_VERSION:
+        fail("version", f"must be an integer from 1 to {MAX_VERSION}")
+    if not isinstance(raw.get("description", ""), str):
+        fail("description", "must be text")
+    if not isinstance(raw.get("nonprivate", False), bool):
+        fail("nonprivate", "must be true or false")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or any(type(s) is not int or not 0 <= s <= MAX_SEED for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        fail("seeds", f"a non-empty list of distinct integers from 0 to {MAX_SEED}")
+    if not isinstance(raw["base"], str):
+        fail("base", "must be the path of an experiment spec, relative to the sweep file")
+    from dprepro.spec import load_spec
+
+    base_path = Path(path).parent / raw["base"]
+    try:
+        base = load_spec(base_path)
+    except InputError as e:
+        fail("base", f"{e}")
+    grid = raw["grid"]
+    if not isinstance(grid, dict) or not grid:
+        fail("grid", "a non-empty mapping of field -> list of values")
+    axes = []
+    for key, values in grid.items():
+        axes.append(_axis(key, values, base, fail))
+    cells = list(itertools.product(*axes))
+    if len(cells) > MAX_CELLS:
+        fail("grid", f"{len(cells)} cells; at most {MAX_CELLS}")
+    sweep = {"name": raw["name"], "version": raw["version"], "seeds": seeds}
+    expanded = [_cell(dict(zip(grid, combo)), base, sweep, path, fail) for combo in cells]
+    if raw.get("nonprivate", False):
+        expanded.append(_nonprivate_cell(base, sweep, path, fail))
+    names = [c.name for c in expanded]
+    if len(set(names)) != len(names):
+        fail("grid", "two cells get the same name (repeated values?)")
+    return Sweep(path, raw["name"], raw["version"], raw.get("description", ""), base, grid,
+                 raw.get("nonprivate", False), seeds, expanded)
+
+
+def _axis(key, values, base: Spec, fail) -> list:
+    field = f"grid.{shown(key)}"
+    if key == TARGET:
+        if not isinstance(values, dict) or set(values) != {"accountant", "values"}:
+            fail(field, "a mapping with `accountant` (one of rdp_legacy, rdp, pld) and `values` (a list)")
+        if values["accountant"] not in CALIBRATABLE:
+            fail(f"{field}.accountant", f"{shown(values['accountant'])} is not one of {', '.join(CALIBRATABLE)}")
+        if not base.private:
+            fail(field, "the base spec is non-private: nothing to calibrate")
+        targets = values["values"]
+        if not isinstance(targets, list) or not targets or any(
+                type(t) not in (int, float) or not 0.01 <= t <= 100 for t in targets):
+            fail(f"{field}.values", "a non-empty list of numbers from 0.01 to 100")
+        return [(values["accountant"], float(t)) for t in targets]
+    if not isinstance(values, list) or not values:
+        fail(field, "a non-empty list of values")
+    if key == DATA_DIR:
+        if any(not isinstance(v, str) or not v for v in values):
+            fail(field, "folder paths (text)")
+        return values
+    if not isinstance(key, str) or key.count(".") != 1 or key.split(".")[0] not in SECTIONS \
+            or key.split(".")[1] not in SECTIONS[key.split(".")[0]]:
+        fail(field, f"not a field of an experiment spec (write section.field, e.g. training.epochs), "
+                    f"nor {TARGET} or {DATA_DIR}")
+    return values
+
+
+def _short(key: str, value) -> str:
+    if key == TARGET:
+        return f"eps{value[1]:g}"
+    if key == DATA_DIR:
+        return "data-" + hashlib.sha256(value.encode()).hexdigest()[:6]   # keeps names apart; the path is in the cell
+    field = key.split(".")[1]
+    return f"{ {'noise_multiplier': 'sigma', 'epochs': 'ep'}.get(field, field)}{value}".replace(" ", "")
+
+
+def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
+    raw = copy.deepcopy(base.data)
+    raw.pop("expected", None)                    # the base's published values are not the cell's
+    described = []
+    for key, value in values.items():
+        if key in (TARGET, DATA_DIR):
+            continue
+        section, field = key.split(".")
+        raw[section][field] = value
+        described.append(f"{key} = {value}")
+    name = "-".join([sweep["name"]] + [_short(k, v) for k, v in values.items() if k != DATA_DIR or len(values) == 1])
+    raw.update(name=name, version=sweep["version"], seeds=sweep["seeds"])
+    if TARGET in values:
+        accountant, target = values[TARGET]
+        from dprepro import accounting
+
+        resolved = _validated(raw, path, name, fail)
+        sigma = accounting.calibrate(resolved, target, accountant)
+        raw["privacy"]["noise_multiplier"] = math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
+        described.append(f"noise_multiplier {raw['privacy']['noise_multiplier']} (calibrated: {accountant} "
+                         f"epsilon {target:g} at delta {raw['privacy']['delta']:g})")
+    raw["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} with "
+                          + "; ".join(described) + ".")
+    return Cell(name, values, Spec(path, _validated(raw, path, name, fail)), values.get(DATA_DIR))
+
+
+def _nonprivate_cell(base: Spec, sweep: dict, path: str, fail) -> Cell:
+    raw = copy.deepcopy(base.data)
+    raw.pop("expected", None)
+    name = f"{sweep['name']}-nonprivate"
+    raw.update(name=name, version=sweep["version"], seeds=sweep["seeds"],
+               privacy={"enabled": False}, engine={"name": "none", "use_xla": False})
+    raw["data"]["sampling"] = "shuffle"
+    raw["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} "
+                          f"without privacy (plain SGD, shuffled): the non-private line of the frontier.")
+    return Cell(name, {"nonprivate": True}, Spec(path, _validated(raw, path, name, fail)), None)
+
+
+def _validated(raw: dict, path: str, name: str, fail) -> dict:
+    try:
+        return validate(copy.deepcopy(raw), f"{path}: cell {name}")
+    except InputError as e:
+        raise InputError(str(e)) from None
+
+
+def cell_yaml(cell: Cell) -> str:
+    """The cell as an ordinary experiment spec file."""
+    header = f"# Written by `dprepro sweep` from {cell.spec.path}; run it alone with `dprepro run <this file>`.\n"
+    return header + yaml.safe_dump(cell.spec.data, sort_keys=False)
