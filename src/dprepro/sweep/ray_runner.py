@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 from dprepro import results
+from dprepro.errors import InputError
 from dprepro.sweep.sweep_spec import Sweep, cell_yaml
 
 
@@ -73,12 +74,14 @@ def connect(address: str | None, cpus: int | None):
 
     # Ray 2.52 warns that it will stop hiding GPUs from tasks that ask for none; it still hides them (wanted)
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-    if address:
-        ray.init(address=address, **({} if address.startswith("ray://") else {"log_to_driver": False,
-                                                                              "logging_level": "ERROR"}))
-    else:
-        ray.init(num_cpus=cpus or os.cpu_count(), **quiet)
+    quiet = {"log_to_driver": False, "logging_level": "ERROR"}
+    try:
+        if address:
+            ray.init(address=address, **({} if address.startswith("ray://") else quiet))
+        else:
+            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **quiet)
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
+        raise InputError(f"--address: cannot start or reach Ray at {address or 'this machine'}: {last_line(e)}") from None
     return ray
 
 

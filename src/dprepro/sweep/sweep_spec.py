@@ -28,8 +28,8 @@ from pathlib import Path
 import yaml
 
 from dprepro.errors import InputError
-from dprepro.spec import (MAX_SEED, MAX_VERSION, NAME_RE, SECTIONS, Spec, StrictLoader, read_text_file, shown,
-                          validate)
+from dprepro.spec import (MAX_SEED, MAX_VERSION, NAME_RE, SECTIONS, Spec, StrictLoader, field_name,
+                          read_text_file, shown, validate)
 
 SCHEMA = 1
 FIELDS = {"schema", "name", "version", "description", "base", "grid", "nonprivate", "seeds"}
@@ -77,7 +77,7 @@ def load_sweep(path) -> Sweep:
         fail("(top level)", "must be a mapping of fields")
     for key in raw:
         if key not in FIELDS:
-            fail(shown(key), f"unknown field (known: {', '.join(sorted(FIELDS))})")
+            fail(field_name(key), f"unknown field (known: {', '.join(sorted(FIELDS))})")
     for key in ("schema", "name", "version", "base", "grid", "seeds"):
         if key not in raw:
             fail(key, "required field missing")
@@ -125,7 +125,7 @@ def load_sweep(path) -> Sweep:
 
 
 def _axis(key, values, base: Spec, fail) -> list:
-    field = f"grid.{shown(key)}"
+    field = f"grid.{field_name(key)}"
     if key == TARGET:
         if not isinstance(values, dict) or set(values) != {"accountant", "values"}:
             fail(field, "a mapping with `accountant` (one of rdp_legacy, rdp, pld) and `values` (a list)")

@@ -1,0 +1,75 @@
+"""Sweep files: strict validation (one line naming the file and the field, exit 2, nothing written)
+and expansion into ordinary cell specs (sweep/sweep_spec.py)."""
+
+import pytest
+import yaml
+
+from conftest import EXPERIMENTS, ROOT, run_cli
+from dprepro import accounting
+from dprepro.errors import InputError
+from dprepro.spec import load_spec
+from dprepro.sweep.sweep_spec import cell_yaml, load_sweep
+
+FRONTIER = EXPERIMENTS / "sweeps" / "frontier.yaml"
+
+
+def sweep_file(tmp_path, **changes):
+    raw = {"schema": 1, "name": "t", "version": 1, "base": str(EXPERIMENTS / "smoke.yaml"),
+           "grid": {"privacy.noise_multiplier": [1.3, 2.0]}, "seeds": [0]}
+    raw.update(changes)
+    raw = {k: v for k, v in raw.items() if v is not None}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_frontier_expands_into_calibrated_cells():
+    sweep = load_sweep(FRONTIER)
+    assert [c.name for c in sweep.cells] == ["frontier-eps0.5", "frontier-eps1", "frontier-eps2", "frontier-eps4",
+                                             "frontier-eps8", "frontier-nonprivate"]
+    for cell, target in zip(sweep.cells, (0.5, 1, 2, 4, 8)):
+        spec = cell.spec.data
+        assert spec["training"]["epochs"] == 15 and spec["data"]["sampling"] == "poisson"
+        assert spec["seeds"] == [0, 1, 2] and spec["version"] == 1 and "expected" not in spec or not spec["expected"]
+        eps = accounting.epsilon_block(spec)["accountants"]["rdp"]
+        # noise rounded up to 4 decimals: epsilon at most the target, within 0.5 % of it (rdp's slope here)
+        assert eps["holds_for_this_run"] and target * 0.995 <= eps["epsilon"] <= target
+    nonprivate = sweep.cells[-1].spec.data
+    assert not nonprivate["privacy"]["enabled"] and nonprivate["engine"]["name"] == "none"
+    assert len({c.spec.sha256 for c in sweep.cells}) == 6
+
+
+def test_cell_file_is_an_ordinary_spec_with_the_same_hash(tmp_path):
+    for cell in load_sweep(FRONTIER).cells:
+        path = tmp_path / f"{cell.name}.yaml"
+        path.write_text(cell_yaml(cell))
+        assert load_spec(path).sha256 == cell.spec.sha256
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"colour": "red"}, "colour"),
+    ({"schema": 2}, "schema"),
+    ({"name": "Bad Name"}, "name"),
+    ({"version": 0}, "version"),
+    ({"seeds": [0, 0]}, "seeds"),
+    ({"base": "nope.yaml"}, "base"),
+    ({"grid": {}}, "grid"),
+    ({"grid": {"privacy.noise": [1]}}, "grid.privacy.noise"),
+    ({"grid": {"training.epochs": []}}, "grid.training.epochs"),
+    ({"grid": {"training.epochs": [0]}}, "training.epochs"),            # the cell's own validation
+    ({"grid": {"target_epsilon": {"accountant": "gdp", "values": [1]}}}, "grid.target_epsilon.accountant"),
+    ({"grid": {"target_epsilon": {"accountant": "rdp", "values": [-1]}}}, "grid.target_epsilon.values"),
+])
+def test_bad_sweeps_are_refused_naming_the_field(tmp_path, changes, field):
+    path = sweep_file(tmp_path, **changes)
+    with pytest.raises(InputError) as e:
+        load_sweep(path)
+    message = str(e.value)
+    assert message.startswith(str(path)) and f" {field}" in message and "\n" not in message
+
+
+def test_cli_refuses_a_bad_sweep_before_anything(tmp_path):
+    path = sweep_file(tmp_path, grid={"privacy.noise": [1]})
+    proc = run_cli("sweep", path, "--out", tmp_path / "out", "--logdir", tmp_path / "logs", cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "grid.privacy.noise" in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
