@@ -56,6 +56,8 @@ def main(argv=None) -> int:
         with contextlib.ExitStack() as held:
             if args.command_name == "run":   # the folders are ours before TensorFlow takes seconds to load
                 held.enter_context(lock_run_folders(args))
+            if hasattr(args, "precheck"):     # bad input is refused before TensorFlow takes seconds to load
+                args.precheck(args)
             if args.command_name in NEEDS_TENSORFLOW:
                 with startup_noise_filtered():
                     import tensorflow  # noqa: F401  (loaded once here, without its harmless start-up errors)
@@ -119,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--logdir", type=Path, default=Path("runs"),
                    help="TensorBoard scalars: LOGDIR/<name>/v<version>/audit/ (default: runs)")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
-    c.set_defaults(command=cmd_audit, command_name="audit")
+    c.set_defaults(command=cmd_audit, command_name="audit", precheck=precheck_audit)
 
     c = sub.add_parser("sweep", help="run every cell of a sweep file on Ray (locally or on a cluster); write "
                                      "each cell's result.json and the frontier table and figure")
@@ -133,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--logdir", type=Path, default=Path("runs"),
                    help="TensorBoard logs: LOGDIR/sweeps/<name>/v<version>/<cell>/ (default: runs)")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
-    c.set_defaults(command=cmd_sweep, command_name="sweep")
+    c.set_defaults(command=cmd_sweep, command_name="sweep", precheck=precheck_sweep)
 
     c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
     c.add_argument("fresh", type=Path, metavar="FRESH")
@@ -240,7 +242,7 @@ def cmd_run(args) -> int:
     return 0 if all_passed else 1
 
 
-def cmd_audit(args) -> int:
+def precheck_audit(args) -> None:
     spec = load_spec(args.spec)
     spec.with_overrides(seeds=args.seeds)
     if not 0 < args.confidence < 1:
@@ -252,6 +254,11 @@ def cmd_audit(args) -> int:
     if args.power and not spec.private:
         print(f"dprepro audit: {spec.name} is non-private: it is itself the no-noise case; --power ignored")
         args.power = False
+    args.spec_loaded = spec
+
+
+def cmd_audit(args) -> int:
+    spec = args.spec_loaded
     from dprepro import data
     from dprepro.audit import audit_run
 
@@ -262,13 +269,17 @@ def cmd_audit(args) -> int:
     return 1 if audit_run.failed(audit) else 0
 
 
-def cmd_sweep(args) -> int:
+def precheck_sweep(args) -> None:
     from dprepro.sweep.sweep_spec import load_sweep
 
-    sweep = load_sweep(args.sweep)
     if not args.cpus_per_run > 0 or args.gpus_per_run < 0:
         raise InputError(f"--cpus-per-run / --gpus-per-run: need a positive CPU share and a GPU share >= 0, "
                          f"got {args.cpus_per_run} / {args.gpus_per_run}")
+    args.sweep_loaded = load_sweep(args.sweep)
+
+
+def cmd_sweep(args) -> int:
+    sweep = args.sweep_loaded
     from dprepro import data
     from dprepro.sweep import frontier, ray_runner
 
