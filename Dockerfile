@@ -11,7 +11,8 @@ ARG BASE_IMAGE=tensorflow/tensorflow:2.15.0-gpu
 FROM ${BASE_IMAGE}
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib
+    HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib \
+    DPREPRO_DATA_DIR=/opt/dprepro/data/mnist RAY_USAGE_STATS_ENABLED=0
 RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
     && if ! command -v make >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then \
          apt-get update && apt-get install -y --no-install-recommends make python3.11-venv \

@@ -109,4 +109,29 @@ assert r["git"]["commit"], r["git"]
 print(f"docker-ci: smoke result on the host: test accuracy {r['test_accuracy']['mean']:.4f}, "
       f"commit {r['git']['commit'][:12]}, devices {r['environment']['devices']}")
 EOF
+log "the image as Ray nodes: a head (no CPUs for tasks) and a worker, a sweep submitted to the head"
+ray_bin=/opt/dprepro/.venv/bin/ray
+head=$(docker run -d --shm-size=1g --entrypoint "$ray_bin" "$IMAGE" start --head --block --port 6379 \
+  --num-cpus 0 --include-dashboard=false --disable-usage-stats)
+head_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$head")
+worker=$(docker run -d --shm-size=1g --entrypoint "$ray_bin" "$IMAGE" start --address "$head_ip:6379" --block \
+  --num-cpus 2 --disable-usage-stats)
+cleanup_ray() { docker rm -f "$head" "$worker" >/dev/null 2>&1 || true; }
+for i in $(seq 60); do
+  docker exec "$head" "$ray_bin" status 2>/dev/null | grep -q "2.0 CPU" && break; sleep 2
+done
+docker exec "$head" /opt/dprepro/.venv/bin/dprepro sweep experiments/sweeps/smoke.yaml --address auto \
+  --out /tmp/sweep --logdir /tmp/sweep/logs || { docker logs "$worker" | tail -20; cleanup_ray; exit 1; }
+docker exec -i "$head" /opt/dprepro/.venv/bin/python - <<'EOF' || { cleanup_ray; exit 1; }
+import glob, json, socket
+cells = json.load(open("/tmp/sweep/sweeps/smoke-sweep/v1/frontier.json"))["cells"]
+assert sorted(c["cell"] for c in cells) == ["smoke-sweep-sigma1.3", "smoke-sweep-sigma2.0"], cells
+results = sorted(glob.glob("/tmp/sweep/sweeps/smoke-sweep/v1/*/v1/result.json"))
+hosts = {s["worker"]["host"] for r in results for s in json.load(open(r))["seeds"]}
+assert len(results) == 2 and socket.gethostname() not in hosts, (results, hosts)
+print(f"docker-ci: sweep on the image cluster: {len(results)} cell results, trained on worker {sorted(hosts)}, "
+      f"submitted on head {socket.gethostname()}")
+EOF
+cleanup_ray
+
 log "PASSED"

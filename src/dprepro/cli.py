@@ -286,7 +286,7 @@ def cmd_sweep(args) -> int:
     root = args.out / "sweeps" / sweep.name / f"v{sweep.version}"
     with RunLock([root, args.logdir / "sweeps" / sweep.name / f"v{sweep.version}"], f"sweep {sweep.name}"):
         summary = ray_runner.run_sweep(sweep, args.out, args.logdir, data.data_dir(args.data_dir), args.address,
-                                       args.cpus_per_run, args.gpus_per_run)
+                                       args.cpus_per_run, args.gpus_per_run, args.data_dir is not None)
         rows, table = frontier.write_frontier(root, sweep.name, sweep.version) if summary["finished"] else ([], None)
     print(f"\nsweep {sweep.name} v{sweep.version}: {len(summary['finished'])} of {len(sweep.cells)} cells finished, "
           f"{summary['tasks']} task(s) run, {len(summary['failures'])} failed, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from pathlib import Path
@@ -26,8 +27,72 @@ def pinned_results(results_dir: Path) -> list[dict]:
     for path in sorted(Path(results_dir).glob("*/v*/result*.json")):
         result = load_result(path)
         result["_path"] = str(path.relative_to(results_dir))
+        result["_audit"] = pinned_audit(path.with_name("audit.json")) if path.name == "result.json" else None
         found.append(result)
     return found
+
+
+def pinned_audit(path: Path) -> dict | None:
+    """The audit.json beside a result (None if there is none or it cannot be read)."""
+    try:
+        audit = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return audit if isinstance(audit, dict) and isinstance(audit.get("summary"), dict) else None
+
+
+def audit_cell(audit: dict | None) -> str:
+    if not audit:
+        return "–"
+    return f"{audit['summary']['epsilon_lower_bound']:.3f}"
+
+
+def audit_table(results: list[dict]) -> list[str]:
+    """The privacy audits (`dprepro audit`, `make pin-audits`) of the pinned specs, one row each."""
+    audited = [r for r in results if r.get("_audit")]
+    if not audited:
+        return []
+    lines = ["## Privacy audits", "",
+             "`dprepro audit` (top-level README, \"Privacy audits\"): one training run per seed with canaries, each in",
+             "the training set on a fair coin; the lower bound is Steinke, Nasr and Jagielski's (2023) at 95 % confidence,",
+             "Bonferroni-corrected over the guess counts and the seeds. It is a lower bound for this black-box attack,",
+             "not an estimate of the true ε. \"no noise\": the same schedule and canaries trained without noise and",
+             "clipping (the power check needs it to exceed the DP run's bound by 1). MIA: members = training examples,",
+             "non-members = test images, score = the log-probability of the true label; mean over seeds.", "",
+             "| experiment | sampling | seeds | canaries | accountant ε of record | audited ε lower bound (95 %) | "
+             "no noise: lower bound | bug check | power check | MIA AUC | TPR at 0.1 % FPR | TPR at 1 % FPR | "
+             "s / audit | ROC |",
+             "|" + " --- |" * 14]
+    for r in audited:
+        a, s = r["_audit"], r["_audit"]["summary"]
+        t = a.get("no_noise_summary")
+        checks = a.get("checks", {})
+        verdict = {None: "–", True: "passed", False: "FAILED"}
+        eps = f"{s['accountant_epsilon']:.3f} ({s['accountant']})" if s.get("accountant_epsilon") is not None else "∞"
+        roc = Path(r["_path"]).with_name("audit-roc.png")
+        lines.append(f"| {r['name']} | {a['sampling']} | {len(a['seeds'])} | {a['method']['canaries']} "
+                     f"{a['method'].get('kind', '')} | {eps} | {s['epsilon_lower_bound']:.3f} | "
+                     + (f"{t['epsilon_lower_bound']:.3f}" if t else "–") + " | "
+                     + f"{verdict[(checks.get('bug') or {}).get('passed')]} | "
+                     + f"{verdict[(checks.get('power') or {}).get('passed')]} | "
+                     + f"{s['mia_auc']:.4f} | {100 * s['mia_tpr_at_fpr_0.001']:.2f} % | "
+                     + f"{100 * s['mia_tpr_at_fpr_0.01']:.2f} % | {s['seconds_per_audit']:.0f} | [png]({roc}) |")
+    return [*lines, ""]
+
+
+def sweep_sections(results_dir: Path) -> list[str]:
+    """The frontier of each pinned sweep (results/sweeps/<name>/v<version>/frontier.json)."""
+    from dprepro.sweep.frontier import table as frontier_table
+
+    lines = []
+    for path in sorted(results_dir.glob("sweeps/*/v*/frontier.json")):
+        frontier = json.loads(path.read_text())
+        folder = path.parent.relative_to(results_dir)
+        lines += [f"## Sweep {frontier['sweep']} v{frontier['version']}", "",
+                  f"`dprepro sweep` (top-level README, \"Sweeps and clusters\"); cell specs and results in `{folder}/`.",
+                  "", frontier_table(frontier["cells"]), "",
+                  "† does not hold for the cell's sampling.", "", f"![frontier]({folder}/frontier.png)", ""]
+    return lines
 
 
 def confidence_interval(values: list) -> tuple[float, float]:
@@ -59,7 +124,7 @@ def with_verdicts(block: dict | None, spec: dict) -> dict | None:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | "
+    head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | audited ε lower bound (95 %) | "
             + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
             + " | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | arithmetic path | file |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
@@ -78,7 +143,7 @@ def table(results: list[dict]) -> str:
                                                          if env["devices"]["gpus"] else ", no GPU")
         lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} v{engine_version(r)} | "
                      f"{r['spec']['training']['epochs']} | {r['spec']['data'].get('sampling', 'shuffle')} | "
-                     f"{record} | "
+                     f"{record} | {audit_cell(r.get('_audit')) if r['run']['engine'] == r['spec']['engine']['name'] else '–'} | "
                      + " | ".join(cells)
                      + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                        f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
@@ -230,6 +295,8 @@ def write_report(results_dir) -> Path:
         "",
         *epsilon_notes(results),
         "",
+        *audit_table(results),
+        *sweep_sections(results_dir),
         *[f"![{n}](figures/{n})" for n in names],
         "",
     ])

@@ -26,8 +26,10 @@ from dprepro.errors import InputError
 from dprepro.sweep.sweep_spec import Sweep, cell_yaml
 
 
-def train_one_seed(spec_text: str, spec_name: str, seed: int, data_dir: str | None) -> dict:
-    """The Ray task: `dprepro run` of one seed of one cell in a scratch folder; returns its files."""
+def train_one_seed(spec_text: str, spec_name: str, seed: int, data_dir: str, strict: bool) -> dict:
+    """The Ray task: `dprepro run` of one seed of one cell in a scratch folder; returns its files.
+    `data_dir` is the driver's MNIST folder; unless `strict` (given explicitly), a worker without that
+    folder reads its own default ($DPREPRO_DATA_DIR, else data/mnist: the image sets the variable)."""
     from dprepro import data, pipeline
     from dprepro.spec import load_spec
 
@@ -37,7 +39,7 @@ def train_one_seed(spec_text: str, spec_name: str, seed: int, data_dir: str | No
         spec_path = scratch / f"{spec_name}.yaml"
         spec_path.write_text(spec_text)
         log = scratch / "run.log"
-        where = Path(data_dir) if data_dir and Path(data_dir).is_dir() else data.data_dir(data_dir)
+        where = Path(data_dir) if strict or Path(data_dir).is_dir() else data.data_dir(None)
         with open(log, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             spec = load_spec(spec_path)
             result, _ = pipeline.run_spec(spec, where, scratch / "out", scratch / "logs", seeds=[seed])
@@ -91,8 +93,10 @@ def clock(seconds: float) -> str:
 
 
 def run_sweep(sweep: Sweep, out: Path, logdir: Path, data_dir: Path, address: str | None = None,
-              cpus_per_run: float = 2, gpus_per_run: float = 0) -> dict:
-    """Run every (cell, seed) not finished yet; assemble each cell's result.json; return the summary."""
+              cpus_per_run: float = 2, gpus_per_run: float = 0, data_dir_given: bool = False) -> dict:
+    """Run every (cell, seed) not finished yet; assemble each cell's result.json; return the summary.
+    `data_dir_given`: the folder was named by the user, so workers must use it (else they may fall
+    back to their own default)."""
     from dprepro import pipeline
     from dprepro.checkpoint import identity
     from dprepro.spec import ENGINE_VERSIONS, load_spec
@@ -144,8 +148,8 @@ def run_sweep(sweep: Sweep, out: Path, logdir: Path, data_dir: Path, address: st
         pending = {}
         for name, seed in todo:
             cell, spec, text = cells[name]
-            data_for_cell = str(Path(cell.data_dir).resolve()) if cell.data_dir else str(Path(data_dir).resolve())
-            pending[task.remote(text, spec.name, seed, data_for_cell)] = (name, seed)
+            data_for_cell = str(Path(cell.data_dir or data_dir).resolve())
+            pending[task.remote(text, spec.name, seed, data_for_cell, bool(cell.data_dir) or data_dir_given)] = (name, seed)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             name, seed = pending.pop(ready[0])
