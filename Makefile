@@ -17,12 +17,14 @@ PORT   ?= 6006
 # `make reproduce` runs the tutorial's 3- and 15-epoch specs; EXP=name runs any one spec.
 REPRODUCE_SPECS := $(if $(EXP),$(SPECS)/$(EXP).yaml,$(SPECS)/tutorial-3ep.yaml $(SPECS)/tutorial-15ep.yaml)
 ALL_SPECS := $(filter-out $(SPECS)/smoke.yaml,$(wildcard $(SPECS)/*.yaml))
+SWEEP ?= frontier
+ADDRESS ?=
 AUDITED := tutorial-3ep tutorial-3ep-poisson tutorial-15ep tutorial-15ep-poisson nonprivate-3ep
 AUDIT_FLAGS ?= --power
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run audit pin-audits pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run audit pin-audits sweep pin-sweep pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +55,12 @@ audit: $(STAMP) ## audit one spec: make audit EXP=tutorial-3ep-poisson [SEEDS="0
 pin-audits: $(STAMP) ## re-make the pinned audits (results/<name>/v<version>/audit.json; about 25 min on 2 cores)
 	for e in $(AUDITED); do $(BIN)/dprepro audit $(SPECS)/$$e.yaml --seeds 0 1 2 --out results --logdir runs/pinned \
 	  $$(case $$e in nonprivate*) ;; *) echo --power;; esac) || echo "make pin-audits: $$e: a check failed (see above)"; done
+
+sweep: $(STAMP) ## run a sweep on Ray: make sweep [SWEEP=frontier] [ADDRESS=ray://HEAD:10001] (Ray started here if none)
+	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(SWEEP).yaml --out $(OUT) --logdir runs $(if $(ADDRESS),--address $(ADDRESS))
+
+pin-sweep: $(STAMP) ## re-make the pinned frontier (results/sweeps/frontier/; about 20 min on 2 cores)
+	$(BIN)/dprepro sweep $(SPECS)/sweeps/frontier.yaml --out results --logdir runs/pinned
 
 pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned results; commit them)
 	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir runs/pinned

@@ -182,13 +182,13 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
             entry = audit_one(trained, claim, data, m, kind, seed, confidence, len(seeds), f"seed {seed}", engine_name)
             log_scalars(logs / f"seed-{seed}", entry, s["training"]["epochs"])
             entries.append(entry)
-            print(describe(entry), flush=True)
+            print(describe(entry, f"seed {seed}"), flush=True)
             if power and private:
                 twin = audit_one(without_noise(s), None, data, m, kind, seed, confidence, len(seeds),
                                  f"seed {seed} no noise", engine_name)
                 log_scalars(logs / f"seed-{seed}-no-noise", twin, s["training"]["epochs"])
                 twins.append(twin)
-                print(describe(twin), flush=True)
+                print(describe(twin, f"seed {seed} no noise"), flush=True)
         audit = {
             "audit_schema": AUDIT_SCHEMA, "name": name, "version": version, "spec_path": spec.path,
             "spec_sha256": spec.sha256, "engine": engine_name, "engine_version": ENGINE_VERSIONS[engine_name],
@@ -221,10 +221,10 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     return audit, path
 
 
-def describe(entry: dict) -> str:
+def describe(entry: dict, label: str) -> str:
     c, mi, acc = entry["canaries"], entry["membership"], entry["accountant"]
     claim = (f" | accountant {acc['epsilon']:.3f} ({acc['name']})" if acc and acc["epsilon"] is not None else "")
-    return (f"  seed {entry['seed']}: eps lower bound {c['epsilon_lower_bound']:.3f} "
+    return (f"  {label}: eps lower bound {c['epsilon_lower_bound']:.3f} "
             f"({c['correct']}/{c['guesses']} correct at k={c['k']}){claim} | MIA AUC {mi['auc']:.4f}, "
             f"TPR {100 * mi['tpr_at_fpr_0.001']:.2f}% at 0.1% FPR | test acc {entry['test_accuracy']:.4f} | "
             f"{entry['wall_seconds']:.0f} s")
