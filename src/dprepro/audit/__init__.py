@@ -1,6 +1,6 @@
 """Empirical privacy auditing: an epsilon lower bound measured beside the accountant's upper bound.
 
-The stage has four parts, one module each:
+The stage has five parts, one module each:
 - `canaries`: which inputs are inserted, which of them are in the training set (a fair coin each);
 - `bounds`: the one-run lower bound of Steinke, Nasr and Jagielski (NeurIPS 2023) from the
   canaries' scores;
