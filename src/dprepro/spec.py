@@ -166,7 +166,12 @@ def read_text_file(path: str, what: str) -> str:
 def load_spec(path) -> Spec:
     """Read and validate one spec file."""
     path = str(path)
-    text = read_text_file(path, "spec")
+    return Spec(path, validate(read_yaml(path, "spec"), path))
+
+
+def read_yaml(path: str, what: str):
+    """The YAML document of a spec or sweep file, read strictly (InputError in one line otherwise)."""
+    text = read_text_file(path, what)
     try:
         raw = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as e:
@@ -177,7 +182,7 @@ def load_spec(path) -> Spec:
         raise InputError(f"{path}: not valid YAML{where}{why}") from None
     except RecursionError:
         raise InputError(f"{path}: not valid YAML: nested too deeply") from None
-    return Spec(path, validate(raw, path))
+    return raw
 
 
 def shown(value) -> str:

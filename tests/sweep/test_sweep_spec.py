@@ -73,3 +73,16 @@ def test_cli_refuses_a_bad_sweep_before_anything(tmp_path):
     proc = run_cli("sweep", path, "--out", tmp_path / "out", "--logdir", tmp_path / "logs", cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "grid.privacy.noise" in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("text, says", [
+    ("schema: 1\nschema: 1\n", "duplicate key"),
+    ("grid: [unclosed\n", "not valid YAML"),
+    ("- a list\n", "(top level)"),
+])
+def test_sweep_files_are_read_as_strictly_as_specs(tmp_path, text, says):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as e:
+        load_sweep(path)
+    assert str(e.value).startswith(str(path)) and says in str(e.value) and "\n" not in str(e.value)

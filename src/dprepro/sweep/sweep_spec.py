@@ -28,8 +28,8 @@ from pathlib import Path
 import yaml
 
 from dprepro.errors import InputError
-from dprepro.spec import (MAX_SEED, MAX_VERSION, NAME_RE, SECTIONS, Spec, StrictLoader, field_name,
-                          read_text_file, shown, validate)
+from dprepro.spec import (MAX_SEED, MAX_VERSION, NAME_RE, SECTIONS, Spec, field_name, load_spec, read_yaml,
+                          shown, validate)
 
 SCHEMA = 1
 FIELDS = {"schema", "name", "version", "description", "base", "grid", "nonprivate", "seeds"}
@@ -64,11 +64,7 @@ class Sweep:
 def load_sweep(path) -> Sweep:
     """Read, validate and expand a sweep file; InputError naming the file and the field on any fault."""
     path = str(path)
-    text = read_text_file(path, "sweep")
-    try:
-        raw = yaml.load(text, Loader=StrictLoader)
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    raw = read_yaml(path, "sweep")
 
     def fail(field, message):
         raise InputError(f"{path}: {field}: {message}")
@@ -97,7 +93,6 @@ def load_sweep(path) -> Sweep:
         fail("seeds", f"a non-empty list of distinct integers from 0 to {MAX_SEED}")
     if not isinstance(raw["base"], str):
         fail("base", "must be the path of an experiment spec, relative to the sweep file")
-    from dprepro.spec import load_spec
 
     base_path = Path(path).parent / raw["base"]
     try:
