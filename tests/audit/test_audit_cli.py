@@ -13,14 +13,15 @@ M = 200   # canaries
 
 @pytest.fixture
 def audit_spec(write_spec):
-    """1,000 training examples, 60 epochs, Poisson sampling, noise multiplier 12 (pld epsilon about
-    1.1 with the canaries counted): long enough that a model trained without noise memorises the
-    canaries it saw, so the attack has power; the noise keeps the DP run's bound near 0."""
+    """1,000 training examples, 60 epochs at learning rate 0.15, Poisson sampling, noise multiplier
+    16 (pld epsilon about 0.85 with the canaries counted): long enough that a model trained without
+    noise memorises the canaries it saw, so the attack has power; the noise keeps the DP run's bound
+    near 0. (At learning rate 0.25 the unclipped twin sometimes diverged late on one arithmetic path.)"""
     raw = raw_spec("smoke")
     raw.update(name="audit-ci")
     raw["data"].update(train_examples=1000, test_examples=500, sampling="poisson")
-    raw["training"]["epochs"] = 60
-    raw["privacy"]["noise_multiplier"] = 12.0
+    raw["training"].update(epochs=60, learning_rate=0.15)
+    raw["privacy"]["noise_multiplier"] = 16.0
     return write_spec(raw, "audit-ci.yaml")
 
 
@@ -40,7 +41,7 @@ def test_dp_run_passes_the_bug_check_and_the_attack_has_power(audit_spec, tmp_pa
     assert dp["steps"] == accountant["steps"] == 60 * (accountant["n"] // 250)
     assert dp["canaries"]["epsilon_lower_bound"] <= accountant["epsilon"]
     # power: without noise and clipping the same attack refutes a clearly larger epsilon (measured
-    # here 2.67 against 0.00; the check needs +1, which leaves room for another arithmetic path)
+    # 2.07-2.09 on the three arithmetic paths against 0.00; the check needs +1)
     assert twin["canaries"]["epsilon_lower_bound"] >= dp["canaries"]["epsilon_lower_bound"] + 1.0
     assert result["checks"]["bug"]["passed"] and result["checks"]["power"]["passed"]
     assert "bug check: passed" in proc.stdout and "power check: passed" in proc.stdout
