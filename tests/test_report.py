@@ -28,3 +28,28 @@ def test_report_from_a_real_result(smoke_runs, tmp_path):
 def test_report_without_results_is_exit_2(tmp_path):
     proc = run_cli("report", "--results", tmp_path)
     assert proc.returncode == 2 and "no pinned result files" in proc.stderr
+
+
+def test_report_shows_the_pinned_audit_and_the_sweep_frontier(tmp_path):
+    from conftest import ROOT
+    import json
+
+    pinned, results = ROOT / "results", tmp_path / "results"
+    (results / "tutorial-15ep-poisson" / "v1").mkdir(parents=True)
+    for name in ("result.json", "audit.json"):
+        shutil.copy(pinned / "tutorial-15ep-poisson" / "v1" / name, results / "tutorial-15ep-poisson" / "v1" / name)
+    (results / "sweeps" / "frontier" / "v1").mkdir(parents=True)
+    shutil.copy(pinned / "sweeps" / "frontier" / "v1" / "frontier.json", results / "sweeps" / "frontier" / "v1")
+    proc = run_cli("report", "--results", results)
+    assert proc.returncode == 0, proc.stderr
+    text = (results / "README.md").read_text()
+    audit = json.loads((pinned / "tutorial-15ep-poisson" / "v1" / "audit.json").read_text())["summary"]
+    (row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | v1 |")]
+    assert f"(pld) | {audit['epsilon_lower_bound']:.3f} |" in row          # the audit column of the main table
+    (audit_row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | poisson |")]
+    assert f"| {audit['accountant_epsilon']:.3f} (pld) | {audit['epsilon_lower_bound']:.3f} |" in audit_row
+    assert "| passed | passed |" in audit_row and f"| {audit['mia_auc']:.4f} |" in audit_row
+    frontier = json.loads((pinned / "sweeps" / "frontier" / "v1" / "frontier.json").read_text())["cells"]
+    assert "## Sweep frontier v1" in text and "(sweeps/frontier/v1/frontier.png)" in text
+    for cell in frontier:
+        assert any(line.startswith(f"| {cell['cell']} |") for line in text.splitlines())

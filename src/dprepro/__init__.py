@@ -4,4 +4,4 @@ Importing the package loads nothing heavy; TensorFlow is imported by the modules
 Stages, one module each: spec -> data -> model -> engine -> accounting -> results -> report.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -58,6 +58,7 @@ def table(rows: list[dict]) -> str:
 
 def figure(rows: list[dict], path: Path, title: str) -> Path:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -77,6 +78,10 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
     delta = private[0]["delta"] if private else None
     ax.set(xscale="log", xlabel=f"ε at δ = {delta:g}" if delta else "ε",
            ylabel="test accuracy (%), mean ± std over seeds", title=title)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([x for x in (0.25, 0.5, 1, 2, 4, 8, 16, 32) if private
+                   and min(r["epsilon"]["pld"] for r in private) / 1.5 <= x <= 1.5 * max(r["epsilon"]["rdp"] for r in private)])
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
