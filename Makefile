@@ -86,8 +86,15 @@ epsilon: $(STAMP) ## print every accountant's epsilon for every private spec
 test: $(STAMP) ## the test suite CI runs (everything but `slow`)
 	$(BIN)/python -m pytest -m "not slow"
 
-test-container: $(STAMP) ## the fast part of the tests (no `slow`, no `long`), as CI runs it in the image
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not long"
+# What the image must show by itself: its packages are the lock's, the CLI, specs, data, model and GPU-ready ops,
+# a run end to end, the audit statistics and sweep files. The numerics (engines, accounting, compare, fuzzing,
+# resume) are the same code on the same lock and run in `make test`.
+IMAGE_TESTS := tests/test_environment.py tests/test_cli.py tests/test_spec.py tests/test_data.py tests/test_model.py \
+  tests/test_pipeline.py tests/test_gpu_ready.py tests/test_citation.py tests/audit/test_bounds.py \
+  tests/audit/test_membership.py tests/sweep/test_sweep_spec.py
+
+test-container: $(STAMP) ## the image's own check (no `slow`, no `long`), as CI runs it in the image
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not long" $(IMAGE_TESTS)
 
 test-slow: $(STAMP) ## the slow tests only (full-data training)
 	$(BIN)/python -m pytest -m slow

@@ -77,14 +77,19 @@ def connect(address: str | None, cpus: int | None):
     # Ray 2.52 warns that it will stop hiding GPUs from tasks that ask for none; it still hides them (wanted)
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
     quiet = {"log_to_driver": False, "logging_level": "ERROR"}
-    try:
-        if address:
-            ray.init(address=address, **({} if address.startswith("ray://") else quiet))
-        else:
-            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **quiet)
-    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
-        raise InputError(f"--address: cannot start or reach Ray at {address or 'this machine'}: {last_line(e)}") from None
-    return ray
+    tries = 2 if address and address.startswith("ray://") else 1   # Ray Client's proxy can fail to start a server once
+    for attempt in range(1, tries + 1):
+        try:
+            if address:
+                ray.init(address=address, **({} if address.startswith("ray://") else quiet))
+            else:
+                ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **quiet)
+            return ray
+        except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
+            if attempt == tries:
+                raise InputError(f"--address: cannot start or reach Ray at {address or 'this machine'}: "
+                                 f"{last_line(e)}") from None
+            print(f"sweep: Ray at {address}: {last_line(e)}; trying once more", flush=True)
 
 
 def clock(seconds: float) -> str:
