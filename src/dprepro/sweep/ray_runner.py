@@ -68,7 +68,7 @@ def store_seed(seed_dir: Path, returned: dict) -> None:
     results.write_json_atomic(seed_dir / "seed.json", seed_json)
 
 
-def connect(address: str | None, cpus: int | None):
+def connect(address: str | None):
     """Start Ray here (this machine's resources) or join the cluster at `address`."""
     import warnings
 
@@ -83,7 +83,7 @@ def connect(address: str | None, cpus: int | None):
             if address:
                 ray.init(address=address, **({} if address.startswith("ray://") else quiet))
             else:
-                ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **quiet)
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
             return ray
         except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
             if attempt == tries:
@@ -144,7 +144,7 @@ def run_sweep(sweep: Sweep, out: Path, logdir: Path, data_dir: Path, address: st
     failures, done_tasks = [], 0
     start = time.perf_counter()
     if todo:
-        ray = connect(address, None)
+        ray = connect(address)
         print(f"sweep: Ray {ray.__version__} at {ray.get_runtime_context().gcs_address}, resources "
               f"{ {k: v for k, v in ray.cluster_resources().items() if k in ('CPU', 'GPU')} }, "
               f"{cpus_per_run:g} CPU and {gpus_per_run:g} GPU per task", flush=True)

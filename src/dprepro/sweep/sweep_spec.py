@@ -171,14 +171,14 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
         accountant, target = values[TARGET]
         from dprepro import accounting
 
-        resolved = _validated(raw, path, name, fail)
+        resolved = _validated(raw, path, name)
         sigma = accounting.calibrate(resolved, target, accountant)
         raw["privacy"]["noise_multiplier"] = math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
         described.append(f"noise_multiplier {raw['privacy']['noise_multiplier']} (calibrated: {accountant} "
                          f"epsilon {target:g} at delta {raw['privacy']['delta']:g})")
     raw["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} with "
                           + "; ".join(described) + ".")
-    return Cell(name, values, Spec(path, _validated(raw, path, name, fail)), values.get(DATA_DIR))
+    return Cell(name, values, Spec(path, _validated(raw, path, name)), values.get(DATA_DIR))
 
 
 def _nonprivate_cell(base: Spec, sweep: dict, path: str, fail) -> Cell:
@@ -190,14 +190,11 @@ def _nonprivate_cell(base: Spec, sweep: dict, path: str, fail) -> Cell:
     raw["data"]["sampling"] = "shuffle"
     raw["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} "
                           f"without privacy (plain SGD, shuffled): the non-private line of the frontier.")
-    return Cell(name, {"nonprivate": True}, Spec(path, _validated(raw, path, name, fail)), None)
+    return Cell(name, {"nonprivate": True}, Spec(path, _validated(raw, path, name)), None)
 
 
-def _validated(raw: dict, path: str, name: str, fail) -> dict:
-    try:
-        return validate(copy.deepcopy(raw), f"{path}: cell {name}")
-    except InputError as e:
-        raise InputError(str(e)) from None
+def _validated(raw: dict, path: str, name: str) -> dict:
+    return validate(copy.deepcopy(raw), f"{path}: cell {name}")
 
 
 def cell_yaml(cell: Cell) -> str:
