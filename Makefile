@@ -104,7 +104,7 @@ tensorboard: $(STAMP) ## serve runs/ on http://localhost:$(PORT)
 
 lock: ## regenerate requirements.lock (with hashes from PyPI) and environment.yml from the direct pins in pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet "$$(pwd)[test]" matplotlib
+	.lock-venv/bin/pip install --quiet "$$(pwd)[test]"
 	.lock-venv/bin/pip freeze --all --exclude dprepro --exclude pip | $(PYTHON) scripts/lock.py
 	rm -rf .lock-venv
 

@@ -30,6 +30,13 @@ def raw_spec(name="smoke") -> dict:
     return yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())
 
 
+def typed(raw: dict, path: str = "test"):
+    """A raw spec mapping validated and typed (a dprepro Spec), as the library takes it."""
+    from dprepro.spec import Spec
+
+    return Spec.from_raw(path, raw)
+
+
 @pytest.fixture
 def write_spec(tmp_path):
     """write_spec(raw_dict, filename) -> path of a YAML file in tmp_path."""

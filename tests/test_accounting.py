@@ -44,7 +44,7 @@ def test_statement_values(epochs, microbatch_size, once, poisson):
 
 
 def test_block_of_the_15_epoch_spec():
-    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-15ep.yaml").data)
+    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-15ep.yaml"))
     assert block["steps"] == 3600 and block["q"] == 250 / 60000 and block["delta"] == 1e-5
     assert block["used_microbatching"] is False and block["sampling"] == "shuffle"
     assert set(block["accountants"]) == set(accounting.ACCOUNTANTS)
@@ -66,7 +66,7 @@ def test_rdp_is_tf_privacy_compute_dp_sgd_privacy_for_the_same_steps():
 
 
 def test_shuffled_run_labels_the_poisson_values_and_names_the_bound_that_holds():
-    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml").data)
+    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml"))
     for name in ("rdp_legacy", "rdp", "pld", "statement_poisson"):
         v = block["accountants"][name]
         assert v["sampling"] == "poisson" and v["holds_for_this_run"] is False
@@ -80,8 +80,8 @@ def test_shuffled_run_labels_the_poisson_values_and_names_the_bound_that_holds()
 def test_poisson_run_holds_the_poisson_values_and_records_the_tightest():
     """Same schedule, Poisson sampling: the tutorial's numbers now hold; the once-per-epoch bound
     does not (an example may be drawn in several steps of an epoch); of record: pld, the smallest."""
-    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep-poisson.yaml").data)
-    shuffled = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml").data)
+    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep-poisson.yaml"))
+    shuffled = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml"))
     holds = {n: v["holds_for_this_run"] for n, v in block["accountants"].items()}
     assert holds == {"rdp_legacy": True, "rdp": True, "pld": True, "statement_poisson": True,
                      "statement_once_per_epoch": False}
@@ -94,7 +94,7 @@ def test_microbatches_of_several_examples_get_doubled_values_beside_the_tutorial
     """keras-script-20ep: 50 microbatches of 5. rdp_legacy, rdp and pld keep the tutorial's
     sensitivity-1 values, labelled; `<name>_doubled` are those of noise_multiplier / 2; the
     statements already double."""
-    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "keras-script-20ep.yaml").data)
+    block = accounting.epsilon_block(load_spec(EXPERIMENTS / "keras-script-20ep.yaml"))
     eps = block["accountants"]
     assert block["used_microbatching"] and block["microbatch_size"] == 5
     for name in accounting.CALIBRATABLE:
@@ -128,7 +128,7 @@ def test_epsilon_of_record_counts_the_steps_trained(write_spec):
     logging.getLogger("absl").setLevel(logging.ERROR)
     published, _ = tfp_lib.compute_dp_sgd_privacy(60000, 256, 1.3, 60, 1e-5)
     raw["expected"] = {"epsilon_rdp": {"value": round(float(published), 6), "steps": "ceil", "source": "tf-privacy"}}
-    spec = load_spec(write_spec(raw)).data
+    spec = load_spec(write_spec(raw))
     block = accounting.epsilon_block(spec)
     assert block["steps"] == 14040 and block["accountants"]["rdp"]["steps"] == 14040
     assert block["accountants"]["rdp"]["epsilon"] < published
@@ -137,7 +137,7 @@ def test_epsilon_of_record_counts_the_steps_trained(write_spec):
                                                   14040, 60)[1]
     again = block["under_published_conventions"]["epsilon_rdp"]
     assert again["epsilon"] == published and again["steps_rule"].startswith("ceil")
-    from dprepro.compare import against_published
+    from dprepro.records.compare import against_published
     rows = against_published({"spec": spec, "epsilon": block})
     assert [r.status for r in rows] == ["PASS"]
 
@@ -151,7 +151,7 @@ def test_a_value_counting_fewer_steps_than_trained_does_not_hold():
 def test_the_published_5_epoch_notebook_statement_is_reproduced_and_explained():
     """The notebook printed 21.254 / 3.782 (used_microbatching=250, truthy: doubled) for training
     with one example per microbatch; the spec's own statement values are 8.935 / 0.635."""
-    spec = load_spec(EXPERIMENTS / "tutorial-5ep.yaml").data
+    spec = load_spec(EXPERIMENTS / "tutorial-5ep.yaml")
     block = accounting.epsilon_block(spec)
     published = block["under_published_conventions"]
     assert round(published["epsilon_statement_once_per_epoch"]["epsilon"], 3) == 21.254
@@ -159,20 +159,22 @@ def test_the_published_5_epoch_notebook_statement_is_reproduced_and_explained():
     assert published["epsilon_statement_poisson"]["used_microbatching"] is True
     assert round(block["accountants"]["statement_once_per_epoch"]["epsilon"], 3) == 8.935
     assert round(block["accountants"]["statement_poisson"]["epsilon"], 3) == 0.635
-    assert "used_microbatching=250" in spec["expected"]["epsilon_statement_poisson"]["note"]
-    from dprepro.compare import against_published
+    assert "used_microbatching=250" in spec.expected["epsilon_statement_poisson"].note
+    from dprepro.records.compare import against_published
     rows = {r.quantity: r.status for r in against_published({"spec": spec, "epsilon": block})}
     assert rows["published epsilon_statement_poisson (as published: used_microbatching true)"] == "PASS"
     assert all(s == "PASS" for s in rows.values()), rows
     # Without the convention the published numbers do not match: the entry is what makes them pass.
-    del spec["expected"]["epsilon_statement_poisson"]["used_microbatching"]
+    entry = spec.expected["epsilon_statement_poisson"]
+    spec = spec.replace({"expected": {**{q: e.to_dict() for q, e in spec.expected.items()},
+                                      "epsilon_statement_poisson": {"value": entry.value, "source": entry.source}}})
     block = accounting.epsilon_block(spec)
     rows = {r.quantity: r.status for r in against_published({"spec": spec, "epsilon": block})}
     assert rows["published epsilon_statement_poisson"] == "FAIL"
 
 
 def test_curve_is_increasing_and_ends_at_the_block():
-    spec = load_spec(EXPERIMENTS / "tutorial-5ep.yaml").data
+    spec = load_spec(EXPERIMENTS / "tutorial-5ep.yaml")
     curve = accounting.epsilon_curve(spec)
     block = accounting.epsilon_block(spec)
     for name, values in curve.items():
@@ -186,13 +188,13 @@ def test_no_noise_is_infinite_epsilon():
 
 
 def test_nonprivate_spec_has_no_block():
-    spec = load_spec(EXPERIMENTS / "nonprivate-3ep.yaml").data
+    spec = load_spec(EXPERIMENTS / "nonprivate-3ep.yaml")
     assert accounting.epsilon_block(spec) is None and accounting.epsilon_curve(spec) == {}
 
 
 @pytest.mark.parametrize("name", ["rdp_legacy", "rdp", "pld"])
 def test_calibration_round_trip(name):
-    spec = load_spec(EXPERIMENTS / "tutorial-3ep.yaml").data
+    spec = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")
     sigma = accounting.calibrate(spec, 1.0, name)
     got = accounting.epsilons(60000, 250, sigma, 3, 1e-5)[name]["epsilon"]
     assert got == pytest.approx(1.0, abs=1e-3)
@@ -244,3 +246,39 @@ def test_cli_zero_noise_reports_infinity(write_spec):
         in proc.stdout
     rows = json.loads(run_cli("epsilon", "--json", path).stdout)
     assert {v["epsilon"] for v in rows[0]["epsilon"]["accountants"].values()} == {"inf"}
+
+
+# Review of 0.5.0, defect 1: the noise search was bracketed at 0.1..100, so a small target ended in a
+# traceback. A target any accountant can reach gets its answer; one it cannot is one line, exit 2.
+def test_calibrate_a_small_reachable_target():
+    """epsilon 0.005 over the 15-epoch Poisson schedule needs noise ~239 (PLD), beyond the old bracket."""
+    proc = run_cli("calibrate", "--target-epsilon", "0.005", "--accountant", "pld",
+                   EXPERIMENTS / "tutorial-15ep-poisson.yaml")
+    assert proc.returncode == 0, proc.stderr
+    sigma = float(proc.stdout.split("noise_multiplier ")[1].split()[0])
+    assert sigma > 100
+    spec = load_spec(EXPERIMENTS / "tutorial-15ep-poisson.yaml")
+    got = accounting.poisson_epsilon("pld", spec.q, sigma, spec.steps_trained, 1e-5)[0]
+    assert got == pytest.approx(0.005, rel=1e-3)    # the bisection's tolerance 1e-6 on sigma, ~1e-6 relative
+
+
+def test_calibrate_an_unreachable_target_is_one_line():
+    """RDP over tf-privacy's orders (largest 512) cannot go below ~0.008 at any noise: the target
+    0.005 is refused in one line naming the flag, and the line points to the accountant that can."""
+    proc = run_cli("calibrate", "--target-epsilon", "0.005", EXPERIMENTS / "tutorial-15ep-poisson.yaml")
+    assert proc.returncode == 2 and proc.stdout == ""
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith("--target-epsilon: epsilon 0.005 is out of reach") and "pld" in line
+    proc = run_cli("calibrate", "--target-epsilon", "1e9", EXPERIMENTS / "tutorial-15ep-poisson.yaml")
+    assert proc.returncode == 2 and "below 0.01" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# Defect 2: calibrate ignored the doubled sensitivity of microbatches holding several examples.
+def test_calibrate_doubles_the_noise_when_microbatches_hold_several_examples():
+    one = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")               # 250 microbatches of 1 example
+    two = one.replace({"privacy.num_microbatches": 125})              # 125 microbatches of 2
+    sigma_one, sigma_two = accounting.calibrate(one, 1.0), accounting.calibrate(two, 1.0)
+    assert sigma_two == pytest.approx(2 * sigma_one, rel=1e-9)
+    block = accounting.epsilon_block(two.replace({"privacy.noise_multiplier": sigma_two}))
+    doubled = block["accountants"]["rdp_doubled"]
+    assert doubled["sensitivity"] == 2 and doubled["epsilon"] == pytest.approx(1.0, abs=1e-3)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from conftest import CLI, EXPERIMENTS, ROOT
-from dprepro.cli import startup_noise_filtered
+from dprepro.tf_startup import startup_noise_filtered
 
 HARMLESS = ("2026-11-23 11:29:08.041960: E external/local_xla/xla/stream_executor/cuda/cuda_dnn.cc:9261] "
             "Unable to register cuDNN factory: Attempting to register factory for plugin cuDNN when one "

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from conftest import EXPERIMENTS, ROOT, raw_spec, run_cli
-from dprepro import accounting, compare
+from dprepro import accounting
+from dprepro.records import compare
 from dprepro.spec import ENGINE_VERSIONS, Spec, load_spec, validate
 
 SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem != "smoke")
@@ -153,11 +154,11 @@ def test_other_spec_content_fails(smoke_runs):
 def test_published_values(smoke_runs):
     fresh = copy.deepcopy(smoke_runs[0][2])
     rdp = fresh["epsilon"]["accountants"]["rdp"]["epsilon"]
-    fresh["spec"]["expected"] = {
+    fresh["spec"] = Spec.from_raw("test", {**fresh["spec"], "expected": {
         "epsilon_rdp": {"value": round(rdp, 4), "source": "test"},
         "epsilon_pld": {"value": 99.0, "source": "test"},
         "test_accuracy": {"value": 0.95, "source": "about 95%"},
-    }
+    }})   # as records.read.load_result hands it back: typed
     rows = {r.quantity.split(" (")[0]: r.status for r in compare.against_published(fresh)}
     assert rows == {"published epsilon_rdp": "PASS", "published epsilon_pld": "FAIL",
                     "published test_accuracy": "INFO"}
@@ -177,7 +178,7 @@ def test_every_spec_has_a_current_pinned_result(name):
 def test_an_edited_spec_without_a_new_version_is_caught():
     raw = raw_spec("tutorial-3ep")
     raw["training"]["learning_rate"] = 0.2
-    problem = compare.pin_problem(Spec("experiments/tutorial-3ep.yaml", validate(raw, "x")), ROOT / "results")
+    problem = compare.pin_problem(Spec.from_resolved("experiments/tutorial-3ep.yaml", validate(raw, "x")), ROOT / "results")
     assert problem.startswith("experiments/tutorial-3ep.yaml: content changed since ")
     assert "bump `version`" in problem
 

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import raw_spec
-from dprepro import engine
+from conftest import raw_spec, typed
+from dprepro.training import engines as engine
 from dprepro.data import load_mnist
-from dprepro.spec import validate
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ _tutorial_steps = {}
 
 def tutorial_step(spec, weights, x, y):
     """The tutorial engine's step (slow to build), computed once per configuration."""
-    key = (spec["privacy"]["num_microbatches"], spec["privacy"]["l2_norm_clip"], spec["model"]["pooling"])
+    key = (spec.privacy.num_microbatches, spec.privacy.l2_norm_clip, spec.model.pooling)
     if key not in _tutorial_steps:
         _tutorial_steps[key] = one_step(spec, "tutorial", weights, x, y)
     return _tutorial_steps[key]
@@ -44,7 +43,7 @@ def test_fast_step_equals_tutorial_step(batch, num_microbatches, clip, engine_na
     raw["training"]["batch_size"] = 8
     raw["privacy"].update(noise_multiplier=0.0, l2_norm_clip=clip, num_microbatches=num_microbatches)
     raw["model"]["pooling"] = pooling
-    spec = validate(raw, "test")
+    spec = typed(raw, "test")
     x, y = batch
     engine.seed_everything(0)
     start = engine.build_model(noise_specs()[1], "none").get_weights()
@@ -63,25 +62,25 @@ def test_clipping_changes_the_step(batch):
     raw["privacy"].update(noise_multiplier=0.0, num_microbatches=8)
     x, y = batch
     engine.seed_everything(0)
-    start = engine.build_model(validate(raw, "t"), "none").get_weights()
+    start = engine.build_model(typed(raw, "t"), "none").get_weights()
     steps = {}
     for clip in (0.1, 1e3):
         raw["privacy"]["l2_norm_clip"] = clip
-        after = one_step(validate(raw, "t"), "fast", start, x, y)
+        after = one_step(typed(raw, "t"), "fast", start, x, y)
         steps[clip] = np.sqrt(sum(float(np.sum((a - s) ** 2)) for a, s in zip(after, start)))
     assert steps[0.1] <= 0.25 * 0.1 * 1.0001  # lr 0.25 x clip bounds the step's norm
     assert steps[1e3] > 3 * steps[0.1]
 
 
 def test_xla_is_off_by_default():
-    spec = validate(raw_spec("tutorial-3ep"), "t")
-    assert spec["engine"]["use_xla"] is False
+    spec = typed(raw_spec("tutorial-3ep"), "t")
+    assert spec.engine.use_xla is False
     assert engine.build_model(spec, "fast").jit_compile is False
     model = engine.build_model(spec, "vectorized")
     assert not isinstance(model.train_step, tf.types.experimental.GenericFunction)
     raw = raw_spec("tutorial-3ep")
     raw["engine"]["use_xla"] = True
-    assert engine.build_model(validate(raw, "t"), "fast").jit_compile is True
+    assert engine.build_model(typed(raw, "t"), "fast").jit_compile is True
 
 
 # The noise: from the same weights and batch, (noisy step - noise-free step) / learning rate is
@@ -110,9 +109,9 @@ def noise_specs(sampling="shuffle"):
     raw["training"]["batch_size"] = 8
     raw["privacy"].update(NOISE)
     raw["data"]["sampling"] = sampling
-    noisy = validate(raw, "noise")
+    noisy = typed(raw, "noise")
     raw["privacy"]["noise_multiplier"] = 0.0
-    return noisy, validate(raw, "no-noise")
+    return noisy, typed(raw, "no-noise")
 
 
 def sampled(batch, sampling):
@@ -130,7 +129,7 @@ def sampled(batch, sampling):
 def drawn_noise(engine_name, start, batch, seed, sampling="shuffle"):
     """The noise of one step, as the engine added it, scaled back by the learning rate."""
     noisy, clean = noise_specs(sampling)
-    lr = noisy["training"]["learning_rate"]
+    lr = noisy.training.learning_rate
     x, y, mask = sampled(batch, sampling)
     return (flat(flat_step(noisy, engine_name, start, x, y, seed, mask=mask))
             - flat(flat_step(clean, engine_name, start, x, y, seed, mask=mask))) / lr
@@ -162,7 +161,7 @@ def test_noise_has_the_scale_of_the_guarantee(batch, engine_name, sampling):
 @pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
 def test_noise_is_fresh_each_step_and_seed_and_repeats_for_a_seed(batch, engine_name, sampling):
     noisy, clean = noise_specs(sampling)
-    lr = noisy["training"]["learning_rate"]
+    lr = noisy.training.learning_rate
     x, y, mask = sampled(batch, sampling)
     engine.seed_everything(0)
     start = engine.build_model(noise_specs()[0], "none").get_weights()
@@ -182,7 +181,7 @@ def poisson_spec(clip, noise=0.0):
     raw["training"]["batch_size"] = 8
     raw["data"]["sampling"] = "poisson"
     raw["privacy"].update(noise_multiplier=noise, l2_norm_clip=clip, num_microbatches=8)
-    return validate(raw, "poisson")
+    return typed(raw, "poisson")
 
 
 @pytest.mark.parametrize("engine_name", ["fast", "vectorized"])
@@ -198,7 +197,7 @@ def test_poisson_step_is_the_sampled_examples_step_over_the_expected_batch(batch
     raw = raw_spec("smoke")
     raw["training"]["batch_size"] = 6
     raw["privacy"].update(noise_multiplier=0.0, l2_norm_clip=clip, num_microbatches=6)
-    tutorial = one_step(validate(raw, "t"), "tutorial", start, x[:6], y[:6])
+    tutorial = one_step(typed(raw, "t"), "tutorial", start, x[:6], y[:6])
     padded = flat_step(spec, engine_name, start, x, y, 0, mask=mask)
     alone = flat_step(spec, engine_name, start, x[:6], y[:6], 0, mask=mask[:6])
     assert max(float(np.max(np.abs(t - s))) for t, s in zip(tutorial, start)) > 2e-4

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dprepro.fast_dp import LayerGradients, conv_example_gradients, squared_gram_or_direct
+from dprepro.training.fast_dp import LayerGradients, conv_example_gradients, squared_gram_or_direct
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
@@ -80,16 +80,15 @@ def test_masked_rows_have_zero_gradient_and_leave_real_norms_alone():
     the one it has in a batch without the padding."""
     import sys
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from conftest import raw_spec
-    from dprepro import engine
-    from dprepro.spec import validate
+    from conftest import raw_spec, typed
+    from dprepro.training import engines as engine
 
     raw = raw_spec("smoke")
     raw["training"]["batch_size"] = 8
     raw["data"]["sampling"] = "poisson"
     raw["privacy"].update(num_microbatches=8, noise_multiplier=0.0)
     engine.seed_everything(0)
-    model = engine.build_model(validate(raw, "t"))
+    model = engine.build_model(typed(raw, "t"))
     rng = np.random.default_rng(3)
     x = rng.random((10, 28, 28, 1), dtype=np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 10)]
@@ -108,3 +107,17 @@ def test_masked_rows_have_zero_gradient_and_leave_real_norms_alone():
         assert np.all(layer_padded[4:] == 0)
         assert np.all(layer_padded[:4] > 0)
         np.testing.assert_allclose(layer_padded[:4], layer_alone, rtol=1e-5)
+
+
+def test_a_failing_layer_call_keeps_the_layers_activation():
+    """Review of 0.5.0, defect 7: the forward pass swaps each layer's activation for the identity
+    to keep its pre-activation output; a call that raises must not leave the identity behind."""
+    from dprepro.training.fast_dp import FastDPSequential
+
+    dense = tf.keras.layers.Dense(3, activation="relu")
+    model = FastDPSequential(l2_norm_clip=1.0, noise_multiplier=0.0, num_microbatches=1,
+                             layers=[tf.keras.layers.InputLayer(input_shape=(4,)), dense])
+    model.forward(tf.zeros([2, 4]))
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+        model.forward(tf.zeros([2, 5]))                # the wrong width: the layer call fails
+    assert dense.activation is tf.keras.activations.relu

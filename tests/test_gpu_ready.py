@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework import kernels
 
-from conftest import raw_spec
-from dprepro import engine
-from dprepro.spec import ENGINES, POISSON_ENGINES, validate
+from conftest import raw_spec, typed
+from dprepro.training import engines as engine
+from dprepro.spec import ENGINES, POISSON_ENGINES
 
 # TensorFlow ops that, on a GPU with op determinism enabled (TF 2.15), raise UnimplementedError or
 # stay nondeterministic. From TensorFlow's determinism RFC (tensorflow/community,
@@ -53,7 +53,7 @@ def op_types():
     raw = raw_spec("smoke")
     raw["training"]["batch_size"] = 8
     raw["privacy"]["num_microbatches"] = 8
-    spec = validate(raw, "gpu-check")
+    spec = typed(raw, "gpu-check")
     found = {}
     for name in ENGINES:
         engine.seed_everything(0)
@@ -63,7 +63,7 @@ def op_types():
     raw["data"]["sampling"] = "poisson"
     for name in POISSON_ENGINES:
         engine.seed_everything(0)
-        model = engine.build_model(validate(raw, "gpu-check"), name)
+        model = engine.build_model(typed(raw, "gpu-check"), name)
         model.build((None, 28, 28, 1))
         found[f"{name}-poisson"] = train_step_op_types(model, 8, masked=True)
     return found

@@ -3,7 +3,7 @@
 import pytest
 import tensorflow as tf
 
-from dprepro.model import tutorial_cnn_layers
+from dprepro.training.model import tutorial_cnn_layers
 
 
 @pytest.mark.parametrize("pooling", ["max", "average"])

@@ -7,7 +7,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import EXPERIMENTS, raw_spec, run_cli
-from dprepro.results import write_json_atomic
+from dprepro.files import write_json as write_json_atomic
 
 SMOKE = EXPERIMENTS / "smoke.yaml"
 
@@ -127,7 +127,7 @@ def test_git_state_counts_inputs_not_outputs(tmp_path, monkeypatch):
     """A rewritten pinned result is an output; an edited source file makes the run dirty."""
     import subprocess
 
-    from dprepro.results import git_state
+    from dprepro.records.environment import git_state
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, EXPERIMENTS, ROOT, run_cli
-from dprepro.results import ARITHMETIC_ENV, SIMULATED_PATHS, cpu_flags, path_environ
+from dprepro.records.environment import ARITHMETIC_ENV, SIMULATED_PATHS, cpu_flags, path_environ
 
 
 def changes_the_arithmetic_here(name: str) -> bool:
@@ -50,10 +50,11 @@ TEN_STEPS = """
 import sys
 from pathlib import Path
 import numpy as np
-from dprepro import engine, sampling
+from dprepro import sampling
+from dprepro.training import engines as engine
 from dprepro.data import load_mnist
 from dprepro.spec import load_spec
-spec = load_spec(sys.argv[1]).data
+spec = load_spec(sys.argv[1])
 data = load_mnist(Path(sys.argv[2]), train_examples=2500, test_examples=1)
 engine.seed_everything(0)
 model = engine.build_model(spec, sys.argv[3])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import CLI, raw_spec, run_cli
-from dprepro import checkpoint
+from dprepro.training import checkpoint
 
 
 def smoke3(write_spec, name="smoke-resume", seeds=(0, 1)):

@@ -19,11 +19,11 @@ def test_the_nine_specs_are_shipped():
 def test_shipped_spec_is_valid(name):
     spec = load_spec(EXPERIMENTS / f"{name}.yaml")
     assert spec.name == name and spec.version >= 1
-    assert len(spec.data["seeds"]) == (1 if name == "smoke" else 5)
+    assert len(spec.seeds) == (1 if name == "smoke" else 5)
 
 
 def test_tutorial_hyperparameters():
-    s = load_spec(EXPERIMENTS / "tutorial-3ep.yaml").data
+    s = load_spec(EXPERIMENTS / "tutorial-3ep.yaml").to_dict()
     assert s["training"] == {"epochs": 3, "batch_size": 250, "learning_rate": 0.25, "optimizer": "sgd"}
     assert s["privacy"] == {"enabled": True, "l2_norm_clip": 1.5, "noise_multiplier": 1.3,
                             "num_microbatches": 250, "delta": 1e-5}
@@ -111,10 +111,10 @@ def test_sampling_shuffle_is_the_default_and_keeps_the_content_hash():
     """Specs pinned before `data.sampling` existed keep their identity: `shuffle`, written or not,
     hashes as before; `poisson` is another experiment."""
     from dprepro.spec import Spec
-    implicit = Spec("a", validate(raw_spec("tutorial-3ep"), "a"))
+    implicit = Spec.from_resolved("a", validate(raw_spec("tutorial-3ep"), "a"))
     assert implicit.sampling == "shuffle"
-    explicit = Spec("b", validate(mutate("data.sampling", "shuffle", raw_spec("tutorial-3ep")), "b"))
-    poisson = Spec("c", validate(mutate("data.sampling", "poisson", raw_spec("tutorial-3ep")), "c"))
+    explicit = Spec.from_resolved("b", validate(mutate("data.sampling", "shuffle", raw_spec("tutorial-3ep")), "b"))
+    poisson = Spec.from_resolved("c", validate(mutate("data.sampling", "poisson", raw_spec("tutorial-3ep")), "c"))
     assert implicit.sha256 == explicit.sha256 != poisson.sha256
     assert implicit.sha256 == "57d3cbf36e9fd23a966b199f657118b72fbcad86e13aee38baa79f5aeada390c"  # pinned
 
@@ -130,7 +130,7 @@ def test_private_engine_needs_privacy():
 def test_resolved_spec_validates_again(name):
     """`run` re-validates the resolved spec with its overrides; that must accept every shipped spec."""
     spec = load_spec(EXPERIMENTS / f"{name}.yaml")
-    assert spec.with_overrides(seeds=[7]).data == {**spec.data, "seeds": [7]}
+    assert spec.with_overrides(seeds=[7]).to_dict() == {**spec.to_dict(), "seeds": [7]}
 
 
 def test_privacy_section_may_be_absent_for_a_nonprivate_spec():
@@ -176,12 +176,12 @@ def test_cli_validate_ok():
 def test_content_hash_follows_content():
     a = validate(raw_spec("smoke"), "a")
     from dprepro.spec import Spec
-    same = Spec("b", validate(raw_spec("smoke"), "b"))
+    same = Spec.from_resolved("b", validate(raw_spec("smoke"), "b"))
     changed_raw = raw_spec("smoke")
     changed_raw["training"]["learning_rate"] = 0.2
-    assert Spec("a", a).sha256 == same.sha256
-    assert Spec("c", validate(changed_raw, "c")).sha256 != same.sha256
+    assert Spec.from_resolved("a", a).sha256 == same.sha256
+    assert Spec.from_resolved("c", validate(changed_raw, "c")).sha256 != same.sha256
     prose_raw = raw_spec("smoke")
     prose_raw["description"] = "reworded"
     prose_raw["expected"] = {"test_accuracy": {"value": 0.3, "source": "x"}}
-    assert Spec("d", validate(prose_raw, "d")).sha256 == same.sha256
+    assert Spec.from_resolved("d", validate(prose_raw, "d")).sha256 == same.sha256

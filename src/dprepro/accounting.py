@@ -23,6 +23,8 @@ import numpy as np
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
+from dprepro.spec import Spec
+
 PLD_DISCRETIZATION = 1e-4
 LEGACY_ORDERS = [1 + x / 10 for x in range(1, 100)] + list(range(12, 64))
 # The orders tf-privacy 0.9.0's compute_dp_sgd_privacy uses (for `rdp` and for calibrating alike).
@@ -151,19 +153,13 @@ def statement_text(n: int, batch_size: int, noise_multiplier: float, epochs: flo
         n, batch_size, epochs, noise_multiplier, delta, used_microbatching=microbatch_size > 1)
 
 
-def schedule(spec: dict) -> dict | None:
-    """The accounting inputs of a resolved spec dict; None for a non-private spec."""
-    privacy, training = spec["privacy"], spec["training"]
-    if not privacy["enabled"]:
+def schedule(spec: Spec) -> dict | None:
+    """The accounting inputs of a spec; None for a non-private spec."""
+    if not spec.private:
         return None
-    return {
-        "n": spec["data"]["train_examples"],
-        "batch_size": training["batch_size"],
-        "noise_multiplier": privacy["noise_multiplier"],
-        "epochs": training["epochs"],
-        "delta": privacy["delta"],
-        "microbatch_size": training["batch_size"] // privacy["num_microbatches"],
-    }
+    return {"n": spec.train_examples, "batch_size": spec.training.batch_size,
+            "noise_multiplier": spec.privacy.noise_multiplier, "epochs": spec.training.epochs,
+            "delta": spec.privacy.delta, "microbatch_size": spec.microbatch_size}
 
 
 def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int, epochs: int) -> tuple:
@@ -188,77 +184,105 @@ def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int
     return True, f"holds for this run ({sampling} sampling, sensitivity {sensitivity}){bound}"
 
 
-def published_conventions(spec: dict, s: dict) -> dict:
+def published_conventions(spec: Spec) -> dict:
     """The value of each `expected` epsilon that names its own convention (steps rule,
     used_microbatching), computed under that convention: how a published number was made."""
+    noise, epochs, delta = spec.privacy.noise_multiplier, spec.training.epochs, spec.privacy.delta
     out = {}
-    for quantity, entry in (spec.get("expected") or {}).items():
-        if not quantity.startswith("epsilon_") or not {"steps", "used_microbatching"} & set(entry):
+    for quantity, entry in spec.expected.items():
+        if not quantity.startswith("epsilon_") or (entry.steps is None and entry.used_microbatching is None):
             continue
         name = quantity[len("epsilon_"):]
-        rule = entry.get("steps", "trained")
-        microbatching = entry.get("used_microbatching", s["microbatch_size"] > 1)
-        q = s["batch_size"] / s["n"]
+        rule = entry.steps or "trained"
+        microbatching = spec.microbatch_size > 1 if entry.used_microbatching is None else entry.used_microbatching
+        q = spec.q
         if name.startswith("statement_"):
-            eps = statement_epsilon(name == "statement_poisson", q, s["noise_multiplier"], s["epochs"],
-                                    s["delta"], microbatching)
+            eps = statement_epsilon(name == "statement_poisson", q, noise, epochs, delta, microbatching)
         else:
             base = name[:-len(DOUBLED)] if name.endswith(DOUBLED) else name
-            sigma = s["noise_multiplier"] / (2 if microbatching or name.endswith(DOUBLED) else 1)
-            eps = poisson_epsilon(base, q, sigma, count_steps(s["n"], s["batch_size"], s["epochs"], rule),
-                                  s["delta"])[0]
+            sigma = noise / (2 if microbatching or name.endswith(DOUBLED) else 1)
+            steps = count_steps(spec.train_examples, spec.training.batch_size, epochs, rule)
+            eps = poisson_epsilon(base, q, sigma, steps, delta)[0]
         out[quantity] = {"epsilon": eps, "used_microbatching": microbatching, "steps_rule": STEP_RULES[rule]
                          if not name.startswith("statement_") else "the statement's own"}
     return out
 
 
-def epsilon_block(spec: dict) -> dict | None:
+def epsilon_block(spec: Spec) -> dict | None:
     """The `epsilon` block of a result: every value with what it assumes and whether it holds for
     the run, the value of record, the inputs, the versions."""
     s = schedule(spec)
     if s is None:
         return None
-    sampling = spec["data"].get("sampling", "shuffle")
-    trained = count_steps(s["n"], s["batch_size"], s["epochs"])
+    sampling, trained = spec.sampling, spec.steps_trained
     values = epsilons(**s)
     accountants = {}
     for name, value in values.items():
-        holds, label = verdict(value, sampling, s["microbatch_size"], trained, s["epochs"])
+        holds, label = verdict(value, sampling, spec.microbatch_size, trained, spec.training.epochs)
         accountants[name] = {**value, "description": description(name), "holds_for_this_run": holds,
                              "label": label}
     holding = [n for n, v in accountants.items() if v["holds_for_this_run"]]
     return {
-        "delta": s["delta"],
+        "delta": spec.privacy.delta,
         "sampling": sampling,
-        "q": s["batch_size"] / s["n"],
+        "q": spec.q,
         "steps": trained,
         "steps_rule": STEP_RULES["trained"],
-        "noise_multiplier": s["noise_multiplier"],
-        "n": s["n"],
-        "microbatch_size": s["microbatch_size"],
-        "used_microbatching": s["microbatch_size"] > 1,
+        "noise_multiplier": spec.privacy.noise_multiplier,
+        "n": spec.train_examples,
+        "microbatch_size": spec.microbatch_size,
+        "used_microbatching": spec.microbatch_size > 1,
         "pld_discretization": PLD_DISCRETIZATION,
         "versions": {p: version(p) for p in ("dp-accounting", "tensorflow-privacy")},
         "of_record": min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None,
         "accountants": accountants,
-        "under_published_conventions": published_conventions(spec, s),
+        "under_published_conventions": published_conventions(spec),
     }
 
 
-def epsilon_curve(spec: dict) -> dict:
+def epsilon_curve(spec: Spec) -> dict:
     """{accountant: [eps after epoch 1, 2, ...]}; empty for a non-private spec."""
     s = schedule(spec)
     if s is None:
         return {}
-    per_epoch = [epsilons(**{**s, "epochs": e}) for e in range(1, s["epochs"] + 1)]
+    per_epoch = [epsilons(**{**s, "epochs": e}) for e in range(1, spec.training.epochs + 1)]
     return {name: [v[name]["epsilon"] for v in per_epoch] for name in per_epoch[0]}
 
 
-def calibrate(spec: dict, target_epsilon: float, accountant: str = "rdp") -> float:
-    """The noise multiplier at which the spec's schedule (steps as trained, Poisson sampling,
-    sensitivity l2_norm_clip) reaches `target_epsilon`."""
-    s = schedule(spec)
-    q, steps = s["batch_size"] / s["n"], count_steps(s["n"], s["batch_size"], s["epochs"])
-    return dp_accounting.calibrate_dp_mechanism(
-        FRESH[accountant], lambda sigma: dpsgd_event(q, sigma, steps), target_epsilon, s["delta"],
-        bracket_interval=dp_accounting.ExplicitBracketInterval(0.1, 100.0), tol=1e-6)
+BRACKET = (0.1, 100.0)                  # where calibrate looks first (the frontier's cells were made with it)
+MIN_NOISE, MAX_NOISE = 1e-2, 1e4   # how far it widens the search when the target lies outside (beyond 1e4
+#                                    the RDP numerics of dp_accounting fail; epsilon there is below 1e-3 already)
+
+
+def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> float:
+    """The noise multiplier at which the spec's schedule (steps as trained, Poisson sampling) reaches
+    `target_epsilon`, with the spec's sensitivity: when a microbatch holds several examples, adding or
+    removing one moves its clipped gradient by up to 2 x l2_norm_clip, so the noise needed is twice
+    that of one example per microbatch. ValueError, in one line, when no noise multiplier from
+    MIN_NOISE to MAX_NOISE (the spec's limit) reaches it."""
+    if not spec.private:
+        raise ValueError("a non-private spec has no noise to calibrate")
+    q, steps, delta = spec.q, spec.steps_trained, spec.privacy.delta
+    sensitivity = 2 if spec.microbatch_size > 1 else 1
+
+    def eps(sigma):
+        return poisson_epsilon(accountant, q, sigma, steps, delta)[0]
+
+    low, high = BRACKET
+    if eps(high) > target_epsilon:
+        low, high = BRACKET[1], MAX_NOISE / sensitivity
+        if eps(high) > target_epsilon:
+            raise ValueError(f"epsilon {target_epsilon:g} is out of reach: noise multiplier {MAX_NOISE:g} still gives "
+                             f"{accountant} epsilon {eps(high):.3g} "
+                             f"({steps} steps, q {q:.4g}, delta {delta:g})"
+                             + ("; the RDP conversion bottoms out over its orders: try the pld accountant"
+                                if accountant != "pld" else ""))
+    elif eps(low) < target_epsilon:
+        low, high = MIN_NOISE, BRACKET[0]
+        if eps(low) < target_epsilon:
+            raise ValueError(f"epsilon {target_epsilon:g} needs a noise multiplier below {MIN_NOISE:g} "
+                             f"({accountant} epsilon there: {eps(low):.3g}); train without privacy instead")
+    sigma = dp_accounting.calibrate_dp_mechanism(
+        FRESH[accountant], lambda sigma: dpsgd_event(q, sigma, steps), target_epsilon, delta,
+        bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=1e-6)
+    return sensitivity * sigma

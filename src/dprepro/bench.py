@@ -16,7 +16,7 @@ arrays themselves), evaluation excluded, and a breakdown of the `fast` step into
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import resource
 import socket
@@ -28,11 +28,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from dprepro import engine, results, sampling
+from dprepro import sampling
 from dprepro.data import load_mnist
-from dprepro.fast_dp import LayerGradients
-from dprepro.model import build_layers
-from dprepro.spec import ENGINE_VERSIONS, validate
+from dprepro.records.environment import SIMULATED_PATHS, path_environ, this_machine
+from dprepro.spec import ENGINE_VERSIONS, Spec
+from dprepro.training import engines as engine
+from dprepro.training.callbacks import EpochTimer
+from dprepro.training.fast_dp import LayerGradients
+from dprepro.training.model import build_layers
 
 BENCH_SCHEMA = 3
 ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "vectorized-poisson", "tutorial")
@@ -54,10 +57,10 @@ def time_steps(step, batches, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def anchor_model(spec: dict) -> tf.keras.Model:
+def anchor_model(spec: Spec) -> tf.keras.Model:
     """What a user writes without dprepro: the same layers, Keras' own SGD, non-private."""
-    model = tf.keras.Sequential(build_layers(spec["model"]))
-    model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=spec["training"]["learning_rate"]),
+    model = tf.keras.Sequential(build_layers(spec.model))
+    model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=spec.training.learning_rate),
                   loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
@@ -67,17 +70,14 @@ def array_batches(x, y, batch_size: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
 
 
-def poisson_variant(spec: dict) -> dict:
+def poisson_variant(spec: Spec) -> Spec:
     """The spec with Poisson sampling (and so one example per microbatch)."""
-    raw = copy.deepcopy(spec)
-    raw["data"]["sampling"] = "poisson"
-    raw["privacy"]["num_microbatches"] = raw["training"]["batch_size"]
-    return validate(raw, spec["name"])
+    return spec.replace({"data.sampling": "poisson", "privacy.num_microbatches": spec.training.batch_size})
 
 
-def build_row(spec: dict, name: str, data):
-    engine.seed_everything(0, spec["engine"]["use_xla"])
-    batch_size = spec["training"]["batch_size"]
+def build_row(spec: Spec, name: str, data):
+    engine.seed_everything(0, spec.engine.use_xla)
+    batch_size = spec.training.batch_size
     if name == "anchor":
         return anchor_model(spec), array_batches(data.x_train, data.y_train, batch_size)
     if name.endswith("-poisson"):
@@ -86,11 +86,11 @@ def build_row(spec: dict, name: str, data):
     return engine.build_model(spec, name), sampling.shuffled_batches(data.x_train, data.y_train, batch_size, 0)
 
 
-def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_steps: int = 2,
+def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_steps: int = 2,
           epoch: bool = True, engines=DEFAULT_ROWS, breakdown: bool = True, progress=print) -> dict:
     """Time each row; return the benchmark record (also what `dprepro bench` writes)."""
-    batch_size = spec["training"]["batch_size"]
-    n = spec["data"]["train_examples"] if epoch else min(8 * batch_size, spec["data"]["train_examples"])
+    batch_size = spec.training.batch_size
+    n = spec.train_examples if epoch else min(8 * batch_size, spec.train_examples)
     data = load_mnist(data_dir, train_examples=n, test_examples=1)
     steppers, memory = {}, {}
     for name in engines:
@@ -121,15 +121,15 @@ def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
             "process_peak_rss_mib_after_warmup": memory[name],
         }
     record = {
-        "bench_schema": BENCH_SCHEMA, "spec": spec["name"], "spec_version": spec["version"],
-        "batch_size": batch_size, "model": spec["model"], "use_xla": spec["engine"]["use_xla"],
+        "bench_schema": BENCH_SCHEMA, "spec": spec.name, "spec_version": spec.version,
+        "batch_size": batch_size, "model": dataclasses.asdict(spec.model), "use_xla": spec.engine.use_xla,
         "repeats": repeats, "timing": TIMING, "host": socket.gethostname(), "baseline": baseline,
         "engine_versions": {name: ENGINE_VERSIONS[name.removesuffix("-poisson")] for name in engines
                             if name != "anchor"},
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "note": "0 = TensorFlow's default (one thread pool per core)"},
-        "environment": results.environment(engine.devices(), engine.onednn_enabled()), "engines": rows,
+        "environment": this_machine(), "engines": rows,
     }
     if breakdown and "fast" in engines:
         record["fast_breakdown"] = fast_breakdown(spec, data, steps, repeats, progress)
@@ -138,12 +138,12 @@ def bench(spec: dict, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
     return record
 
 
-def fast_breakdown(spec: dict, data, steps: int, repeats: int, progress) -> dict:
+def fast_breakdown(spec: Spec, data, steps: int, repeats: int, progress) -> dict:
     """Milliseconds of each phase of the `fast` step, each phase its own compiled function on fixed
     inputs (the previous phase's outputs of one real batch), timed alternately with the whole step;
     their sum next to the whole step shows what the split misses (scheduling, overlap)."""
     model, _ = build_row(spec, "fast", data)
-    batch_size = spec["training"]["batch_size"]
+    batch_size = spec.training.batch_size
     x, y = tf.constant(data.x_train[:batch_size]), tf.constant(data.y_train[:batch_size])
     model.train_on_batch(x, y)   # builds the model and its optimizer
     _, kept, grads_z = model.backward(x, y)
@@ -206,13 +206,13 @@ def optimizer_step(optimizer, grads, variables) -> tf.Tensor:
     return tf.zeros([])
 
 
-def real_epochs(spec: dict, data, engines, baseline, progress) -> dict:
+def real_epochs(spec: Spec, data, engines, baseline, progress) -> dict:
     """One training epoch of each row through `model.fit` (after a first epoch that traces)."""
     out = {}
-    batch_size = spec["training"]["batch_size"]
+    batch_size = spec.training.batch_size
     for name in engines:
         model, batches = build_row(spec, name, data)
-        timer = engine.EpochTimer()
+        timer = EpochTimer()
         steps = len(data.x_train) // batch_size
         if name == "anchor":
             model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=2, callbacks=[timer], verbose=0)
@@ -257,15 +257,15 @@ def bench_paths(argv: list[str], out_dir: Path, label: str, progress=print) -> d
     """Run `dprepro bench ARGV` once per arithmetic path (a fresh process each: the kernels are
     chosen when TensorFlow loads) and combine the records: {path: record}."""
     records = {}
-    for path, env in results.SIMULATED_PATHS.items():
+    for path, env in SIMULATED_PATHS.items():
         progress(f"bench: arithmetic path {path} {env or '(as the machine is)'}")
         cmd = [sys.executable, "-m", "dprepro.cli", "bench", *argv, "--label", f"{label}-{path}", "--out", str(out_dir)]
-        proc = subprocess.run(cmd, env=results.path_environ(path))
+        proc = subprocess.run(cmd, env=path_environ(path))
         if proc.returncode != 0:
             raise RuntimeError(f"bench on path {path} failed (exit {proc.returncode})")
         records[path] = json.loads((Path(out_dir) / f"{label}-{path}.json").read_text())
     return {"bench_schema": BENCH_SCHEMA,
-            "paths": {p: {"env": results.SIMULATED_PATHS[p], "record": r} for p, r in records.items()}}
+            "paths": {p: {"env": SIMULATED_PATHS[p], "record": r} for p, r in records.items()}}
 
 
 def format_paths_table(combined: dict) -> str:

@@ -8,44 +8,16 @@ import json
 import logging
 import math
 import os
-import re
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from dprepro.errors import InputError
+from dprepro.files import run_folder, sweep_folder
 from dprepro.lock import Busy, RunLock
 from dprepro.spec import ENGINES, load_spec
+from dprepro.tf_startup import startup_noise_filtered
 
-
-# Lines TensorFlow 2.15 logs as errors ("E ...") at import on every machine without CUDA drivers:
-# its CUDA build registers the cuDNN/cuFFT/cuBLAS plugins twice. Harmless; dropped. Any other line
-# written to stderr while TensorFlow loads is shown as it was.
-HARMLESS_STARTUP = re.compile(r"Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register "
-                              r"factory for plugin cu(DNN|FFT|BLAS) when one has already been registered")
 NEEDS_TENSORFLOW = {"run", "audit", "sweep", "bench", "report", "epsilon", "calibrate", "evaluate"}
-
-
-@contextmanager
-def startup_noise_filtered(pattern=HARMLESS_STARTUP):
-    """Capture what C++ code writes to file descriptor 2 inside the block; afterwards write it back
-    to stderr without the lines matching `pattern`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
-                    if not pattern.search(line)]
-            sys.stderr.write("".join(kept))
-            sys.stderr.flush()
 
 
 def main(argv=None) -> int:
@@ -193,7 +165,7 @@ def lock_run_folders(args) -> RunLock:
     specs = load_all(args.specs)
     for spec in specs:  # the overrides must make a valid spec too, before anything trains or is written
         spec.with_overrides(seeds=args.seeds, engine=args.engine)
-    folders = [root / spec.name / f"v{spec.version}" for spec in specs for root in (args.out, args.logdir)]
+    folders = [run_folder(root, spec.name, spec.version) for spec in specs for root in (args.out, args.logdir)]
     return RunLock(folders, ", ".join(f"{s.name} v{s.version}" for s in specs))
 
 
@@ -201,45 +173,22 @@ def cmd_run(args) -> int:
     specs = load_all(args.specs)
     for spec in specs:  # the overrides must make a valid spec too, before anything trains
         spec.with_overrides(seeds=args.seeds, engine=args.engine)
-    from dprepro import data, pipeline  # TensorFlow loads here, not for validate/epsilon
+    from dprepro import data  # TensorFlow loads here, not for validate/epsilon
+    from dprepro.training import pipeline
 
     folder = data.data_dir(args.data_dir)
     finished = []
     for spec in specs:
         result, path = pipeline.run_spec(spec, folder, args.out, args.logdir, args.seeds, args.engine, args.restart)
         finished.append((result, path))
-    print("\nsummary")
-    print(f"{'experiment':<28} {'engine':<9} {'seeds':>5} {'test accuracy':>22} {'eps rdp':>9} "
-          f"{'eps of record (holds)':>38}  result")
-    for result, path in finished:
-        acc, eps = result["test_accuracy"], result["epsilon"]
-        rdp, record = "-", "-"
-        if eps:
-            rdp = f"{eps['accountants']['rdp']['epsilon']:.4f}" + ("" if eps["accountants"]["rdp"]["holds_for_this_run"]
-                                                                   else "*")
-            record = f"{eps['accountants'][eps['of_record']]['epsilon']:.4f} ({eps['of_record']})"
-        print(f"{result['name'] + ' v' + str(result['version']):<28} {result['run']['engine']:<9} "
-              f"{acc['n']:>5} {acc['mean']:>12.4f} ± {acc['std']:.4f} {rdp:>9} {record:>38}  {path}")
-    if any(r["epsilon"] and not r["epsilon"]["accountants"]["rdp"]["holds_for_this_run"] for r, _ in finished):
-        print("* the tutorial's eps (rdp) assumes Poisson sampling (and sensitivity l2_norm_clip); it does not "
-              "hold for this run: see its label in the result")
+    print(pipeline.summary(finished))
     if args.compare is None:
         return 0
-    from dprepro import compare
+    from dprepro.records import compare
 
-    all_passed = True
-    for result, path in finished:
-        pinned = args.compare / path.relative_to(args.out)
-        print()
-        if not pinned.exists():
-            print(f"{result['name']} v{result['version']}: no pinned result at {pinned}; nothing to compare")
-            continue
-        text, passed = compare.compare_files(path, pinned)
-        print(text)
-        all_passed &= passed
-    print(f"\nreproduction {'PASSED' if all_passed else 'FAILED'}: fresh results "
-          f"{'match' if all_passed else 'do not match'} the pinned ones in {args.compare}")
-    return 0 if all_passed else 1
+    text, passed = compare.against_pins(finished, args.out, args.compare)
+    print(text)
+    return 0 if passed else 1
 
 
 def precheck_audit(args) -> None:
@@ -281,10 +230,12 @@ def precheck_sweep(args) -> None:
 def cmd_sweep(args) -> int:
     sweep = args.sweep_loaded
     from dprepro import data
-    from dprepro.sweep import frontier, ray_runner
+    from dprepro.sweep import ray_runner
 
-    root = args.out / "sweeps" / sweep.name / f"v{sweep.version}"
-    with RunLock([root, args.logdir / "sweeps" / sweep.name / f"v{sweep.version}"], f"sweep {sweep.name}"):
+    from dprepro.records import frontier
+
+    root = sweep_folder(args.out, sweep.name, sweep.version)
+    with RunLock([root, sweep_folder(args.logdir, sweep.name, sweep.version)], f"sweep {sweep.name}"):
         summary = ray_runner.run_sweep(sweep, args.out, args.logdir, data.data_dir(args.data_dir), args.address,
                                        args.cpus_per_run, args.gpus_per_run, args.data_dir is not None)
         rows, table = frontier.write_frontier(root, sweep.name, sweep.version) if summary["finished"] else ([], None)
@@ -312,7 +263,8 @@ def cmd_bench(args) -> None:
         raise InputError(f"--engines: each of {' '.join(ROWS)} at most once, got {' '.join(rows)}")
     import socket
 
-    from dprepro import bench, data, results
+    from dprepro import bench, data
+    from dprepro.files import write_json
 
     label = args.label or socket.gethostname()
     if args.paths:
@@ -322,21 +274,21 @@ def cmd_bench(args) -> None:
         argv += ["--data-dir", args.data_dir] if args.data_dir else []
         combined = bench.bench_paths(argv, args.out, label)
         path = args.out / f"{label}-paths.json"
-        results.write_json_atomic(path, combined)
+        write_json(path, combined)
         print(bench.format_paths_table(combined))
         print(f"wrote {path}")
         return
-    record = bench.bench(spec.data, data.data_dir(args.data_dir), args.steps, args.repeats,
+    record = bench.bench(spec, data.data_dir(args.data_dir), args.steps, args.repeats,
                          args.tutorial_steps, epoch=not args.no_epoch, engines=rows,
                          breakdown=not args.no_breakdown)
     path = args.out / f"{label}.json"
-    results.write_json_atomic(path, record)
+    write_json(path, record)
     print(bench.format_table(record))
     print(f"wrote {path}")
 
 
 def cmd_report(args) -> None:
-    from dprepro import report
+    from dprepro.records import report
 
     try:
         path = report.write_report(args.results)
@@ -346,7 +298,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_compare(args) -> int:
-    from dprepro import compare
+    from dprepro.records import compare
 
     text, passed = compare.compare_files(args.fresh, args.pinned)
     print(text)
@@ -354,7 +306,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from dprepro import data, evaluate
+    from dprepro import data
+    from dprepro.training import evaluate
 
     text, exact = evaluate.evaluate_result(args.result, data.data_dir(args.data_dir))
     print(text)
@@ -362,56 +315,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_epsilon(args) -> None:
-    from dprepro import accounting
+    from dprepro import epsilon_table
 
-    rows = []
-    for spec in load_all(args.specs):
-        if not spec.private:
-            rows.append({"spec": spec.path, "name": spec.name, "version": spec.version,
-                         "epsilon": None, "note": "non-private spec: no epsilon"})
-            continue
-        row = {"spec": spec.path, "name": spec.name, "version": spec.version,
-               "epsilon": accounting.epsilon_block(spec.data), "expected": spec.data["expected"]}
-        if args.epochs_range:
-            row["curve"] = accounting.epsilon_curve(spec.data)
-        rows.append(row)
+    rows = [epsilon_table.row(spec, args.epochs_range) for spec in load_all(args.specs)]
     if args.json:
-        from dprepro.results import finite_json
+        from dprepro.files import finite_json
 
         print(json.dumps(finite_json(rows), indent=2))
         return
     for row in rows:
-        print(f"{row['spec']}  ({row['name']} v{row['version']})")
-        block = row["epsilon"]
-        if block is None:
-            print(f"  {row['note']}\n")
-            continue
-        print(f"  n {block['n']}, q {block['q']:.6g}, {block['sampling']} sampling, "
-              f"{block['microbatch_size']} example(s) per microbatch, {block['steps']} steps trained "
-              f"({block['steps_rule'].split(':')[0]}), noise {block['noise_multiplier']}, delta {block['delta']:g}")
-        print(f"  {'accountant':<26} {'epsilon':>10}  {'order':<8} {'steps':>6}  holds  why")
-        for name, v in block["accountants"].items():
-            order = f"{v['order']:g}" if v["order"] is not None else "-"
-            holds = "yes" if v["holds_for_this_run"] else "no"
-            print(f"  {name:<26} {fmt_eps(v['epsilon']):>10}  {order:<8} {v['steps']:>6}  {holds:<5}  {v['label']}")
-        if block["of_record"]:
-            best = block["of_record"]
-            print(f"  of record (smallest that holds): {best} {fmt_eps(block['accountants'][best]['epsilon'])}")
-        for quantity, v in block["under_published_conventions"].items():
-            entry = row["expected"][quantity]
-            print(f"  published {quantity} {entry['value']:g}, computed as published "
-                  f"(used_microbatching {str(v['used_microbatching']).lower()}, steps {v['steps_rule']}): "
-                  f"{fmt_eps(v['epsilon'])}" + (f"; {entry['note']}" if entry.get("note") else ""))
-        if "curve" in row:
-            names = list(row["curve"])
-            print("  epoch " + " ".join(f"{n:>25}" for n in names))
-            for i in range(len(row["curve"][names[0]])):
-                print(f"  {i + 1:>5} " + " ".join(f"{fmt_eps(row['curve'][n][i]):>25}" for n in names))
-        print()
-
-
-def fmt_eps(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.7f}"
+        print(epsilon_table.text(row))
 
 
 def cmd_calibrate(args) -> None:
@@ -420,12 +333,17 @@ def cmd_calibrate(args) -> None:
     spec = load_spec(args.spec)
     if not spec.private:
         raise InputError(f"{spec.path}: privacy.enabled: a non-private spec has no noise to calibrate")
-    if not args.target_epsilon > 0:
+    if not args.target_epsilon > 0 or not math.isfinite(args.target_epsilon):
         raise InputError(f"--target-epsilon: must be positive, got {args.target_epsilon}")
-    sigma = accounting.calibrate(spec.data, args.target_epsilon, args.accountant)
+    try:
+        sigma = accounting.calibrate(spec, args.target_epsilon, args.accountant)
+    except ValueError as e:
+        raise InputError(f"--target-epsilon: {e}") from None
+    doubled = " (twice the noise of one example per microbatch: sensitivity 2 x l2_norm_clip)" \
+        if spec.microbatch_size > 1 else ""
     print(f"{spec.path}: noise_multiplier {sigma:.6f} reaches epsilon {args.target_epsilon:g} "
-          f"({args.accountant}) at delta {spec.data['privacy']['delta']:g} over "
-          f"{spec.data['training']['epochs']} epochs")
+          f"({args.accountant}) at delta {spec.privacy.delta:g} over {spec.training.epochs} epochs, "
+          f"{spec.microbatch_size} example(s) per microbatch{doubled}")
 
 
 if __name__ == "__main__":

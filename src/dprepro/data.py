@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dprepro.errors import InputError
+from dprepro.files import atomic
 
 DEFAULT_DIR = "data/mnist"
 ENV_VAR = "DPREPRO_DATA_DIR"
@@ -80,23 +81,18 @@ def verified_files(folder: Path, url: str | None = None) -> dict:
 
 def download(url: str, path: Path, expected: str) -> None:
     """Fetch `url` to `path` through a temporary file; keep it only if its SHA-256 is `expected`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
     print(f"dprepro: downloading {url}", flush=True)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic(path, "wb") as out:
             for block in iter(lambda: response.read(1 << 20), b""):
                 digest.update(block)
                 out.write(block)
+            if digest.hexdigest() != expected:     # raised inside: the temporary file is discarded
+                raise InputError(
+                    f"{url}: downloaded file has sha256 {digest.hexdigest()}, expected {expected}; discarded")
     except (urllib.error.URLError, OSError) as e:
-        partial.unlink(missing_ok=True)
         raise InputError(f"{url}: download failed ({getattr(e, 'reason', e)}); nothing kept") from None
-    if digest.hexdigest() != expected:
-        partial.unlink()
-        raise InputError(
-            f"{url}: downloaded file has sha256 {digest.hexdigest()}, expected {expected}; discarded")
-    os.replace(partial, path)
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:

@@ -89,7 +89,7 @@ class RunLock:
                            f"{' '.join(holder.get('command', []))}); wait for it, or use another --out/--logdir"
                            + ("" if holder.get("host") == me["host"] else
                               "; if that run is gone, delete the lock file")) from None
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w") as f:   # not an output: the lock, created exclusively (O_EXCL)
                 json.dump(me, f)
             self.held.append(path)
             return

@@ -18,13 +18,10 @@ epoch therefore draws exactly what an uninterrupted run draws.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
-OVERFLOW = 1e-6   # per step: over 3,600 steps (15 epochs) a 0.4 % chance of one extra trace
-PAD_MULTIPLE = 8
+from dprepro.spec.typed import OVERFLOW, PAD_MULTIPLE, padded_size  # noqa: F401  (the spec computes the size)
 STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3}
 
 
@@ -57,19 +54,18 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, e
             .prefetch(tf.data.AUTOTUNE))
 
 
-def padded_size(n: int, batch_size: int, overflow: float = OVERFLOW) -> int:
-    """The padded batch size: P[Binomial(n, batch_size / n) > size] <= overflow, rounded up to a
-    multiple of PAD_MULTIPLE and at most n."""
-    from scipy import stats
+def inclusion_draws(n: int, seed: int, step) -> tf.Tensor:
+    """The uniform draw u of each of the n examples at step `step` (included when u < q).
 
-    quantile = int(stats.binom.isf(overflow, n, batch_size / n))
-    return min(n, PAD_MULTIPLE * math.ceil(max(quantile, batch_size) / PAD_MULTIPLE))
+    float32, on a 2^-23 grid: the rate actually used is ceil(q 2^23) / 2^23, above q by up to
+    2^-23 (at q = 250/60000 by 1.3e-5 relative). Drawing in float64 changes every Poisson batch, so
+    it is done together with the next change of the Poisson batches (issue 21), with one re-pin."""
+    return tf.random.stateless_uniform([n], stream_seed(seed, "poisson", step), alg="philox")
 
 
 def poisson_indices(n: int, q: float, seed: int, step) -> tf.Tensor:
     """The training examples of step `step`: each of the n included with probability q."""
-    u = tf.random.stateless_uniform([n], stream_seed(seed, "poisson", step), alg="philox")
-    return tf.where(u < q)[:, 0]
+    return tf.where(inclusion_draws(n, seed, step) < q)[:, 0]
 
 
 def poisson_batch(x: tf.Tensor, y: tf.Tensor, idx: tf.Tensor, size: int):

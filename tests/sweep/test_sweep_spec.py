@@ -23,19 +23,36 @@ def sweep_file(tmp_path, **changes):
     return path
 
 
+def cell_problems(spec) -> list:
+    """What is wrong with a frontier cell's seeds, version and published values (none: [])."""
+    return [what for what, wrong in (("seeds", list(spec.seeds) != [0, 1, 2]), ("version", spec.version != 1),
+                                     ("expected kept from the base", bool(spec.expected))) if wrong]
+
+
+def test_the_cell_check_can_fail():
+    """The check above once read `A and B and C or not expected`, true whatever the cell. Now a
+    cell that kept its base's published values, or other seeds or version, is caught."""
+    base = load_sweep(FRONTIER).base
+    assert base.expected, "the base must have published values for this check to mean anything"
+    assert cell_problems(base.replace({"seeds": [0, 1, 2]})) == ["version", "expected kept from the base"] \
+        if base.version != 1 else ["expected kept from the base"]
+    assert cell_problems(base.replace({"seeds": [0], "expected": {}})) == ["seeds"] + (
+        ["version"] if base.version != 1 else [])
+
+
 def test_frontier_expands_into_calibrated_cells():
     sweep = load_sweep(FRONTIER)
     assert [c.name for c in sweep.cells] == ["frontier-eps0.5", "frontier-eps1", "frontier-eps2", "frontier-eps4",
                                              "frontier-eps8", "frontier-nonprivate"]
     for cell, target in zip(sweep.cells, (0.5, 1, 2, 4, 8)):
-        spec = cell.spec.data
-        assert spec["training"]["epochs"] == 15 and spec["data"]["sampling"] == "poisson"
-        assert spec["seeds"] == [0, 1, 2] and spec["version"] == 1 and "expected" not in spec or not spec["expected"]
+        spec = cell.spec
+        assert spec.training.epochs == 15 and spec.sampling == "poisson"
+        assert cell_problems(spec) == []
         eps = accounting.epsilon_block(spec)["accountants"]["rdp"]
         # noise rounded up to 4 decimals: epsilon at most the target, within 0.5 % of it (rdp's slope here)
         assert eps["holds_for_this_run"] and target * 0.995 <= eps["epsilon"] <= target
-    nonprivate = sweep.cells[-1].spec.data
-    assert not nonprivate["privacy"]["enabled"] and nonprivate["engine"]["name"] == "none"
+    nonprivate = sweep.cells[-1].spec
+    assert not nonprivate.private and nonprivate.engine.name == "none" and cell_problems(nonprivate) == []
     assert len({c.spec.sha256 for c in sweep.cells}) == 6
 
 

@@ -8,7 +8,6 @@ TensorBoard scalars in LOGDIR/<name>/v<version>/audit/.
 
 from __future__ import annotations
 
-import copy
 import statistics
 import sys
 import time
@@ -18,26 +17,20 @@ import numpy as np
 import tensorflow as tf
 from scipy.special import logsumexp
 
-from dprepro import accounting, engine, results
+from dprepro import accounting, files
 from dprepro.audit import bounds, canaries as canary_set, membership
 from dprepro.audit.figure import roc_figure
 from dprepro.data import load_mnist
 from dprepro.errors import InputError
 from dprepro.lock import RunLock
-from dprepro.pipeline import EpochLine
+from dprepro.records import environment
 from dprepro.spec import ENGINE_VERSIONS, Spec
+from dprepro.training.callbacks import EpochLine
+from dprepro.training.fit import train
 
 AUDIT_SCHEMA = 1
 POWER_MARGIN = 1.0     # the no-noise twin's bound must exceed the DP run's by this much (a factor e in odds)
 DEFAULT_DELTA = 1e-5   # the delta of a non-private spec's audit (it states none)
-UNCLIPPED = 1e12       # an l2_norm_clip no gradient reaches: clipping off
-
-
-def without_noise(spec: dict) -> dict:
-    """The same training with noise multiplier 0 and clipping off (same engine, sampling, schedule)."""
-    twin = copy.deepcopy(spec)
-    twin["privacy"].update(noise_multiplier=0.0, l2_norm_clip=UNCLIPPED)
-    return twin
 
 
 def log_probs(model, x: np.ndarray, batch: int = 1000) -> np.ndarray:
@@ -60,30 +53,27 @@ def margins(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return own - lp.max(axis=1)
 
 
-def audit_one(train_spec: dict, claim_spec: dict | None, data, m: int, kind: str, seed: int, confidence: float,
-              tries: int, label: str, engine_name: str) -> dict:
-    """Train `train_spec` for `seed` with m canaries; score; bound; the accountant's value for
-    `claim_spec` (None: no claim) with the canaries counted in n."""
+def audit_one(spec: Spec, data, m: int, kind: str, seed: int, confidence: float, tries: int, label: str,
+              clipping_and_noise: bool = True, claim: bool = True) -> dict:
+    """Train `seed` of `spec`'s audit twin with m canaries (without noise and clipping unless
+    `clipping_and_noise`); score; bound; with `claim`, the accountant's value of the spec's claim
+    with the canaries counted in n."""
     start = time.perf_counter()
     augmented, canaries = canary_set.split(data, m, seed, kind)
     n = len(augmented.x_train)
-    train_spec = copy.deepcopy(train_spec)
-    train_spec["data"]["train_examples"] = n
+    trained = spec.audit_twin(n, clipping_and_noise or not spec.private)
     print(f"  {label}: {m} canaries, {int(canaries.included.sum())} in the training set (n = {n})", flush=True)
-    outcome, model = engine.train(train_spec, augmented, seed, engine=engine_name,
-                                  callbacks=[EpochLine(label, train_spec["training"]["epochs"], {})])
+    outcome, model = train(trained, augmented, seed, callbacks=[EpochLine(label, trained.training.epochs)])
     scores = margins(model, canaries.x, canaries.labels)
-    delta = train_spec["privacy"].get("delta") or DEFAULT_DELTA
+    delta = spec.privacy.delta or DEFAULT_DELTA
     canary_audit = bounds.audit_canaries(scores, canaries.included, delta, confidence, tries)
     members = label_log_probs(model, data.x_train, data.y_train.argmax(1))
     nonmembers = label_log_probs(model, augmented.x_test, augmented.y_test.argmax(1))
     fpr, tpr = membership.roc(members, nonmembers)
     roc_fpr, roc_tpr = membership.thinned(fpr, tpr)
     accountant = None
-    if claim_spec is not None:
-        claim = copy.deepcopy(claim_spec)
-        claim["data"]["train_examples"] = n
-        block = accounting.epsilon_block(claim)
+    if claim and spec.private:
+        block = accounting.epsilon_block(spec.audit_twin(n))
         if block["steps"] != outcome["steps"]:
             raise RuntimeError(f"trained {outcome['steps']} steps, accounted {block['steps']}")
         record = block["of_record"]
@@ -148,75 +138,74 @@ def summarise(entries: list[dict]) -> dict:
             "seconds_per_audit": statistics.fmean(e["wall_seconds"] for e in entries)}
 
 
+def method(m: int, kind: str, confidence: float) -> dict:
+    """How the audit was made, as audit.json records it."""
+    return {
+        "canaries": m, "kind": kind,
+        "source": (f"the last {m} MNIST test images, each with a fixed wrong label" if kind == "mislabelled"
+                   else f"{m} random binary images (pixels on with probability {canary_set.PIXEL_ON}), random labels"),
+        "inclusion": "each canary in the training set with probability 1/2, independently (per seed)",
+        "score": "logit margin: log p(canary's label) - max over the other classes of log p "
+                 "under the trained model (black box)",
+        "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
+        "bound": "Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta; Bonferroni over "
+                 "the k tried and the seeds",
+        "confidence": confidence,
+        "membership": "members: the training examples; non-members: the test images (without the canaries); "
+                      "score: log-probability of the true label"}
+
+
 def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=None, m: int = 1000,
               confidence: float = 0.95, power: bool = False, plant_bug: bool = False,
               kind: str = "synthetic") -> tuple[dict, Path]:
     """Audit `spec` (its first seed unless `seeds`); return the audit and the path of audit.json.
     `plant_bug`: train without noise and clipping but keep the spec's privacy claim (to see the bug
     check fire)."""
-    s = spec.with_overrides(seeds=seeds).data
+    # plan
+    s = spec.with_overrides(seeds=seeds)
     if not 0 < confidence < 1:
         raise InputError(f"--confidence: {confidence} is not between 0 and 1")
-    data = load_mnist(data_dir, s["data"]["url"], s["data"]["train_examples"], s["data"]["test_examples"])
+    data = load_mnist(data_dir, s.data.url, s.data.train_examples, s.data.test_examples)
     limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
     if not 2 <= m <= limit:
         raise InputError(f"--canaries: {m} canaries; need 2 to {limit} " + (
             f"(half of the spec's {len(data.x_test)} test images: the rest stay held out)" if kind == "mislabelled"
             else f"(at most as many as the spec's {len(data.x_train)} training examples)"))
-    seeds = s["seeds"] if seeds else s["seeds"][:1]
-    private = s["privacy"]["enabled"]
-    claim = s if private else None
-    trained = without_noise(s) if plant_bug and private else s
-    engine_name = s["engine"]["name"]
-    name, version = spec.name, spec.version
-    path = Path(out_dir) / name / f"v{version}" / "audit.json"
-    logs = Path(logdir) / name / f"v{version}" / "audit"
-    print(f"dprepro audit: {name} v{version}, engine {engine_name}, {s['data']['sampling']} sampling, seeds {seeds}, "
+    seeds = list(s.seeds) if seeds else list(s.seeds[:1])
+    power = power and s.private
+    folder = files.run_folder(out_dir, s.name, s.version)
+    path, logs = folder / "audit.json", files.run_folder(logdir, s.name, s.version) / "audit"
+    print(f"dprepro audit: {s.name} v{s.version}, engine {s.engine.name}, {s.sampling} sampling, seeds {seeds}, "
           f"{m} canaries, confidence {confidence:g}"
           + (", PLANTED BUG: trained without noise and clipping, judged by the spec's claim" if plant_bug else "")
-          + (", with the no-noise power check" if power and private else ""), flush=True)
-    started, t0, git = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter(), results.git_state()
-    with RunLock([path.parent, logs], f"audit of {name} v{version}"):
+          + (", with the no-noise power check" if power else ""), flush=True)
+    started, t0, git = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter(), environment.git_state()
+    with RunLock([folder, logs], f"audit of {s.name} v{s.version}"):
+        # train
         entries, twins = [], []
         for seed in seeds:
-            entry = audit_one(trained, claim, data, m, kind, seed, confidence, len(seeds), f"seed {seed}", engine_name)
-            log_scalars(logs / f"seed-{seed}", entry, s["training"]["epochs"])
-            entries.append(entry)
-            print(describe(entry, f"seed {seed}"), flush=True)
-            if power and private:
-                twin = audit_one(without_noise(s), None, data, m, kind, seed, confidence, len(seeds),
-                                 f"seed {seed} no noise", engine_name)
-                log_scalars(logs / f"seed-{seed}-no-noise", twin, s["training"]["epochs"])
-                twins.append(twin)
-                print(describe(twin, f"seed {seed} no noise"), flush=True)
+            runs = [(entries, f"seed {seed}", not plant_bug, True)]
+            if power:
+                runs.append((twins, f"seed {seed} no noise", False, False))
+            for kept, label, clipping_and_noise, claim in runs:
+                entry = audit_one(s, data, m, kind, seed, confidence, len(seeds), label, clipping_and_noise, claim)
+                log_scalars(logs / label.replace("seed ", "seed-").replace(" ", "-"), entry, s.training.epochs)
+                kept.append(entry)
+                print(describe(entry, label), flush=True)
+        # assemble
         audit = {
-            "audit_schema": AUDIT_SCHEMA, "name": name, "version": version, "spec_path": spec.path,
-            "spec_sha256": spec.sha256, "engine": engine_name, "engine_version": ENGINE_VERSIONS[engine_name],
-            "sampling": s["data"]["sampling"], "planted_bug": plant_bug,
-            "method": {
-                "canaries": m, "kind": kind,
-                "source": (f"the last {m} MNIST test images, each with a fixed wrong label" if kind == "mislabelled"
-                           else f"{m} random binary images (pixels on with probability {canary_set.PIXEL_ON}), "
-                                f"random labels"),
-                "inclusion": "each canary in the training set with probability 1/2, independently (per seed)",
-                "score": "logit margin: log p(canary's label) - max over the other classes of log p "
-                         "under the trained model (black box)",
-                "guesses": "IN for the k highest scores, OUT for the k lowest, k in "
-                           f"{bounds.guess_counts(m)}",
-                "bound": "Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta; Bonferroni over "
-                         "the k tried and the seeds",
-                "confidence": confidence,
-                "membership": "members: the training examples; non-members: the test images (without the canaries); "
-                              "score: log-probability of the true label"},
+            "audit_schema": AUDIT_SCHEMA, "name": s.name, "version": s.version, "spec_path": spec.path,
+            "spec_sha256": spec.sha256, "engine": s.engine.name, "engine_version": ENGINE_VERSIONS[s.engine.name],
+            "sampling": s.sampling, "planted_bug": plant_bug, "method": method(m, kind, confidence),
             "seeds": entries, "no_noise": twins or None,
             "summary": summarise(entries),
             "no_noise_summary": summarise(twins) if twins else None,
             "checks": checks(entries, twins),
-            "git": git, "environment": results.environment(engine.devices(), engine.onednn_enabled()),
+            "git": git, "environment": environment.this_machine(),
             "command": ["dprepro", *sys.argv[1:]], "started": started,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": time.perf_counter() - t0,
         }
-        results.write_json_atomic(path, audit)
+        files.write_json(path, audit)
         roc_figure(audit, path.with_name("audit-roc.png"))
     return audit, path
 

@@ -4,12 +4,12 @@ audited lower bound."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from dprepro.audit.membership import dp_tpr_ceiling
+from dprepro.files import save_figure
 
 
 def roc_figure(audit: dict, path: Path) -> Path:
@@ -40,9 +40,4 @@ def roc_figure(audit: dict, path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -15,13 +15,11 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
-from dprepro import results
+from dprepro import files
 from dprepro.errors import InputError
 from dprepro.sweep.sweep_spec import Sweep, cell_yaml
 
@@ -30,42 +28,38 @@ def train_one_seed(spec_text: str, spec_name: str, seed: int, data_dir: str, str
     """The Ray task: `dprepro run` of one seed of one cell in a scratch folder; returns its files.
     `data_dir` is the driver's MNIST folder; unless `strict` (given explicitly), a worker without that
     folder reads its own default ($DPREPRO_DATA_DIR, else data/mnist: the image sets the variable)."""
-    from dprepro import data, pipeline
+    from dprepro import data
     from dprepro.spec import load_spec
+    from dprepro.training import pipeline
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dprepro-task-") as scratch:
         scratch = Path(scratch)
         spec_path = scratch / f"{spec_name}.yaml"
-        spec_path.write_text(spec_text)
+        spec_path.write_text(spec_text)   # not an output: the task's own scratch folder
         log = scratch / "run.log"
         where = Path(data_dir) if strict or Path(data_dir).is_dir() else data.data_dir(None)
-        with open(log, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        with open(log, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):  # not an output
             spec = load_spec(spec_path)
             result, _ = pipeline.run_spec(spec, where, scratch / "out", scratch / "logs", seeds=[seed])
-        seed_dir = scratch / "logs" / spec.name / f"v{spec.version}" / f"seed-{seed}"
-        files = {str(p.relative_to(seed_dir)): p.read_bytes() for p in seed_dir.rglob("*") if p.is_file()}
-        files["run.log"] = log.read_bytes()
-        return {"files": files, "host": socket.gethostname(), "seconds": time.perf_counter() - start,
+        seed_dir = files.seed_folder(scratch / "logs", spec.name, spec.version, seed)
+        seed_files = {str(p.relative_to(seed_dir)): p.read_bytes() for p in seed_dir.rglob("*") if p.is_file()}
+        seed_files["run.log"] = log.read_bytes()
+        return {"files": seed_files, "host": socket.gethostname(), "seconds": time.perf_counter() - start,
                 "test_accuracy": result["seeds"][0]["test_accuracy"],
                 "environment": result["environment"], "git": result["git"]}
 
 
 def store_seed(seed_dir: Path, returned: dict) -> None:
     """Write a task's files into `seed_dir` (seed.json last, with the model's new path and the worker)."""
-    seed_dir.mkdir(parents=True, exist_ok=True)
-    files = dict(returned["files"])
-    seed_json = json.loads(files.pop("seed.json"))
-    for name, content in files.items():
-        target = seed_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
+    returned_files = dict(returned["files"])
+    seed_json = json.loads(returned_files.pop("seed.json"))
+    for name, content in returned_files.items():
+        files.write_bytes(seed_dir / name, content)
     seed_json["model"]["path"] = str(seed_dir / "model.npz")
     seed_json["worker"] = {"host": returned["host"], "seconds": returned["seconds"],
                            "arithmetic": returned["environment"]["arithmetic"]}
-    results.write_json_atomic(seed_dir / "seed.json", seed_json)
+    files.write_json(seed_dir / "seed.json", seed_json)
 
 
 def connect(address: str | None):
@@ -102,37 +96,28 @@ def run_sweep(sweep: Sweep, out: Path, logdir: Path, data_dir: Path, address: st
     """Run every (cell, seed) not finished yet; assemble each cell's result.json; return the summary.
     `data_dir_given`: the folder was named by the user, so workers must use it (else they may fall
     back to their own default)."""
-    from dprepro import pipeline
-    from dprepro.checkpoint import identity
-    from dprepro.spec import ENGINE_VERSIONS, load_spec
+    from dprepro.spec import load_spec
+    from dprepro.training import pipeline
 
-    root = Path(out) / "sweeps" / sweep.name / f"v{sweep.version}"
-    logs = Path(logdir) / "sweeps" / sweep.name / f"v{sweep.version}"
-    specs_dir = root / "specs"
-    specs_dir.mkdir(parents=True, exist_ok=True)
+    root, logs = files.sweep_folder(out, sweep.name, sweep.version), files.sweep_folder(logdir, sweep.name, sweep.version)
     cells, todo, kept = {}, [], []
     for cell in sweep.cells:
-        path = specs_dir / f"{cell.name}.yaml"
+        path = root / "specs" / f"{cell.name}.yaml"
         text = cell_yaml(cell)
         if not path.exists() or path.read_text() != text:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            files.write_text(path, text)
         spec = load_spec(path)
         cells[cell.name] = (cell, spec, text)
-        result_path = results.result_path(root, spec.name, spec.version)
+        plan = pipeline.plan_run(spec, root, logs)
         try:
-            done = json.loads(result_path.read_text()).get("spec_sha256") == spec.sha256
+            done = json.loads(plan.result_path.read_text()).get("spec_sha256") == spec.sha256
         except (OSError, json.JSONDecodeError, AttributeError):
             done = False
         if done:
             kept.append(cell.name)
             continue
-        engine = spec.data["engine"]["name"]
         for seed in sweep.seeds:
-            seed_dir = logs / spec.name / f"v{spec.version}" / f"seed-{seed}"
-            if pipeline.finished_seed(seed_dir / "seed.json",
-                                      identity(spec.sha256, engine, ENGINE_VERSIONS[engine], seed)):
+            if plan.finished(seed):
                 print(f"sweep: {cell.name} seed {seed}: finished earlier, kept", flush=True)
                 continue
             todo.append((cell.name, seed))
@@ -161,7 +146,7 @@ def run_sweep(sweep: Sweep, out: Path, logdir: Path, data_dir: Path, address: st
             cell, spec, _ = cells[name]
             try:
                 returned = ray.get(ready[0])
-                store_seed(logs / spec.name / f"v{spec.version}" / f"seed-{seed}", returned)
+                store_seed(files.seed_folder(logs, spec.name, spec.version, seed), returned)
                 what = f"test accuracy {returned['test_accuracy']:.4f}, {returned['seconds']:.0f} s on {returned['host']}"
             except Exception as e:   # noqa: BLE001  a failed task is reported; the others go on
                 failures.append({"cell": name, "seed": seed, "error": last_line(e)})

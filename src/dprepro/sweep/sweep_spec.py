@@ -18,7 +18,7 @@ file, so `dprepro run` on that file trains exactly what the sweep trains.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import yaml
 
-from dprepro.errors import InputError
-from dprepro.spec import (MAX_SEED, MAX_VERSION, NAME_RE, SECTIONS, Spec, field_name, load_spec, read_yaml,
-                          shown, validate)
+from dprepro.errors import InputError, field_name, shown
+from dprepro.files import read_yaml
+from dprepro.spec import SECTIONS, Spec, load_spec
+from dprepro.spec.schema import MAX_VERSION, check_kind
 
 SCHEMA = 1
 FIELDS = {"schema", "name", "version", "description", "base", "grid", "nonprivate", "seeds"}
@@ -79,18 +80,14 @@ def load_sweep(path) -> Sweep:
             fail(key, "required field missing")
     if raw["schema"] != SCHEMA:
         fail("schema", f"unsupported schema {shown(raw['schema'])} (this dprepro reads sweep schema {SCHEMA})")
-    if not isinstance(raw["name"], str) or not NAME_RE.match(raw["name"]):
-        fail("name", f"{shown(raw['name'])}: lower-case letters, digits, '.', '_' and '-'")
-    if type(raw["version"]) is not int or not 1 <= raw["version"] <= MAX_VERSION:
+    for key, kind in (("name", "name"), ("version", "int"), ("seeds", "seeds"), ("nonprivate", "bool")):
+        if key in raw:          # the experiment spec's own checks for the fields the two share
+            check_kind(raw[key], kind, key, fail)
+    if not 1 <= raw["version"] <= MAX_VERSION:
         fail("version", f"must be an integer from 1 to {MAX_VERSION}")
     if not isinstance(raw.get("description", ""), str):
         fail("description", "must be text")
-    if not isinstance(raw.get("nonprivate", False), bool):
-        fail("nonprivate", "must be true or false")
     seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds or any(type(s) is not int or not 0 <= s <= MAX_SEED for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        fail("seeds", f"a non-empty list of distinct integers from 0 to {MAX_SEED}")
     if not isinstance(raw["base"], str):
         fail("base", "must be the path of an experiment spec, relative to the sweep file")
 
@@ -156,48 +153,50 @@ def _short(key: str, value) -> str:
 
 
 def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
-    raw = copy.deepcopy(base.data)
-    raw.pop("expected", None)                    # the base's published values are not the cell's
-    described = []
+    changes, described = {}, []
     for key, value in values.items():
-        if key in (TARGET, DATA_DIR):
-            continue
-        section, field = key.split(".")
-        raw[section][field] = value
-        described.append(f"{key} = {value}")
+        if key not in (TARGET, DATA_DIR):
+            changes[key] = value
+            described.append(f"{key} = {value}")
     name = "-".join([sweep["name"]] + [_short(k, v) for k, v in values.items() if k != DATA_DIR or len(values) == 1])
-    raw.update(name=name, version=sweep["version"], seeds=sweep["seeds"])
+    changes.update(name=name, version=sweep["version"], seeds=sweep["seeds"],
+                   expected={})                   # the base's published values are not the cell's
+    where = f"{path}: cell {name}"
+    spec = _replaced(base, changes, where)
     if TARGET in values:
-        accountant, target = values[TARGET]
         from dprepro import accounting
 
-        resolved = _validated(raw, path, name)
-        sigma = accounting.calibrate(resolved, target, accountant)
-        raw["privacy"]["noise_multiplier"] = math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
-        described.append(f"noise_multiplier {raw['privacy']['noise_multiplier']} (calibrated: {accountant} "
-                         f"epsilon {target:g} at delta {raw['privacy']['delta']:g})")
-    raw["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} with "
-                          + "; ".join(described) + ".")
-    return Cell(name, values, Spec(path, _validated(raw, path, name)), values.get(DATA_DIR))
+        accountant, target = values[TARGET]
+        try:
+            sigma = accounting.calibrate(spec, target, accountant)
+        except ValueError as e:
+            fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
+        noise = math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
+        changes["privacy.noise_multiplier"] = noise
+        described.append(f"noise_multiplier {noise} (calibrated: {accountant} epsilon {target:g} at delta "
+                         f"{spec.privacy.delta:g})")
+    changes["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} "
+                              f"with " + "; ".join(described) + ".")
+    return Cell(name, values, _replaced(base, changes, where), values.get(DATA_DIR))
 
 
 def _nonprivate_cell(base: Spec, sweep: dict, path: str, fail) -> Cell:
-    raw = copy.deepcopy(base.data)
-    raw.pop("expected", None)
     name = f"{sweep['name']}-nonprivate"
-    raw.update(name=name, version=sweep["version"], seeds=sweep["seeds"],
-               privacy={"enabled": False}, engine={"name": "none", "use_xla": False})
-    raw["data"]["sampling"] = "shuffle"
-    raw["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} "
-                          f"without privacy (plain SGD, shuffled): the non-private line of the frontier.")
-    return Cell(name, {"nonprivate": True}, Spec(path, _validated(raw, path, name)), None)
+    changes = {"name": name, "version": sweep["version"], "seeds": sweep["seeds"], "expected": {},
+               "privacy": {"enabled": False}, "engine": {"name": "none", "use_xla": False},
+               "data.sampling": "shuffle",
+               "description": f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} "
+                              f"without privacy (plain SGD, shuffled): the non-private line of the frontier."}
+    return Cell(name, {"nonprivate": True}, _replaced(base, changes, f"{path}: cell {name}"), None)
 
 
-def _validated(raw: dict, path: str, name: str) -> dict:
-    return validate(copy.deepcopy(raw), f"{path}: cell {name}")
+def _replaced(base: Spec, changes: dict, where: str) -> Spec:
+    """The base with a cell's changes, validated again (errors name the sweep file and the cell);
+    the cell's path is the sweep file's."""
+    return dataclasses.replace(base.replace(changes, path=where), path=where.split(": cell ")[0])
 
 
 def cell_yaml(cell: Cell) -> str:
     """The cell as an ordinary experiment spec file."""
     header = f"# Written by `dprepro sweep` from {cell.spec.path}; run it alone with `dprepro run <this file>`.\n"
-    return header + yaml.safe_dump(cell.spec.data, sort_keys=False)
+    return header + yaml.safe_dump(cell.spec.to_dict(), sort_keys=False)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from dprepro.files import atomic
+from dprepro.spec.typed import ModelSection
 
 INPUT_SHAPE = (28, 28, 1)
 
@@ -32,31 +34,26 @@ def tutorial_cnn_layers(pooling: str = "max") -> list:
     ]
 
 
-def build_layers(model_spec: dict) -> list:
+def build_layers(model: ModelSection) -> list:
     """Layers for a spec's `model` section (validated: name is tutorial_cnn)."""
-    return tutorial_cnn_layers(model_spec["pooling"])
+    return tutorial_cnn_layers(model.pooling)
 
 
 def save_weights(path: Path, weights: list) -> str:
     """A trained model's weights (in layer order) as .npz, written atomically; returns its SHA-256.
-    Rebuild with `load_model(spec["model"], path)`."""
+    Rebuild with `load_model(spec.model, path)`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic(path, "wb") as f:
         np.savez(f, *weights)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_model(model_spec: dict, path: Path) -> tf.keras.Model:
+def load_model(model: ModelSection, path: Path) -> tf.keras.Model:
     """A plain Keras model of the spec's layers with the weights saved at `path`, compiled for
     evaluation (loss CategoricalCrossentropy from logits, accuracy)."""
     with np.load(path) as f:
         weights = [f[f"arr_{i}"] for i in range(len(f.files))]
-    model = tf.keras.Sequential(build_layers(model_spec))
-    model.set_weights(weights)
-    model.compile(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model
+    keras_model = tf.keras.Sequential(build_layers(model))
+    keras_model.set_weights(weights)
+    keras_model.compile(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return keras_model

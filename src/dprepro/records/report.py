@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -11,8 +10,9 @@ import numpy as np
 from scipy import stats
 
 from dprepro import accounting
-from dprepro.compare import as_float, engine_version
-from dprepro.result_file import load_result
+from dprepro.files import save_figure, write_text
+from dprepro.records.compare import as_float, engine_version
+from dprepro.records.read import load_result
 
 ACCOUNTANT_COLUMNS = ("rdp_legacy", "rdp", "pld", "statement_poisson", "statement_once_per_epoch")
 # Shorter runs are drawn over longer ones with their own marker: specs that share seeds share
@@ -82,7 +82,7 @@ def audit_table(results: list[dict]) -> list[str]:
 
 def sweep_sections(results_dir: Path) -> list[str]:
     """The frontier of each pinned sweep (results/sweeps/<name>/v<version>/frontier.json)."""
-    from dprepro.sweep.frontier import table as frontier_table
+    from dprepro.records.frontier import table as frontier_table
 
     lines = []
     for path in sorted(results_dir.glob("sweeps/*/v*/frontier.json")):
@@ -112,7 +112,7 @@ def epsilon_cell(eps: dict, name: str) -> str:
     return f"{as_float(v['epsilon']):.4f}" + ("" if v.get("holds_for_this_run", True) else "†")
 
 
-def with_verdicts(block: dict | None, spec: dict) -> dict | None:
+def with_verdicts(block: dict | None, spec) -> dict | None:
     """The block with each value's verdict (holds for the run or not) and the value of record; a
     block written before dprepro 0.4 gets them from the spec (its values are kept)."""
     if not block or "of_record" in block:
@@ -142,8 +142,8 @@ def table(results: list[dict]) -> str:
         hardware = f"{env['cpu']} ×{env['cpu_count']}" + (f", {', '.join(env['devices']['gpus'])}"
                                                          if env["devices"]["gpus"] else ", no GPU")
         lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} v{engine_version(r)} | "
-                     f"{r['spec']['training']['epochs']} | {r['spec']['data'].get('sampling', 'shuffle')} | "
-                     f"{record} | {audit_cell(r.get('_audit')) if r['run']['engine'] == r['spec']['engine']['name'] else '–'} | "
+                     f"{r['spec'].training.epochs} | {r['spec'].sampling} | "
+                     f"{record} | {audit_cell(r.get('_audit')) if r['run']['engine'] == r['spec'].engine.name else '–'} | "
                      + " | ".join(cells)
                      + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                        f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
@@ -166,10 +166,10 @@ def epsilon_notes(results: list[dict]) -> list[str]:
                          f"the doubled sensitivity: "
                          + ", ".join(f"{n} {as_float(v['epsilon']):.4f}" for n, v in doubled.items()) + ".")
         for quantity, v in block.get("under_published_conventions", {}).items():
-            entry = r["spec"]["expected"][quantity]
-            notes.append(f"- {r['name']}: published {quantity} = {entry['value']:g} ({entry['source']}) is "
+            entry = r["spec"].expected[quantity]
+            notes.append(f"- {r['name']}: published {quantity} = {entry.value:g} ({entry.source}) is "
                          f"reproduced as {as_float(v['epsilon']):.4f} with used_microbatching "
-                         f"{str(v['used_microbatching']).lower()}: {entry.get('note') or ''}".rstrip(": ") + ".")
+                         f"{str(v['used_microbatching']).lower()}: {entry.note or ''}".rstrip(": ") + ".")
     return notes
 
 
@@ -193,7 +193,7 @@ def figures(results: list[dict], folder: Path) -> list[str]:
 
     from matplotlib.ticker import MaxNLocator
 
-    results = sorted(results, key=lambda r: -r["spec"]["training"]["epochs"])  # long runs underneath
+    results = sorted(results, key=lambda r: -r["spec"].training.epochs)  # long runs underneath
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, r in enumerate(results):
         acc = 100 * per_epoch(r, "test_accuracy")
@@ -209,7 +209,7 @@ def figures(results: list[dict], folder: Path) -> list[str]:
     fig.tight_layout()
     written.append(save(fig, folder / "accuracy_per_epoch.png"))
 
-    private = [r for r in results if r["epsilon"] and r["run"]["engine"] == r["spec"]["engine"]["name"]]
+    private = [r for r in results if r["epsilon"] and r["run"]["engine"] == r["spec"].engine.name]
     if not private:
         return written
     fig, axes = plt.subplots(1, len(private), figsize=(4 * len(private), 4), squeeze=False, sharey=True)
@@ -252,13 +252,7 @@ def figures(results: list[dict], folder: Path) -> list[str]:
 
 
 def save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})  # no version stamp: stable bytes
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path.name
+    return save_figure(fig, path).name
 
 
 def write_report(results_dir) -> Path:
@@ -301,7 +295,5 @@ def write_report(results_dir) -> Path:
         "",
     ])
     path = results_dir / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
     return path

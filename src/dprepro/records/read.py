@@ -1,21 +1,23 @@
-"""Reading a result file (`compare`, `report`, `evaluate`): JSON, then every field those commands
-use checked for presence, type and range, so that a truncated or hand-edited file is one line
-naming the file and the field (exit 2), never a traceback."""
+"""Reading a result file (`compare`, `report`, `evaluate`, the frontier): JSON, then every field
+those commands use checked for presence, type and range, so that a truncated or hand-edited file is
+one line naming the file and the field (exit 2), never a traceback. The result comes back as a dict
+whose `spec` is the resolved, typed `Spec` (defaults filled in: nobody re-defaults a field)."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from dprepro.errors import InputError
-from dprepro.spec import ENGINES, read_text_file, shown, validate
+from dprepro.errors import InputError, shown
+from dprepro.files import read_text_file
+from dprepro.spec import ENGINES, Spec, validate
 
 NUMBER = (int, float)
 HISTORY = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 
 def load_result(path) -> dict:
-    """The checked result at `path`."""
+    """The checked result at `path`, its `spec` typed (a `Spec`)."""
     text = read_text_file(str(path), "result")
     try:
         result = json.loads(text)
@@ -23,11 +25,12 @@ def load_result(path) -> dict:
         raise InputError(f"{path}: not a result file (invalid JSON at line {e.lineno})") from None
     except RecursionError:
         raise InputError(f"{path}: not a result file (nested too deeply)") from None
-    check_result(result, path)
+    result["spec"] = check_result(result, path)
     return result
 
 
-def check_result(r, path) -> None:
+def check_result(r, path) -> Spec:
+    """Check every field the commands use; return the result's resolved spec."""
     def fail(field, message):
         raise InputError(f"{path}: {field}: {message}")
 
@@ -54,11 +57,7 @@ def check_result(r, path) -> None:
     get(r, "name", str, "")
     get(r, "version", int, "")
     get(r, "spec_sha256", str, "")
-    spec = get(r, "spec", dict, "")
-    try:
-        validate(spec, f"{path}: spec")
-    except InputError as e:
-        raise InputError(str(e)) from None
+    spec = Spec.from_resolved(f"{path}: spec", validate(get(r, "spec", dict, ""), f"{path}: spec"))
     run = get(r, "run", dict, "")
     if get(run, "engine", str, "run") not in ENGINES:
         fail("run.engine", f"unknown engine {shown(run['engine'])}")
@@ -82,7 +81,7 @@ def check_result(r, path) -> None:
             fail("epsilon.of_record", f"names no accountant of the block: {shown(best)}")
         for quantity, value in (get(block, "under_published_conventions", dict, "epsilon", optional=True) or {}).items():
             number(value, "epsilon", f"epsilon.under_published_conventions.{quantity}", low=0, epsilon=True)
-            if quantity not in (spec.get("expected") or {}):
+            if quantity not in spec.expected:
                 fail(f"epsilon.under_published_conventions.{quantity}", "not among the spec's expected values")
     for key in ("test_accuracy", "train_accuracy"):
         summary = get(r, key, dict, "")
@@ -93,7 +92,7 @@ def check_result(r, path) -> None:
     seeds = get(r, "seeds", list, "")
     if not seeds:
         fail("seeds", "must list at least one seed")
-    epochs = spec["training"]["epochs"]
+    epochs = spec.training.epochs
     for i, seed in enumerate(seeds):
         where = f"seeds[{i}]"
         number(seed, "test_accuracy", where)
@@ -105,6 +104,7 @@ def check_result(r, path) -> None:
         times = get(seed, "epoch_seconds", list, where)
         if not times or not all(isinstance(t, NUMBER) and not isinstance(t, bool) for t in times):
             fail(f"{where}.epoch_seconds", "must be a non-empty list of numbers")
+    return spec
 
 
 def kind_name(kinds) -> str:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from dprepro.result_file import load_result
+from dprepro.files import result_path
+from dprepro.records.read import load_result
 from dprepro.spec import ENGINE_VERSIONS
 
 # Relative tolerance of each accountant's epsilon against a pin (README, "Self-checking reproduction").
@@ -112,7 +113,7 @@ def published_precision(value: float) -> float:
 def against_published(fresh: dict) -> list[Row]:
     """The spec's `expected` values (with their sources) against the fresh result."""
     rows = []
-    for quantity, entry in (fresh["spec"].get("expected") or {}).items():
+    for quantity, entry in fresh["spec"].expected.items():
         if quantity.startswith("epsilon_"):
             block = fresh.get("epsilon") or {"accountants": {}}
             convention = block.get("under_published_conventions", {}).get(quantity)
@@ -121,14 +122,14 @@ def against_published(fresh: dict) -> list[Row]:
                     f" (as published: used_microbatching {str(convention['used_microbatching']).lower()})")
             else:
                 value, how = block["accountants"].get(quantity[len("epsilon_"):], {}).get("epsilon"), ""
-            tol = published_precision(entry["value"])
-            ok = value is not None and abs(as_float(value) - entry["value"]) <= tol * (1 + 1e-9)
-            rows.append(Row(f"published {quantity}{how}", entry["value"], value, f"±{tol:g}",
+            tol = published_precision(entry.value)
+            ok = value is not None and abs(as_float(value) - entry.value) <= tol * (1 + 1e-9)
+            rows.append(Row(f"published {quantity}{how}", entry.value, value, f"±{tol:g}",
                             "PASS" if ok else "FAIL"))
         else:
             value = fresh[quantity]["mean"]
-            rows.append(Row(f"published {quantity} ({entry['source'][:40]}…)", entry["value"], value,
-                            f"Δ {value - entry['value']:+.4f}", "INFO"))
+            rows.append(Row(f"published {quantity} ({entry.source[:40]}…)", entry.value, value,
+                            f"Δ {value - entry.value:+.4f}", "INFO"))
     return rows
 
 
@@ -159,7 +160,7 @@ def compare_files(fresh_path, pinned_path) -> tuple[str, bool]:
 
 def pin_problem(spec, results_dir) -> str | None:
     """Why `spec` (a Spec) has no valid pinned result in `results_dir`, or None if it has one."""
-    path = Path(results_dir) / spec.name / f"v{spec.version}" / "result.json"
+    path = result_path(results_dir, spec.name, spec.version)
     if not path.exists():
         return f"{spec.path}: no pinned result at {path} (run `make pin` and commit it)"
     pinned = load_result(path)
@@ -171,3 +172,20 @@ def pin_problem(spec, results_dir) -> str | None:
         return (f"{spec.path}: {path} was made with engine {name} v{engine_version(pinned)}, "
                 f"the current one is v{ENGINE_VERSIONS[name]}: re-pin (make pin)")
     return None
+
+
+def against_pins(finished: list, out_dir: Path, pinned_dir: Path) -> tuple[str, bool]:
+    """`dprepro run --compare`: each fresh (result, path) against PINNED_DIR's file of the same
+    place; the printed comparisons and whether all passed (a spec without a pin is said, not failed)."""
+    blocks, all_passed = [], True
+    for result, path in finished:
+        pinned = Path(pinned_dir) / Path(path).relative_to(out_dir)
+        if not pinned.exists():
+            blocks.append(f"{result['name']} v{result['version']}: no pinned result at {pinned}; nothing to compare")
+            continue
+        text, passed = compare_files(path, pinned)
+        blocks.append(text)
+        all_passed &= passed
+    verdict = (f"reproduction {'PASSED' if all_passed else 'FAILED'}: fresh results "
+               f"{'match' if all_passed else 'do not match'} the pinned ones in {pinned_dir}")
+    return "".join(f"\n{b}" for b in blocks) + f"\n\n{verdict}", all_passed

@@ -16,12 +16,12 @@ restored: their seeds start again.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from dprepro.errors import InputError
+from dprepro.files import atomic
 
 FILE = "checkpoint.npz"
 RESUMABLE = ("fast", "none")
@@ -36,18 +36,13 @@ def identity(spec_sha256: str, engine: str, engine_version: int, seed: int) -> d
 
 def save(folder: Path, ident: dict, epoch: int, weights: list, optimizer_weights: list, progress: dict) -> Path:
     """Write the checkpoint after `epoch` epochs (atomically; the previous one stays until then)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE
-    tmp = folder / f".{FILE}.{os.getpid()}.tmp"
+    path = Path(folder) / FILE
     state = {**ident, "epoch": epoch, "progress": progress,
              "weights": len(weights), "optimizer_weights": len(optimizer_weights)}
     arrays = {f"w{i}": w for i, w in enumerate(weights)}
     arrays.update({f"o{i}": w for i, w in enumerate(optimizer_weights)})
-    with open(tmp, "wb") as f:
+    with atomic(path, "wb") as f:
         np.savez(f, state=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -4,12 +4,11 @@ written from the cells' result.json files: frontier.json, frontier.md, frontier.
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 
-from dprepro import results
-from dprepro.result_file import load_result
+from dprepro.files import save_figure, write_json, write_text
+from dprepro.records.read import load_result
 
 ACCOUNTANTS = ("rdp", "pld", "rdp_legacy")
 
@@ -21,8 +20,8 @@ def row(result: dict) -> dict:
     return {
         "cell": result["name"], "version": result["version"], "spec_sha256": result["spec_sha256"],
         "private": eps is not None,
-        "noise_multiplier": spec["privacy"].get("noise_multiplier") if eps else None,
-        "epochs": spec["training"]["epochs"], "sampling": spec["data"].get("sampling", "shuffle"),
+        "noise_multiplier": spec.privacy.noise_multiplier if eps else None,
+        "epochs": spec.training.epochs, "sampling": spec.sampling,
         "epsilon": {a: eps["accountants"][a]["epsilon"] for a in ACCOUNTANTS} if eps else None,
         "epsilon_holds": {a: eps["accountants"][a]["holds_for_this_run"] for a in ACCOUNTANTS} if eps else None,
         "of_record": eps["of_record"] if eps else None,
@@ -85,11 +84,7 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_frontier(root: Path, sweep_name: str, version: int) -> tuple[list[dict], Path]:
@@ -98,12 +93,10 @@ def write_frontier(root: Path, sweep_name: str, version: int) -> tuple[list[dict
     rows = collect(root)
     if not rows:
         raise FileNotFoundError(f"{root}: no cell results")
-    results.write_json_atomic(root / "frontier.json", {"sweep": sweep_name, "version": version, "cells": rows})
+    write_json(root / "frontier.json", {"sweep": sweep_name, "version": version, "cells": rows})
     title = f"{sweep_name} v{version}: accuracy against ε"
     figure(rows, root / "frontier.png", title)
     md = root / "frontier.md"
-    tmp = md.with_name(".frontier.md.tmp")
-    tmp.write_text(f"# {title}\n\n{table(rows)}\n\n† does not hold for the cell's sampling (see its result).\n\n"
+    write_text(md, f"# {title}\n\n{table(rows)}\n\n† does not hold for the cell's sampling (see its result).\n\n"
                    f"![frontier](frontier.png)\n")
-    os.replace(tmp, md)
     return rows, md

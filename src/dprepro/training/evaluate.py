@@ -12,8 +12,7 @@ import hashlib
 from pathlib import Path
 
 from dprepro.errors import InputError
-from dprepro.result_file import load_result
-from dprepro.spec import validate
+from dprepro.records.read import load_result
 
 
 def seed_models(result: dict, path) -> list[tuple[dict, Path]]:
@@ -37,15 +36,12 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
     """The printed table and whether every seed's recorded test loss and accuracy came out exactly."""
     import tensorflow as tf
 
-    from dprepro import engine
     from dprepro.data import load_mnist
-    from dprepro.model import load_model
-    from dprepro.results import arithmetic_path, environment
+    from dprepro.records.environment import this_machine
+    from dprepro.training.model import load_model
 
     result = load_result(path)
-    if not isinstance(result, dict) or not isinstance(result.get("spec"), dict):
-        raise InputError(f"{path}: spec: not a dprepro result (no spec)")
-    spec = validate(result["spec"], f"{path}: spec")
+    spec = result["spec"]
     models = seed_models(result, path)
     for i, (seed, model_path) in enumerate(models):
         if not model_path.is_file():
@@ -53,16 +49,16 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
         digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
         if digest != seed["model"].get("sha256"):
             raise InputError(f"{model_path}: sha256 {digest[:12]}… is not the recorded {str(seed['model'].get('sha256'))[:12]}…")
-    data = load_mnist(Path(data_dir), spec["data"]["url"], 1, spec["data"]["test_examples"])
+    data = load_mnist(Path(data_dir), spec.data.url, 1, spec.data.test_examples)
     tf.config.experimental.enable_op_determinism()
-    here = arithmetic_path(engine.devices(), engine.onednn_enabled())["id"]
+    here = this_machine()["arithmetic"]["id"]
     recorded = result.get("environment", {}).get("arithmetic", {}).get("id")
     lines = [f"{result.get('name')} v{result.get('version')}: {len(models)} saved model(s) on "
              f"{len(data.x_test)} test examples (arithmetic path here {here}, recorded {recorded})",
              f"  {'seed':>5}  {'recorded acc':>12}  {'evaluated':>10}  {'recorded loss':>13}  {'evaluated':>10}  status"]
     exact = True
     for seed, model_path in models:
-        model = load_model(spec["model"], model_path)
+        model = load_model(spec.model, model_path)
         loss, acc = model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)
         same = acc == seed["test_accuracy"] and loss == seed.get("test_loss")
         exact &= same

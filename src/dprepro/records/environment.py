@@ -1,43 +1,18 @@
-"""Result files: what was run, where, with what, and what came out; written atomically."""
+"""Where a run came from and on what it ran: the git state, the packages, the CPU and the
+arithmetic path (what decides the last bits of the training arithmetic), the accelerators."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
-import statistics
 import subprocess
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-RESULT_SCHEMA = 1
 PACKAGES = ("tensorflow", "tensorflow-privacy", "tensorflow-probability", "dp-accounting",
             "numpy", "keras", "tensorboard")
-
-
-def result_path(out_dir, name: str, spec_version: int, engine_override: str | None = None) -> Path:
-    """OUT/<name>/v<version>/result.json; result-<engine>.json when the run overrode the engine."""
-    filename = f"result-{engine_override}.json" if engine_override else "result.json"
-    return Path(out_dir) / name / f"v{spec_version}" / filename
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write through a temporary file in the same folder and rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(finite_json(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_state() -> dict:
@@ -130,21 +105,24 @@ def environment(devices: dict, onednn: bool | None = None) -> dict:
     }
 
 
-def summary(values: list) -> dict:
-    """Mean, sample standard deviation (0 for one value), min, max and count."""
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values), "max": max(values), "n": len(values),
-    }
+def devices() -> dict:
+    """The accelerators TensorFlow sees and the CUDA/cuDNN versions it was built against."""
+    import tensorflow as tf
+
+    build = tf.sysconfig.get_build_info()
+    gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+            for g in tf.config.list_physical_devices("GPU")]
+    return {"gpus": gpus, "built_with_cuda": bool(build.get("is_cuda_build")),
+            "cuda_version": build.get("cuda_version"), "cudnn_version": build.get("cudnn_version")}
 
 
-def finite_json(obj):
-    """JSON has no infinity: an infinite value (epsilon without noise) is written as "inf"."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    return obj
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels on the CPU (TF_ENABLE_ONEDNN_OPTS, default on x86)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def this_machine() -> dict:
+    """environment() of this process, with the devices and oneDNN state TensorFlow reports."""
+    return environment(devices(), onednn_enabled())

@@ -1,23 +1,18 @@
-"""Experiment specs: versioned YAML files (schema 1), validated strictly before any work.
+"""The spec schema: every field, its kind, its default and its allowed values, and `validate`,
+which turns a raw mapping (from YAML or from a result file) into the resolved mapping (defaults
+filled in) or raises `InputError("PATH: field.path: what is wrong")` for the first bad field.
 
-Every field is documented in README.md ("Spec format"). `load_spec` returns a `Spec` whose
-`data` is the resolved spec (defaults filled in); its SHA-256 identifies the spec's content.
-Any problem raises `InputError("PATH: field.path: what is wrong")`.
+Every field is documented in docs/spec-format.md. The typed view of a resolved spec is `Spec`
+(spec/typed.py); nothing else reads these mappings by key.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import re
-from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
-
-from dprepro.errors import InputError
+from dprepro.errors import InputError, field_name, shown
 
 SCHEMA = 1
 ENGINES = ("tutorial", "fast", "vectorized", "none")
@@ -67,137 +62,22 @@ SECTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Spec:
-    """A validated experiment spec. `data` is the resolved dict; `path` where it came from."""
-
-    path: str
-    data: dict
-
-    @property
-    def name(self) -> str:
-        return self.data["name"]
-
-    @property
-    def version(self) -> int:
-        return self.data["version"]
-
-    @property
-    def private(self) -> bool:
-        return self.data["privacy"]["enabled"]
-
-    @property
-    def sha256(self) -> str:
-        """SHA-256 of what determines the results: the resolved spec without the prose fields
-        and the published values (`description`, `source`, `expected`), as canonical JSON.
-        Editing any other field changes it, and then `version` must be bumped."""
-        content = {k: copy.deepcopy(v) for k, v in self.data.items() if k not in NOT_HASHED}
-        for (section, key), neutral in HASH_NEUTRAL.items():
-            if content[section].get(key) == neutral:
-                del content[section][key]
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-    @property
-    def train_examples(self) -> int:
-        return self.data["data"]["train_examples"]
-
-    @property
-    def sampling(self) -> str:
-        return self.data["data"]["sampling"]
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Steps trained per epoch: floor(n / batch_size), shuffled or Poisson-sampled."""
-        return self.train_examples // self.data["training"]["batch_size"]
-
-    def with_overrides(self, seeds=None, engine=None) -> "Spec":
-        """The same spec with seeds and/or engine replaced, validated again."""
-        raw = copy.deepcopy(self.data)
-        if seeds is not None:
-            raw["seeds"] = list(seeds)
-        if engine is not None:
-            raw["engine"]["name"] = engine
-        return Spec(self.path, validate(raw, self.path))
-
-
-MAX_SPEC_BYTES = 1 << 20
 MAX_VERSION = 10 ** 6
 MAX_EPOCHS = 10 ** 4
 MAX_SEED = 2 ** 31 - 1      # what NumPy, Python and TensorFlow all take as a seed
 MAX_SCALE = 1e6             # l2_norm_clip, noise_multiplier, learning_rate
 
 
-class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:          # an unhashable key: PyYAML's own error follows
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-        return super().construct_mapping(node, deep)
+# An l2_norm_clip no gradient reaches: clipping off. Only an audit twin may carry it (spec.audit_twin).
+UNCLIPPED = 1e12
 
 
-def read_text_file(path: str, what: str) -> str:
-    """The text of a regular, UTF-8 file of at most MAX_SPEC_BYTES, or InputError (never blocks on a fifo)."""
-    p = Path(path)
-    try:
-        if not p.exists():
-            raise InputError(f"{path}: cannot read {what}: no such file")
-        if not p.is_file():
-            raise InputError(f"{path}: cannot read {what}: not a regular file")
-        if p.stat().st_size > MAX_SPEC_BYTES:
-            raise InputError(f"{path}: cannot read {what}: larger than {MAX_SPEC_BYTES} bytes")
-        return p.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read {what}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: cannot read {what}: not UTF-8 text (byte {e.start})") from None
+def validate(raw, path: str, extra_train_examples: int = 0, unclipped: bool = False) -> dict:
+    """Return the resolved spec dict, or raise InputError naming the first bad field.
 
-
-def load_spec(path) -> Spec:
-    """Read and validate one spec file."""
-    path = str(path)
-    return Spec(path, validate(read_yaml(path, "spec"), path))
-
-
-def read_yaml(path: str, what: str):
-    """The YAML document of a spec or sweep file, read strictly (InputError in one line otherwise)."""
-    text = read_text_file(path, what)
-    try:
-        raw = yaml.load(text, Loader=StrictLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(e, "problem", None)
-        why = f": {problem}" if problem and problem.startswith("duplicate key") else ""
-        raise InputError(f"{path}: not valid YAML{where}{why}") from None
-    except RecursionError:
-        raise InputError(f"{path}: not valid YAML: nested too deeply") from None
-    return raw
-
-
-def shown(value) -> str:
-    """A value as an error message shows it: its repr, on one line, at most 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def field_name(key) -> str:
-    """A mapping key as a field name in a message (non-text or odd keys as a short repr)."""
-    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 60 else shown(key)
-
-
-def validate(raw, path: str) -> dict:
-    """Return the resolved spec dict, or raise InputError naming the first bad field."""
+    Two allowances exist for audit twins only (Spec.audit_twin): `extra_train_examples` canaries
+    appended to the training set (so train_examples may exceed the data set by that many), and
+    `unclipped` (l2_norm_clip may be UNCLIPPED)."""
 
     def fail(field, message):
         raise InputError(f"{path}: {field}: {message}")
@@ -219,7 +99,7 @@ def validate(raw, path: str) -> dict:
             fields = {k: (kind if k == "enabled" else kind + "?", None if d is REQUIRED else d)
                       for k, (kind, d) in fields.items()}
         out[section] = _check_mapping(given, fields, section + ".", fail)
-    _check_values(out, fail)
+    _check_values(out, fail, extra_train_examples, unclipped)
     return out
 
 
@@ -234,11 +114,12 @@ def _check_mapping(given: dict, fields: dict, prefix: str, fail) -> dict:
                 fail(f"{prefix}{key}", "required field is missing")
             out[key] = copy.deepcopy(default)
             continue
-        out[key] = _check_kind(given[key], kind, f"{prefix}{key}", fail)
+        out[key] = check_kind(given[key], kind, f"{prefix}{key}", fail)
     return out
 
 
-def _check_kind(value, kind: str, field: str, fail):
+def check_kind(value, kind: str, field: str, fail):
+    """`value` checked as one of the schema's kinds (int, num, bool, str, name, seeds, ...), or fail(field, why)."""
     if kind.endswith("?"):
         if value is None:
             return None
@@ -302,19 +183,19 @@ def _check_expected(value, field: str, fail) -> dict:
     return out
 
 
-def _check_values(s: dict, fail) -> None:
+def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool = False) -> None:
     data, training, privacy, engine = s["data"], s["training"], s["privacy"], s["engine"]
     if data["sampling"] not in SAMPLINGS:
         fail("data.sampling", f"must be one of {', '.join(SAMPLINGS)}, got {shown(data['sampling'])}")
     if data["dataset"] not in DATASETS:
         fail("data.dataset", f"unknown dataset {shown(data['dataset'])} (known: {', '.join(DATASETS)})")
     sizes = DATASETS[data["dataset"]]
-    for key, split in (("train_examples", "train"), ("test_examples", "test")):
+    for key, split, extra in (("train_examples", "train", extra_train_examples), ("test_examples", "test", 0)):
         n = data[key]
         if n is None:
             data[key] = sizes[split]
-        elif not 1 <= n <= sizes[split]:
-            fail(f"data.{key}", f"must be between 1 and {sizes[split]}, got {n}")
+        elif not 1 <= n <= sizes[split] + extra:
+            fail(f"data.{key}", f"must be between 1 and {sizes[split] + extra}, got {n}")
     if s["model"]["name"] not in MODELS:
         fail("model.name", f"unknown model {shown(s['model']['name'])} (known: {', '.join(MODELS)})")
     if s["model"]["pooling"] not in POOLINGS:
@@ -340,7 +221,7 @@ def _check_values(s: dict, fail) -> None:
         return
     if engine["name"] == "none":
         fail("engine.name", "engine 'none' trains without privacy but privacy.enabled is true")
-    if not 0 < privacy["l2_norm_clip"] <= MAX_SCALE:
+    if not 0 < privacy["l2_norm_clip"] <= MAX_SCALE and not (unclipped and privacy["l2_norm_clip"] == UNCLIPPED):
         fail("privacy.l2_norm_clip", f"must be positive and at most {MAX_SCALE:g}, got {privacy['l2_norm_clip']}")
     if not 0 <= privacy["noise_multiplier"] <= MAX_SCALE:
         fail("privacy.noise_multiplier", f"must be from 0 to {MAX_SCALE:g}, got {privacy['noise_multiplier']}")

@@ -222,8 +222,10 @@ class FastDPSequential(tf.keras.Sequential):
                 h = layer(h, training=True)
                 continue
             activation, layer.activation = layer.activation, tf.keras.activations.linear
-            z = layer(h)
-            layer.activation = activation
+            try:
+                z = layer(h)
+            finally:            # the layer keeps its activation even when the call fails
+                layer.activation = activation
             kept.append((layer, h, z))
             h = activation(z)
         return h, kept

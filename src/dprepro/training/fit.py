@@ -1,0 +1,70 @@
+"""Training one seed: the spec's batches, the model restored from a checkpoint if resuming, Keras's
+fit loop with the progress callback last, and the seed's outcome (history, final metrics, timings)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from dprepro import sampling
+from dprepro.spec import Spec
+from dprepro.training.callbacks import Progress
+from dprepro.training.engines import build_model, seed_everything
+
+
+def training_batches(spec: Spec, x: np.ndarray, y: np.ndarray, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
+    """The spec's batches from `first_epoch` to the last epoch, as one dataset (shuffled epochs, or
+    Poisson samples of epochs * steps_per_epoch steps)."""
+    if len(x) != spec.train_examples:
+        raise ValueError(f"{len(x)} training examples, the spec says {spec.train_examples}")
+    batch_size, per_epoch = spec.training.batch_size, spec.steps_per_epoch
+    if spec.poisson:
+        return sampling.poisson_batches(x, y, batch_size, seed, spec.steps_trained, first_epoch * per_epoch)
+    return sampling.shuffled_batches(x, y, batch_size, seed, spec.training.epochs, first_epoch)
+
+
+
+def restore(model: tf.keras.Model, input_shape, weights: list, optimizer_weights: list) -> None:
+    """Put a checkpoint's weights and optimizer variables (step counter included) into `model`."""
+    model.build((None, *input_shape))
+    model.set_weights(weights)
+    model.optimizer._create_all_weights(model.trainable_variables)
+    model.optimizer.set_weights(optimizer_weights)
+
+
+def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
+          resume: dict | None = None, on_epoch=None) -> tuple[dict, tf.keras.Model]:
+    """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress, weights,
+    optimizer weights); after each epoch call `on_epoch(epochs_done, model, state)`. Return its
+    outcome (history of per-epoch metrics, final metrics, timings) and the trained model."""
+    seed_everything(seed, spec.engine.use_xla)
+    model = build_model(spec, engine, seed)
+    epochs = spec.training.epochs
+    first_epoch = resume["epoch"] if resume else 0
+    if resume:
+        restore(model, data.x_train.shape[1:], resume["weights"], resume["optimizer_weights"])
+    progress = Progress(resume and resume["progress"], on_epoch)
+    if first_epoch < epochs:
+        model.fit(
+            training_batches(spec, data.x_train, data.y_train, seed, first_epoch),
+            epochs=epochs, initial_epoch=first_epoch,
+            # One dataset for all epochs, read on across them (given steps_per_epoch, Keras keeps the iterator).
+            steps_per_epoch=spec.steps_per_epoch,
+            validation_data=(data.x_test, data.y_test),
+            validation_batch_size=1000,
+            callbacks=[*callbacks, progress],   # the checkpoint last: a resumed run never misses a logged epoch
+            verbose=0)
+        state = progress.state()
+    else:
+        state = resume["progress"]
+    history = {"epoch": list(range(1, epochs + 1)), **state["history"]}
+    outcome = {
+        "seed": seed,
+        "test_accuracy": history["test_accuracy"][-1], "test_loss": history["test_loss"][-1],
+        "train_accuracy": history["train_accuracy"][-1], "train_loss": history["train_loss"][-1],
+        "steps": spec.steps_trained,
+        "history": history,
+        "epoch_seconds": state["epoch_seconds"],
+        "wall_seconds": state["wall_seconds"],
+    }
+    return outcome, model
