@@ -4,7 +4,7 @@ put into the training set on a fair coin of its own.
 Two kinds:
 - `synthetic` (default): random binary images (each pixel on with probability 0.2), each with a
   random label. Nothing in MNIST looks like them, so an OUT canary's score is the model's reaction
-  to noise and an IN canary's stands out (measured here: the stronger of the two, see the README);
+  to noise and an IN canary's stands out (measured here: the stronger of the two, see docs/audits.md);
 - `mislabelled`: the last m MNIST test images, each with a fixed wrong label. They are then never
   used as test images: the audited model is tested on the test images before them.
 Images and labels are fixed (the same for every seed); which canaries are IN is drawn from the seed.

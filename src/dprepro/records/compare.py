@@ -1,6 +1,6 @@
 """A fresh result against the pinned one (and the published values): rows of PASS/FAIL/INFO.
 
-Rules (README, "Self-checking reproduction"):
+Rules (docs/reproduction.md, "Self-checking reproduction"):
 - the spec's content hash must be the pinned one's (else the two runs are not the same experiment),
   and so must the engine version when both used the same engine;
 - every accountant's epsilon must match within its own relative tolerance (EPSILON_RTOL: chosen
@@ -25,7 +25,7 @@ from dprepro.files import result_path
 from dprepro.records.read import load_result
 from dprepro.spec import ENGINE_VERSIONS
 
-# Relative tolerance of each accountant's epsilon against a pin (README, "Self-checking reproduction").
+# Relative tolerance of each accountant's epsilon against a pin (docs/reproduction.md, "Self-checking reproduction").
 # Smallest real change measured (n 60000, batch 250, 1-20 epochs): 8.7e-5 relative (noise multiplier
 # + 1e-4); one step more: >= 1.1e-4; PLD discretization 2e-4 instead of 1e-4: >= 1.1e-4.
 CLOSED_FORM_RTOL = 1e-9   # RDP sums of a few hundred float64 terms: rounding ~1e-14, 1e5x below

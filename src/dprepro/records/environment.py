@@ -49,7 +49,7 @@ ARITHMETIC_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
 # Environment variables that change which kernels run or how work is split between threads.
 ARITHMETIC_ENV = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
                   "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-# Arithmetic paths one machine can take, as simulated second machines (README, "What is bit-identical").
+# Arithmetic paths one machine can take, as simulated second machines (docs/reproduction.md, "What is bit-identical").
 SIMULATED_PATHS = {"default": {}, "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
                    "onednn-off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 

@@ -29,82 +29,106 @@ def load_result(path) -> dict:
     return result
 
 
-def check_result(r, path) -> Spec:
-    """Check every field the commands use; return the result's resolved spec."""
-    def fail(field, message):
-        raise InputError(f"{path}: {field}: {message}")
+class Fields:
+    """Field checks of one result file: each failure is InputError("PATH: field: what is wrong")."""
 
-    def get(obj, field, kinds, where, optional=False):
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, field, message):
+        raise InputError(f"{self.path}: {field}: {message}")
+
+    def get(self, obj, field, kinds, where, optional=False):
         if not isinstance(obj, dict):
-            fail(where or "(top level)", "must be a JSON object")
+            self.fail(where or "(top level)", "must be a JSON object")
         if field not in obj:
             if optional:
                 return None
-            fail(f"{where}.{field}".lstrip("."), "missing")
+            self.fail(f"{where}.{field}".lstrip("."), "missing")
         value, allowed = obj[field], kinds if isinstance(kinds, tuple) else (kinds,)
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            fail(f"{where}.{field}".lstrip("."), f"must be {kind_name(kinds)}, got {shown(value)}")
+            self.fail(f"{where}.{field}".lstrip("."), f"must be {kind_name(kinds)}, got {shown(value)}")
         return value
 
-    def number(obj, field, where, low=-math.inf, epsilon=False):
-        value = get(obj, field, (*NUMBER, str) if epsilon else NUMBER, where)
+    def number(self, obj, field, where, low=-math.inf, epsilon=False):
+        value = self.get(obj, field, (*NUMBER, str) if epsilon else NUMBER, where)
         if isinstance(value, str) and value != "inf":
-            fail(f"{where}.{field}", f"must be a number or \"inf\", got {shown(value)}")
+            self.fail(f"{where}.{field}", f"must be a number or \"inf\", got {shown(value)}")
         if not isinstance(value, str) and not value >= low:
-            fail(f"{where}.{field}", f"must be a number >= {low:g}, got {shown(value)}")
+            self.fail(f"{where}.{field}", f"must be a number >= {low:g}, got {shown(value)}")
         return value
 
-    get(r, "name", str, "")
-    get(r, "version", int, "")
-    get(r, "spec_sha256", str, "")
-    spec = Spec.from_resolved(f"{path}: spec", validate(get(r, "spec", dict, ""), f"{path}: spec"))
-    run = get(r, "run", dict, "")
-    if get(run, "engine", str, "run") not in ENGINES:
-        fail("run.engine", f"unknown engine {shown(run['engine'])}")
-    get(run, "engine_version", int, "run", optional=True)
-    env = get(r, "environment", dict, "")
-    get(env, "cpu", str, "environment")
-    get(env, "cpu_count", (int, type(None)), "environment")
-    get(get(env, "devices", dict, "environment"), "gpus", list, "environment.devices")
-    arithmetic = get(env, "arithmetic", dict, "environment", optional=True)
+
+def check_result(r, path) -> Spec:
+    """Check every field the commands use; return the result's resolved spec."""
+    f = Fields(path)
+    spec = check_header(f, r)
+    check_epsilon(f, f.get(r, "epsilon", (dict, type(None)), ""), spec)
+    check_seeds(f, r, spec)
+    return spec
+
+
+def check_header(f: Fields, r) -> Spec:
+    """Name, version, spec (validated and typed), run and environment."""
+    f.get(r, "name", str, "")
+    f.get(r, "version", int, "")
+    f.get(r, "spec_sha256", str, "")
+    spec = Spec.from_resolved(f"{f.path}: spec", validate(f.get(r, "spec", dict, ""), f"{f.path}: spec"))
+    run = f.get(r, "run", dict, "")
+    if f.get(run, "engine", str, "run") not in ENGINES:
+        f.fail("run.engine", f"unknown engine {shown(run['engine'])}")
+    f.get(run, "engine_version", int, "run", optional=True)
+    env = f.get(r, "environment", dict, "")
+    f.get(env, "cpu", str, "environment")
+    f.get(env, "cpu_count", (int, type(None)), "environment")
+    f.get(f.get(env, "devices", dict, "environment"), "gpus", list, "environment.devices")
+    arithmetic = f.get(env, "arithmetic", dict, "environment", optional=True)
     if arithmetic is not None:
-        get(arithmetic, "id", str, "environment.arithmetic")
-    block = get(r, "epsilon", (dict, type(None)), "")
-    if block is not None:
-        number(block, "delta", "epsilon", low=0)
-        accountants = get(block, "accountants", dict, "epsilon")
-        for name, value in accountants.items():
-            number(value, "epsilon", f"epsilon.accountants.{name}", low=0, epsilon=True)
-            get(value, "holds_for_this_run", bool, f"epsilon.accountants.{name}", optional=True)
-        best = get(block, "of_record", (str, type(None)), "epsilon", optional=True)
-        if best is not None and best not in accountants:
-            fail("epsilon.of_record", f"names no accountant of the block: {shown(best)}")
-        for quantity, value in (get(block, "under_published_conventions", dict, "epsilon", optional=True) or {}).items():
-            number(value, "epsilon", f"epsilon.under_published_conventions.{quantity}", low=0, epsilon=True)
-            if quantity not in spec.expected:
-                fail(f"epsilon.under_published_conventions.{quantity}", "not among the spec's expected values")
+        f.get(arithmetic, "id", str, "environment.arithmetic")
+    return spec
+
+
+def check_epsilon(f: Fields, block, spec: Spec) -> None:
+    """The epsilon block (None for a non-private run): every value, the value of record."""
+    if block is None:
+        return
+    f.number(block, "delta", "epsilon", low=0)
+    accountants = f.get(block, "accountants", dict, "epsilon")
+    for name, value in accountants.items():
+        f.number(value, "epsilon", f"epsilon.accountants.{name}", low=0, epsilon=True)
+        f.get(value, "holds_for_this_run", bool, f"epsilon.accountants.{name}", optional=True)
+    best = f.get(block, "of_record", (str, type(None)), "epsilon", optional=True)
+    if best is not None and best not in accountants:
+        f.fail("epsilon.of_record", f"names no accountant of the block: {shown(best)}")
+    for quantity, value in (f.get(block, "under_published_conventions", dict, "epsilon", optional=True) or {}).items():
+        f.number(value, "epsilon", f"epsilon.under_published_conventions.{quantity}", low=0, epsilon=True)
+        if quantity not in spec.expected:
+            f.fail(f"epsilon.under_published_conventions.{quantity}", "not among the spec's expected values")
+
+
+def check_seeds(f: Fields, r, spec: Spec) -> None:
+    """The summaries over seeds and every seed's history (one number per epoch) and times."""
     for key in ("test_accuracy", "train_accuracy"):
-        summary = get(r, key, dict, "")
-        number(summary, "mean", key)
-        number(summary, "std", key, low=0)
-        if get(summary, "n", int, key) < 1:
-            fail(f"{key}.n", f"must be >= 1, got {summary['n']}")
-    seeds = get(r, "seeds", list, "")
+        summary = f.get(r, key, dict, "")
+        f.number(summary, "mean", key)
+        f.number(summary, "std", key, low=0)
+        if f.get(summary, "n", int, key) < 1:
+            f.fail(f"{key}.n", f"must be >= 1, got {summary['n']}")
+    seeds = f.get(r, "seeds", list, "")
     if not seeds:
-        fail("seeds", "must list at least one seed")
+        f.fail("seeds", "must list at least one seed")
     epochs = spec.training.epochs
     for i, seed in enumerate(seeds):
         where = f"seeds[{i}]"
-        number(seed, "test_accuracy", where)
-        history = get(seed, "history", dict, where)
+        f.number(seed, "test_accuracy", where)
+        history = f.get(seed, "history", dict, where)
         for key in ("epoch", *HISTORY):
-            values = get(history, key, list, f"{where}.history")
+            values = f.get(history, key, list, f"{where}.history")
             if len(values) != epochs or not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in values):
-                fail(f"{where}.history.{key}", f"must be {epochs} numbers (one per epoch)")
-        times = get(seed, "epoch_seconds", list, where)
+                f.fail(f"{where}.history.{key}", f"must be {epochs} numbers (one per epoch)")
+        times = f.get(seed, "epoch_seconds", list, where)
         if not times or not all(isinstance(t, NUMBER) and not isinstance(t, bool) for t in times):
-            fail(f"{where}.epoch_seconds", "must be a non-empty list of numbers")
-    return spec
+            f.fail(f"{where}.epoch_seconds", "must be a non-empty list of numbers")
 
 
 def kind_name(kinds) -> str:

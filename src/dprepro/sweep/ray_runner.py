@@ -17,6 +17,7 @@ import os
 import socket
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dprepro import files
@@ -91,82 +92,110 @@ def clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+@dataclass
+class SweepPlan:
+    """The cells of a sweep with their specs, and the (cell, seed) tasks still to run."""
+
+    root: Path                                    # OUT/sweeps/<name>/v<version>: cell specs and results
+    logs: Path                                    # LOGDIR/sweeps/<name>/v<version>: the seeds' folders
+    cells: dict = field(default_factory=dict)     # name -> (Cell, Spec, spec file text)
+    todo: list = field(default_factory=list)      # (cell name, seed)
+    kept: list = field(default_factory=list)      # cells whose result matches their content hash
+
+
+def plan_sweep(sweep: Sweep, out: Path, logdir: Path) -> SweepPlan:
+    """Write each cell's spec file; skip cells with a current result and seeds finished earlier."""
+    from dprepro.spec import load_spec
+    from dprepro.training import pipeline
+
+    plan = SweepPlan(files.sweep_folder(out, sweep.name, sweep.version), files.sweep_folder(logdir, sweep.name, sweep.version))
+    for cell in sweep.cells:
+        path = plan.root / "specs" / f"{cell.name}.yaml"
+        text = cell_yaml(cell)
+        if not path.exists() or path.read_text() != text:
+            files.write_text(path, text)
+        spec = load_spec(path)
+        plan.cells[cell.name] = (cell, spec, text)
+        run = pipeline.plan_run(spec, plan.root, plan.logs)
+        try:
+            done = json.loads(run.result_path.read_text()).get("spec_sha256") == spec.sha256
+        except (OSError, json.JSONDecodeError, AttributeError):
+            done = False
+        if done:
+            plan.kept.append(cell.name)
+            continue
+        for seed in sweep.seeds:
+            if run.finished(seed):
+                print(f"sweep: {cell.name} seed {seed}: finished earlier, kept", flush=True)
+                continue
+            plan.todo.append((cell.name, seed))
+    return plan
+
+
+def run_tasks(plan: SweepPlan, data_dir: Path, address: str | None, cpus_per_run: float, gpus_per_run: float,
+              data_dir_given: bool) -> list:
+    """One Ray task per (cell, seed) of the plan; each returned seed stored where a local run puts
+    it; a progress line per finished task. Returns the failures."""
+    ray = connect(address)
+    print(f"sweep: Ray {ray.__version__} at {ray.get_runtime_context().gcs_address}, resources "
+          f"{ {k: v for k, v in ray.cluster_resources().items() if k in ('CPU', 'GPU')} }, "
+          f"{cpus_per_run:g} CPU and {gpus_per_run:g} GPU per task", flush=True)
+    task = ray.remote(max_calls=1)(train_one_seed).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                                           max_retries=0)
+    pending = {}
+    for name, seed in plan.todo:
+        cell, spec, text = plan.cells[name]
+        data_for_cell = str(Path(cell.data_dir or data_dir).resolve())
+        pending[task.remote(text, spec.name, seed, data_for_cell, bool(cell.data_dir) or data_dir_given)] = (name, seed)
+    failures, done, start, total = [], 0, time.perf_counter(), len(plan.todo)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        name, seed = pending.pop(ready[0])
+        spec = plan.cells[name][1]
+        try:
+            returned = ray.get(ready[0])
+            store_seed(files.seed_folder(plan.logs, spec.name, spec.version, seed), returned)
+            what = f"test accuracy {returned['test_accuracy']:.4f}, {returned['seconds']:.0f} s on {returned['host']}"
+        except Exception as e:   # noqa: BLE001  a failed task is reported; the others go on
+            failures.append({"cell": name, "seed": seed, "error": last_line(e)})
+            what = f"FAILED: {last_line(e)}"
+        done += 1
+        elapsed = time.perf_counter() - start
+        print(f"sweep: [{done}/{total}] {name} seed {seed}: {what} | failures {len(failures)} | "
+              f"elapsed {clock(elapsed)}, about {clock(elapsed / done * (total - done))} left", flush=True)
+    ray.shutdown()
+    return failures
+
+
+def assemble_cells(plan: SweepPlan, data_dir: Path, failures: list) -> list:
+    """Each cell without a failed seed gets its result.json by `dprepro run`'s own code (which keeps
+    the finished seeds and trains nothing); returns [(cell, result, path)]."""
+    from dprepro.training import pipeline
+
+    finished, failed_cells = [], {f["cell"] for f in failures}
+    for name, (cell, spec, _) in plan.cells.items():
+        if name in failed_cells:
+            continue
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            result, path = pipeline.run_spec(spec, Path(cell.data_dir or data_dir), plan.root, plan.logs)
+        finished.append((cell, result, path))
+    return finished
+
+
 def run_sweep(sweep: Sweep, out: Path, logdir: Path, data_dir: Path, address: str | None = None,
               cpus_per_run: float = 2, gpus_per_run: float = 0, data_dir_given: bool = False) -> dict:
     """Run every (cell, seed) not finished yet; assemble each cell's result.json; return the summary.
     `data_dir_given`: the folder was named by the user, so workers must use it (else they may fall
     back to their own default)."""
-    from dprepro.spec import load_spec
-    from dprepro.training import pipeline
-
-    root, logs = files.sweep_folder(out, sweep.name, sweep.version), files.sweep_folder(logdir, sweep.name, sweep.version)
-    cells, todo, kept = {}, [], []
-    for cell in sweep.cells:
-        path = root / "specs" / f"{cell.name}.yaml"
-        text = cell_yaml(cell)
-        if not path.exists() or path.read_text() != text:
-            files.write_text(path, text)
-        spec = load_spec(path)
-        cells[cell.name] = (cell, spec, text)
-        plan = pipeline.plan_run(spec, root, logs)
-        try:
-            done = json.loads(plan.result_path.read_text()).get("spec_sha256") == spec.sha256
-        except (OSError, json.JSONDecodeError, AttributeError):
-            done = False
-        if done:
-            kept.append(cell.name)
-            continue
-        for seed in sweep.seeds:
-            if plan.finished(seed):
-                print(f"sweep: {cell.name} seed {seed}: finished earlier, kept", flush=True)
-                continue
-            todo.append((cell.name, seed))
-    for name in kept:
+    plan = plan_sweep(sweep, out, logdir)
+    for name in plan.kept:
         print(f"sweep: {name}: result exists and matches the cell's content hash, skipped", flush=True)
-    total = len(todo)
     print(f"sweep: {sweep.name} v{sweep.version}: {len(sweep.cells)} cells x {len(sweep.seeds)} seeds; "
-          f"{total} task(s) to run, {len(kept)} cell(s) done earlier", flush=True)
-    failures, done_tasks = [], 0
+          f"{len(plan.todo)} task(s) to run, {len(plan.kept)} cell(s) done earlier", flush=True)
     start = time.perf_counter()
-    if todo:
-        ray = connect(address)
-        print(f"sweep: Ray {ray.__version__} at {ray.get_runtime_context().gcs_address}, resources "
-              f"{ {k: v for k, v in ray.cluster_resources().items() if k in ('CPU', 'GPU')} }, "
-              f"{cpus_per_run:g} CPU and {gpus_per_run:g} GPU per task", flush=True)
-        task = ray.remote(max_calls=1)(train_one_seed).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
-                                                               max_retries=0)
-        pending = {}
-        for name, seed in todo:
-            cell, spec, text = cells[name]
-            data_for_cell = str(Path(cell.data_dir or data_dir).resolve())
-            pending[task.remote(text, spec.name, seed, data_for_cell, bool(cell.data_dir) or data_dir_given)] = (name, seed)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            name, seed = pending.pop(ready[0])
-            cell, spec, _ = cells[name]
-            try:
-                returned = ray.get(ready[0])
-                store_seed(files.seed_folder(logs, spec.name, spec.version, seed), returned)
-                what = f"test accuracy {returned['test_accuracy']:.4f}, {returned['seconds']:.0f} s on {returned['host']}"
-            except Exception as e:   # noqa: BLE001  a failed task is reported; the others go on
-                failures.append({"cell": name, "seed": seed, "error": last_line(e)})
-                what = f"FAILED: {last_line(e)}"
-            done_tasks += 1
-            elapsed = time.perf_counter() - start
-            left = elapsed / done_tasks * (total - done_tasks)
-            print(f"sweep: [{done_tasks}/{total}] {name} seed {seed}: {what} | failures {len(failures)} | "
-                  f"elapsed {clock(elapsed)}, about {clock(left)} left", flush=True)
-        ray.shutdown()
-    finished = []
-    failed_cells = {f["cell"] for f in failures}
-    for name, (cell, spec, _) in cells.items():
-        if name in failed_cells:
-            continue
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            # `dprepro run`'s own code: keeps the finished seeds, trains nothing, writes result.json
-            result, path = pipeline.run_spec(spec, Path(cell.data_dir or data_dir), root, logs)
-        finished.append((cell, result, path))
-    return {"root": root, "finished": finished, "failures": failures, "tasks": total,
+    failures = run_tasks(plan, data_dir, address, cpus_per_run, gpus_per_run, data_dir_given) if plan.todo else []
+    finished = assemble_cells(plan, data_dir, failures)
+    return {"root": plan.root, "finished": finished, "failures": failures, "tasks": len(plan.todo),
             "wall_seconds": time.perf_counter() - start}
 
 

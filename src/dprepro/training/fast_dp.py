@@ -115,7 +115,7 @@ def conv_example_gradients(layer: tf.keras.layers.Conv2D, a: tf.Tensor, g: tf.Te
     a[b, s*h + u, s*w + v, :] g[b, h, w, :]. On strided_input x, every shift (u', v') is one slice
     x[:, u':u'+oh, v':v'+ow] and one batched matmul with g: about (kh/s)(kw/s) small matmuls
     instead of a patch tensor kh*kw times the input, and the same speed on every oneDNN
-    instruction set (README, Speed).
+    instruction set (docs/engines.md, Speed).
     """
     kh, kw = layer.kernel_size
     sh, sw = layer.strides
