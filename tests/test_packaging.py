@@ -54,3 +54,16 @@ def test_every_writer_uses_the_atomic_writer():
                  for i, line in enumerate(p.read_text().splitlines(), 1)
                  if direct.search(line) and "os.devnull" not in line and "# not an output" not in line]
     assert offenders == []
+
+
+def test_readme_layout_names_every_module():
+    """The README's Layout section matches the tree: every module and subpackage of src/dprepro is
+    named there, and every top-level folder it lists exists."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    missing = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+               if p.name != "__init__.py" and p.name not in layout]
+    missing += [f"{p.name}/" for p in SRC.iterdir() if p.is_dir() and p.name != "__pycache__" and f"{p.name}/" not in layout]
+    assert missing == []
+    listed = re.findall(r"^([a-z.][\w./-]*/)\s", layout.split("```")[1], re.M)
+    assert listed and all((ROOT / folder).is_dir() for folder in listed), listed

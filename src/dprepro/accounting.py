@@ -24,6 +24,7 @@ from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
 from dprepro.spec import Spec
+from dprepro.spec.typed import trained_steps
 
 PLD_DISCRETIZATION = 1e-4
 LEGACY_ORDERS = [1 + x / 10 for x in range(1, 100)] + list(range(12, 64))
@@ -80,7 +81,7 @@ def dpsgd_event(q: float, noise_multiplier: float, steps: int):
 def count_steps(n: int, batch_size: int, epochs: float, rule: str = "trained") -> int:
     """Steps of the schedule under one of STEP_RULES (batch 250, n 60000: all three agree)."""
     if rule == "trained":
-        return int(epochs) * (n // batch_size)
+        return trained_steps(n, batch_size, int(epochs))
     if rule == "ceil":
         return int(math.ceil(epochs * n / batch_size))
     if rule == "floor":

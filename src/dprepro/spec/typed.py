@@ -216,7 +216,7 @@ class Spec:
     @property
     def steps_trained(self) -> int:
         """epochs * floor(n / batch_size): every step the run takes (the accountant counts these)."""
-        return self.training.epochs * self.steps_per_epoch
+        return trained_steps(self.data.train_examples, self.training.batch_size, self.training.epochs)
 
     @property
     def q(self) -> float:
@@ -234,6 +234,12 @@ class Spec:
     def padded_batch_size(self) -> int | None:
         """Rows of a padded Poisson batch (None for shuffled batches)."""
         return padded_size(self.data.train_examples, self.training.batch_size) if self.poisson else None
+
+
+def trained_steps(n: int, batch_size: int, epochs: int) -> int:
+    """epochs * floor(n / batch_size): the steps a run of `epochs` epochs takes (the last
+    incomplete batch of each epoch dropped). The one formula; the accountant's "trained" rule uses it."""
+    return epochs * (n // batch_size)
 
 
 def padded_size(n: int, batch_size: int, overflow: float = OVERFLOW) -> int:
