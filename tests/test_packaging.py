@@ -67,3 +67,32 @@ def test_readme_layout_names_every_module():
     assert missing == []
     listed = re.findall(r"^([a-z.][\w./-]*/)\s", layout.split("```")[1], re.M)
     assert listed and all((ROOT / folder).is_dir() for folder in listed), listed
+
+
+# The stages, top of the import graph first (README, Layout): a module imports only modules of its
+# own stage or of stages above it, lazily inside a function too.
+STAGES = [("errors", "files"), ("spec",), ("data", "sampling", "accounting", "lock", "tf_startup"),
+          ("records", "epsilon_table"), ("training",), ("audit", "sweep"), ("bench",), ("cli",)]
+RANK = {name: i for i, names in enumerate(STAGES) for name in names}
+
+
+def test_no_module_imports_a_lower_stage():
+    upward = []
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) == 1:
+            continue
+        here = RANK[parts[0]]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module == "dprepro":
+                modules = [f"dprepro.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for target in [m.split(".")[1] for m in modules if m.startswith("dprepro.")]:
+                if RANK[target] > here:
+                    upward.append(f"{'/'.join(parts)} imports {target}")
+    assert upward == []
