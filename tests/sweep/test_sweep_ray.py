@@ -82,6 +82,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path):
     proc = sweep(path, tmp_path / "out")
     assert proc.returncode == 1
     assert "failures 1" in proc.stdout and "FAILED" in proc.stderr and "MNIST file missing" in proc.stderr
+    assert "retry" not in proc.stdout          # an error of the training itself: reported at once, never retried
     root = tmp_path / "out" / "sweeps" / "broken" / "v1"
     finished = json.loads((root / "frontier.json").read_text())["cells"]
     assert len(finished) == 1 and len(list(root.glob("*/v1/result.json"))) == 1

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,30 +26,72 @@ from dprepro.errors import InputError
 from dprepro.sweep.sweep_spec import Sweep, cell_yaml
 
 
+RETRIES = 3           # a (cell, seed) whose worker or node is lost is submitted again up to this many times
+TASK_DIR_VARIABLE = "DPREPRO_TASK_DIR"
+
+
+def task_folder(spec_sha256: str, seed: int) -> Path:
+    """The worker-side scratch folder of one (cell, seed): $DPREPRO_TASK_DIR (default: the system's
+    temporary folder)/dprepro-tasks/<content hash>-seed-<k>. The same for every attempt, so a retry
+    that lands on the same machine finds the seed's last per-epoch checkpoint and resumes from it."""
+    root = Path(os.environ.get(TASK_DIR_VARIABLE) or tempfile.gettempdir())
+    return root / "dprepro-tasks" / f"{spec_sha256[:16]}-seed-{seed}"
+
+
 def train_one_seed(spec_text: str, spec_name: str, seed: int, data_dir: str, strict: bool) -> dict:
-    """The Ray task: `dprepro run` of one seed of one cell in a scratch folder; returns its files.
+    """The Ray task: `dprepro run` of one seed of one cell in its scratch folder (task_folder);
+    returns its files. Resumes from a checkpoint an earlier, killed attempt left on this machine.
     `data_dir` is the driver's MNIST folder; unless `strict` (given explicitly), a worker without that
     folder reads its own default ($DPREPRO_DATA_DIR, else data/mnist: the image sets the variable)."""
+    import shutil
+
     from dprepro import data
     from dprepro.spec import load_spec
-    from dprepro.training import pipeline
+    from dprepro.training import checkpoint, pipeline
 
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dprepro-task-") as scratch:
-        scratch = Path(scratch)
-        spec_path = scratch / f"{spec_name}.yaml"
-        spec_path.write_text(spec_text)   # not an output: the task's own scratch folder
-        log = scratch / "run.log"
-        where = Path(data_dir) if strict or Path(data_dir).is_dir() else data.data_dir(None)
-        with open(log, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):  # not an output
-            spec = load_spec(spec_path)
+    spec_file = Path(tempfile.mkdtemp(prefix="dprepro-spec-")) / f"{spec_name}.yaml"
+    spec_file.write_text(spec_text)   # not an output: the task's own scratch folder
+    spec = load_spec(spec_file)
+    scratch = task_folder(spec.sha256, seed)
+    scratch.mkdir(parents=True, exist_ok=True)
+    files.write_json(scratch / "task.json", {"pid": os.getpid(), "host": socket.gethostname(), "seed": seed})
+    plan = pipeline.plan_run(spec, scratch / "out", scratch / "logs", seeds=[seed])
+    try:
+        resumed = checkpoint.load(plan.seed_dir(seed), plan.identity(seed))
+    except InputError:      # unreadable or foreign: pipeline.run_spec would refuse it; start afresh
+        checkpoint.discard(plan.seed_dir(seed))
+        resumed = None
+    log = scratch / "run.log"
+    where = Path(data_dir) if strict or Path(data_dir).is_dir() else data.data_dir(None)
+    try:
+        with open(log, "a") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):  # not an output
             result, _ = pipeline.run_spec(spec, where, scratch / "out", scratch / "logs", seeds=[seed])
-        seed_dir = files.seed_folder(scratch / "logs", spec.name, spec.version, seed)
+        seed_dir = plan.seed_dir(seed)
         seed_files = {str(p.relative_to(seed_dir)): p.read_bytes() for p in seed_dir.rglob("*") if p.is_file()}
         seed_files["run.log"] = log.read_bytes()
-        return {"files": seed_files, "host": socket.gethostname(), "seconds": time.perf_counter() - start,
-                "test_accuracy": result["seeds"][0]["test_accuracy"],
-                "environment": result["environment"], "git": result["git"]}
+    finally:     # finished, or failed by its own error: nothing to resume (a killed task never gets here)
+        shutil.rmtree(spec_file.parent, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"files": seed_files, "host": socket.gethostname(), "seconds": time.perf_counter() - start,
+            "test_accuracy": result["seeds"][0]["test_accuracy"],
+            "resumed_after_epoch": resumed["epoch"] if resumed else None,
+            "environment": result["environment"], "git": result["git"]}
+
+
+def lost_worker(error: Exception) -> str | None:
+    """Why a task's process, node or result was lost (then it is retried); None for an error raised
+    by the training itself (bad data, a spec error: reported at once, never retried)."""
+    import ray.exceptions as rx
+
+    if isinstance(error, rx.RayTaskError):
+        return None
+    for kind, why in ((rx.WorkerCrashedError, "worker died"), (rx.NodeDiedError, "node died"),
+                      (rx.LocalRayletDiedError, "raylet died"), (rx.OutOfMemoryError, "worker killed for memory"),
+                      (rx.ObjectLostError, "result lost with its node")):
+        if isinstance(error, kind):
+            return why
+    return None
 
 
 def store_seed(seed_dir: Path, returned: dict) -> None:
@@ -59,7 +102,9 @@ def store_seed(seed_dir: Path, returned: dict) -> None:
         files.write_bytes(seed_dir / name, content)
     seed_json["model"]["path"] = str(seed_dir / "model.npz")
     seed_json["worker"] = {"host": returned["host"], "seconds": returned["seconds"],
-                           "arithmetic": returned["environment"]["arithmetic"]}
+                           "arithmetic": returned["environment"]["arithmetic"],
+                           "attempts": returned.get("attempts", 1),
+                           "resumed_after_epoch": returned.get("resumed_after_epoch")}
     files.write_json(seed_dir / "seed.json", seed_json)
 
 
@@ -132,21 +177,57 @@ def plan_sweep(sweep: Sweep, out: Path, logdir: Path) -> SweepPlan:
     return plan
 
 
+HEAD_CHECK_SECONDS, HEAD_MISSES = 2.0, 3   # the cluster's head is lost after 3 failed connections 2 s apart
+
+
+def watch_head(address: str, where: str) -> None:
+    """A daemon thread that ends the sweep (exit 1, one line naming the address) once the head at
+    `where` (host:port) stops taking connections: without it Ray's driver waits on a lost head for a
+    minute and then aborts with a log of its own. Stored seeds are kept; a rerun against a new cluster
+    resumes."""
+    import threading
+
+    host, _, port = where.rpartition(":")
+
+    def watch():
+        misses = 0
+        while True:
+            time.sleep(HEAD_CHECK_SECONDS)
+            try:
+                socket.create_connection((host, int(port)), timeout=HEAD_CHECK_SECONDS).close()
+                misses = 0
+            except OSError:
+                misses += 1
+            if misses >= HEAD_MISSES:
+                print(f"--address {address}: the Ray cluster's head at {where} stopped answering; the seeds finished "
+                      f"so far are kept: run the same command against a new cluster to resume", file=sys.stderr, flush=True)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dprepro-head-watch", daemon=True).start()
+
+
 def run_tasks(plan: SweepPlan, data_dir: Path, address: str | None, cpus_per_run: float, gpus_per_run: float,
               data_dir_given: bool) -> list:
     """One Ray task per (cell, seed) of the plan; each returned seed stored where a local run puts
     it; a progress line per finished task. Returns the failures."""
     ray = connect(address)
+    if address:
+        watch_head(address, ray.get_runtime_context().gcs_address if address == "auto" else address.removeprefix("ray://"))
     print(f"sweep: Ray {ray.__version__} at {ray.get_runtime_context().gcs_address}, resources "
           f"{ {k: v for k, v in ray.cluster_resources().items() if k in ('CPU', 'GPU')} }, "
           f"{cpus_per_run:g} CPU and {gpus_per_run:g} GPU per task", flush=True)
     task = ray.remote(max_calls=1)(train_one_seed).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                                                            max_retries=0)
-    pending = {}
-    for name, seed in plan.todo:
+    pending, attempts = {}, {}
+
+    def submit(name, seed):
         cell, spec, text = plan.cells[name]
         data_for_cell = str(Path(cell.data_dir or data_dir).resolve())
+        attempts[name, seed] = attempts.get((name, seed), 0) + 1
         pending[task.remote(text, spec.name, seed, data_for_cell, bool(cell.data_dir) or data_dir_given)] = (name, seed)
+
+    for name, seed in plan.todo:
+        submit(name, seed)
     failures, done, start, total = [], 0, time.perf_counter(), len(plan.todo)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -154,11 +235,21 @@ def run_tasks(plan: SweepPlan, data_dir: Path, address: str | None, cpus_per_run
         spec = plan.cells[name][1]
         try:
             returned = ray.get(ready[0])
+            returned["attempts"] = attempts[name, seed]
             store_seed(files.seed_folder(plan.logs, spec.name, spec.version, seed), returned)
-            what = f"test accuracy {returned['test_accuracy']:.4f}, {returned['seconds']:.0f} s on {returned['host']}"
+            resumed = returned.get("resumed_after_epoch")
+            what = (f"test accuracy {returned['test_accuracy']:.4f}, {returned['seconds']:.0f} s on {returned['host']}"
+                    + (f", resumed after epoch {resumed}" if resumed else ""))
         except Exception as e:   # noqa: BLE001  a failed task is reported; the others go on
-            failures.append({"cell": name, "seed": seed, "error": last_line(e)})
-            what = f"FAILED: {last_line(e)}"
+            why = lost_worker(e)
+            if why and attempts[name, seed] <= RETRIES:
+                print(f"sweep: retry {attempts[name, seed]}/{RETRIES} of cell {name} seed {seed}: {why} "
+                      f"(resumes from its last checkpoint if it lands on the same machine, else restarts)", flush=True)
+                submit(name, seed)
+                continue
+            failures.append({"cell": name, "seed": seed, "error": last_line(e)
+                             + (f" (after {attempts[name, seed]} attempts)" if why else "")})
+            what = f"FAILED: {failures[-1]['error']}"
         done += 1
         elapsed = time.perf_counter() - start
         print(f"sweep: [{done}/{total}] {name} seed {seed}: {what} | failures {len(failures)} | "
