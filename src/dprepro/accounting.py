@@ -269,21 +269,26 @@ def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> flo
     def eps(sigma):
         return poisson_epsilon(accountant, q, sigma, steps, delta)[0]
 
+    def search(low, high):
+        return dp_accounting.calibrate_dp_mechanism(
+            FRESH[accountant], lambda sigma: dpsgd_event(q, sigma, steps), target_epsilon, delta,
+            bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=1e-6)
+
+    # Only the high end is checked first: epsilon at large noise is cheap (PLD at noise 0.1 costs ~15 s,
+    # and the search evaluates its ends itself).
     low, high = BRACKET
-    if eps(high) > target_epsilon:
+    if (at_high := eps(high)) > target_epsilon:
         low, high = BRACKET[1], MAX_NOISE / sensitivity
-        if eps(high) > target_epsilon:
+        if (at_high := eps(high)) > target_epsilon:
             raise ValueError(f"epsilon {target_epsilon:g} is out of reach: noise multiplier {MAX_NOISE:g} still gives "
-                             f"{accountant} epsilon {eps(high):.3g} "
-                             f"({steps} steps, q {q:.4g}, delta {delta:g})"
+                             f"{accountant} epsilon {at_high:.3g} ({steps} steps, q {q:.4g}, delta {delta:g})"
                              + ("; the RDP conversion bottoms out over its orders: try the pld accountant"
                                 if accountant != "pld" else ""))
-    elif eps(low) < target_epsilon:
-        low, high = MIN_NOISE, BRACKET[0]
-        if eps(low) < target_epsilon:
+        return sensitivity * search(low, high)
+    try:
+        return sensitivity * search(low, high)
+    except ValueError:              # not bracketed at the low end: the target needs less noise than 0.1
+        if (at_low := eps(MIN_NOISE)) < target_epsilon:
             raise ValueError(f"epsilon {target_epsilon:g} needs a noise multiplier below {MIN_NOISE:g} "
-                             f"({accountant} epsilon there: {eps(low):.3g}); train without privacy instead")
-    sigma = dp_accounting.calibrate_dp_mechanism(
-        FRESH[accountant], lambda sigma: dpsgd_event(q, sigma, steps), target_epsilon, delta,
-        bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=1e-6)
-    return sensitivity * sigma
+                             f"({accountant} epsilon there: {at_low:.3g}); train without privacy instead") from None
+        return sensitivity * search(MIN_NOISE, BRACKET[0])

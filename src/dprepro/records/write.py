@@ -1,15 +1,11 @@
-"""Result files: what was run, where, with what, and what came out; written atomically
-(files.write_json). The reading side, with every field checked, is records/read.py."""
+"""Result files: their schema version and the summaries over seeds. They are written by
+files.write_json (atomically); the reading side, with every field checked, is records/read.py."""
 
 from __future__ import annotations
 
 import statistics
 
-from dprepro.files import finite_json, write_json
-
 RESULT_SCHEMA = 1
-write_json_atomic = write_json   # the name the writers of results use
-__all__ = ["RESULT_SCHEMA", "finite_json", "summary", "write_json_atomic"]
 
 
 def summary(values: list) -> dict:

@@ -162,11 +162,11 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
     changes.update(name=name, version=sweep["version"], seeds=sweep["seeds"],
                    expected={})                   # the base's published values are not the cell's
     where = f"{path}: cell {name}"
-    spec = _replaced(base, changes, where)
     if TARGET in values:
         from dprepro import accounting
 
         accountant, target = values[TARGET]
+        spec = _replaced(base, changes, where)   # the cell's schedule, to calibrate its noise
         try:
             sigma = accounting.calibrate(spec, target, accountant)
         except ValueError as e:

@@ -47,9 +47,11 @@ def build_model(spec: Spec, engine: str | None = None, seed: int = 0) -> tf.kera
     if spec.poisson and engine not in POISSON_ENGINES:
         raise ValueError(f"engine {engine!r} cannot train with poisson sampling")
     loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
-    sgd = tf.keras.optimizers.legacy.SGD(learning_rate=training.learning_rate)
+    def sgd():
+        return tf.keras.optimizers.legacy.SGD(learning_rate=training.learning_rate)
+
     if engine == "none":
-        model, optimizer = tf.keras.Sequential(layers), sgd
+        model, optimizer = tf.keras.Sequential(layers), sgd()
     elif engine == "tutorial":
         model = tf.keras.Sequential(layers)
         optimizer = DPKerasSGDOptimizer(
@@ -65,14 +67,14 @@ def build_model(spec: Spec, engine: str | None = None, seed: int = 0) -> tf.kera
             model = PoissonDPSequential(expected_batch_size=training.batch_size, **dp)
         else:
             model = DPSequential(num_microbatches=privacy.num_microbatches, **dp)
-        optimizer = sgd
+        optimizer = sgd()
     elif engine == "fast":
         model = FastDPSequential(
             l2_norm_clip=privacy.l2_norm_clip, noise_multiplier=privacy.noise_multiplier,
             num_microbatches=None if spec.poisson else privacy.num_microbatches,
             expected_batch_size=training.batch_size if spec.poisson else None,
             layers=layers, seed=seed)
-        optimizer = sgd
+        optimizer = sgd()
     else:
         raise ValueError(f"unknown engine {engine!r}")
     jit = spec.engine.use_xla and engine == "fast"   # DPSequential takes use_xla itself

@@ -106,7 +106,7 @@ def run_seed(plan: RunPlan, data, seed: int, make_callbacks, resume: dict | None
     checkpoint removed."""
     seed_dir, ident, name = plan.seed_dir(seed), plan.identity(seed), plan.engine
     seed_json, epochs = seed_dir / "seed.json", plan.resolved.training.epochs
-    done = finished_seed(seed_json, ident)
+    done = plan.finished(seed)
     if done:
         print(f"  seed {seed}: finished earlier, kept ({seed_json}; --restart trains it again)", flush=True)
         checkpoint.discard(seed_dir)
@@ -127,7 +127,7 @@ def run_seed(plan: RunPlan, data, seed: int, make_callbacks, resume: dict | None
     outcome["model"] = {"path": str(model_path), "sha256": save_weights(model_path, model.get_weights()),
                         "format": "numpy .npz of the weights in layer order; rebuild: dprepro.training.model.load_model"}
     outcome["identity"] = ident
-    write.write_json_atomic(seed_json, outcome)  # kept if a later seed fails
+    files.write_json(seed_json, outcome)  # kept if a later seed fails
     checkpoint.discard(seed_dir)
     return outcome
 
@@ -202,7 +202,7 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
                 raise RuntimeError(f"trained {outcome['steps']} steps, accounted {epsilon['steps']}")
             outcomes.append(outcome)
         result = assemble(plan, data_dir, data, env, epsilon, outcomes, started)
-        write.write_json_atomic(plan.result_path, result)
+        files.write_json(plan.result_path, result)
     return result, plan.result_path
 
 
