@@ -59,11 +59,12 @@ pin-audits: $(STAMP) ## re-make the pinned audits (results/<name>/v<version>/aud
 sweep: $(STAMP) ## run a sweep on Ray: make sweep [SWEEP=frontier] [ADDRESS=ray://HEAD:10001] (Ray started here if none)
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(SWEEP).yaml --out $(OUT) --logdir runs $(if $(ADDRESS),--address $(ADDRESS))
 
-pin-sweep: $(STAMP) ## re-make the pinned frontier (results/sweeps/frontier/; about 20 min on 2 cores)
-	$(BIN)/dprepro sweep $(SPECS)/sweeps/frontier.yaml --out results --logdir runs/pinned
+pin-sweep: $(STAMP) ## re-make the pinned frontier (results/sweeps/frontier/, models and logs beside; about 20 min)
+	$(BIN)/dprepro sweep $(SPECS)/sweeps/frontier.yaml --out results --logdir results
 
-pin: $(STAMP) ## re-run every spec except smoke into results/ (the pinned results; commit them)
-	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir runs/pinned
+# Pins ship their seeds' models and TensorBoard logs: results/<name>/v<version>/seed-<k>/ beside result.json.
+pin: $(STAMP) ## re-run every spec except smoke into results/ with models and logs (commit them)
+	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir results
 
 pin-tutorial: $(STAMP) ## pin the tutorial's own engine on tutorial-1ep, seed 0 (about 45 min on 2 cores)
 	$(BIN)/dprepro run $(SPECS)/tutorial-1ep.yaml --engine tutorial --seeds 0 --out results --logdir runs/pinned
@@ -99,8 +100,9 @@ test-container: $(STAMP) ## the image's own check (no `slow`, no `long`), as CI 
 test-slow: $(STAMP) ## the slow tests only (full-data training)
 	$(BIN)/python -m pytest -m slow
 
-tensorboard: $(STAMP) ## serve runs/ on http://localhost:$(PORT)
-	$(BIN)/tensorboard --logdir runs --port $(PORT)
+tensorboard: $(STAMP) ## serve your runs (runs/) and the pinned ones (results/) on http://localhost:$(PORT)
+	@mkdir -p runs
+	$(BIN)/tensorboard --logdir_spec runs:runs,pinned:results --port $(PORT)
 
 lock: ## regenerate requirements.lock (with hashes from PyPI) and environment.yml from the direct pins in pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -185,7 +185,7 @@ def test_an_edited_spec_without_a_new_version_is_caught():
 
 def test_other_engine_version_fails(smoke_runs):
     pinned = smoke_runs[0][2]
-    assert pinned["run"]["engine_version"] == ENGINE_VERSIONS["fast"] == 4
+    assert pinned["run"]["engine_version"] == ENGINE_VERSIONS["fast"] == 5
     fresh = copy.deepcopy(pinned)
     assert statuses(fresh, pinned)["fast engine version"] == "PASS"
     fresh["run"]["engine_version"] = 1

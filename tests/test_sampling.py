@@ -54,13 +54,28 @@ def test_poisson_steps_repeat_for_a_seed_differ_between_seeds_and_start_anywhere
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first[4:], later))
 
 
-def test_padded_size_makes_overflow_rare():
-    for n, batch in ((60000, 250), (2500, 250), (60000, 256), (N, BATCH)):
-        size = sampling.padded_size(n, batch)
-        assert size % sampling.PAD_MULTIPLE == 0 and size >= batch
-        assert stats.binom.sf(size, n, batch / n) <= sampling.OVERFLOW
-    assert sampling.padded_size(60000, 250) == 328          # 250 + 4.9 standard deviations, rounded up
-    assert sampling.padded_size(10, 10) == 10                # never above n
+def test_bucket_width_is_the_batch_size_spread_rounded_to_eight():
+    for n, batch in ((60000, 250), (2500, 250), (60000, 256), (60000, 4096), (N, BATCH)):
+        width = sampling.bucket_rows(n, batch)
+        sd = np.sqrt(n * (batch / n) * (1 - batch / n))
+        assert width % sampling.PAD_MULTIPLE == 0 and sd <= width < sd + sampling.PAD_MULTIPLE
+    assert sampling.bucket_rows(60000, 250) == 16           # sd 15.8
+    assert sampling.bucket_rows(60000, 4096) == 64          # sd 61.8
+    assert sampling.bucket_rows(10, 10) == 8                # sd 0: one multiple of 8, never above n
+    assert sampling.bucket_rows(4, 4) == 4
+
+
+def test_poisson_batches_are_padded_to_the_next_bucket():
+    """Every step's padded batch has the smallest multiple of the bucket width that holds its
+    sample (never truncated); over 400 steps the padding averages about half a bucket, and the
+    shapes seen are few (each one a trace under XLA)."""
+    width = sampling.bucket_rows(N, BATCH)
+    drawn = poisson_steps(0, 400)
+    for idx, rows in drawn:
+        assert rows % width == 0 and rows - width < max(len(idx), 1) <= rows
+    padding = np.mean([rows - len(idx) for idx, rows in drawn])
+    assert 0.3 * width < padding < 0.7 * width, padding     # uniform-ish within a bucket: width / 2
+    assert len({rows for _, rows in drawn}) <= 8
 
 
 def test_an_overflowing_batch_is_padded_further_never_truncated():
@@ -107,13 +122,12 @@ def test_a_shuffled_epoch_is_a_uniform_permutation():
     assert stats.chi2.sf(chi2, 81) > 1e-4, chi2
 
 
-@pytest.mark.xfail(strict=True, reason="review of 0.5.0, defect 6: inclusion drawn in float32; fixed "
-                                        "(float64 draw) with issue 21's Poisson batch change, one re-pin")
 def test_poisson_inclusion_rate_is_at_most_q():
-    """Poisson inclusion compares u ~ Uniform[0, 1) with q. TensorFlow's float32 uniform takes
-    2^23 values k / 2^23, so the rate actually used is ceil(q 2^23) / 2^23: above q (the unsafe
-    side; at q = 250/60000 by 1.3e-5 relative). The accountant assumes q. Until the draw is
-    float64 (2^-52 grid: excess below 1e-12) this test fails, and strict xfail keeps it honest."""
+    """Poisson inclusion compares u ~ Uniform[0, 1) with q; the rate actually used is the grid's
+    ceil(q / grid) * grid. Review of 0.5.0, defect 6: the draw was float32 (grid 2^-23), so the rate
+    was above q (the unsafe side; at q = 250/60000 by 1.3e-5 relative) while the accountant assumes
+    q. Drawn in float64 (grid 2^-52) the excess is below 1e-12 relative. This test failed on the
+    float32 draw."""
     draws = sampling.inclusion_draws(10 ** 6, 0, 0)
     grid = 2.0 ** -np.finfo(draws.dtype.as_numpy_dtype).nmant       # float32: 2^-23; float64: 2^-52
     u = draws.numpy().astype(np.float64)

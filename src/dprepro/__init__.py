@@ -7,4 +7,4 @@ environment, compare, frontier, report) -> training/ (model, engines, fast_dp, f
 checkpoint, pipeline, evaluate) -> audit/, sweep/ -> bench -> cli.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

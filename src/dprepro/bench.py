@@ -75,6 +75,14 @@ def poisson_variant(spec: Spec) -> Spec:
     return spec.replace({"data.sampling": "poisson", "privacy.num_microbatches": spec.training.batch_size})
 
 
+def with_batch_size(spec: Spec, batch_size: int | None) -> Spec:
+    """The spec at another batch size (one example per microbatch when private), validated again."""
+    if batch_size is None:
+        return spec
+    return spec.replace({"training.batch_size": batch_size,
+                         **({"privacy.num_microbatches": batch_size} if spec.private else {})})
+
+
 def build_row(spec: Spec, name: str, data):
     engine.seed_everything(0, spec.engine.use_xla)
     batch_size = spec.training.batch_size
@@ -93,14 +101,17 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
     n = spec.train_examples if epoch else min(8 * batch_size, spec.train_examples)
     data = load_mnist(data_dir, train_examples=n, test_examples=1)
     steppers, memory = {}, {}
+    growth = {}
     for name in engines:
+        before = peak_rss_mib()
         model, batches = build_row(spec, name, data)
         batches = iter(batches.repeat())
         step = model.make_train_function()
         step(batches)  # trace and build the step
         steppers[name] = (step, batches)
         memory[name] = peak_rss_mib()
-        progress(f"bench: {name} warmed up (process peak RSS {memory[name]:.0f} MiB)")
+        growth[name] = memory[name] - before
+        progress(f"bench: {name} warmed up (process peak RSS {memory[name]:.0f} MiB, +{growth[name]:.0f} MiB)")
     per_step = {name: [] for name in engines}
     for r in range(repeats):
         for name in engines:
@@ -119,7 +130,12 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
             "ratio_to_baseline": medians[name] / medians[baseline] if baseline else None,
             "examples_per_second": 1000 * batch_size / medians[name],
             "process_peak_rss_mib_after_warmup": memory[name],
+            # the peak's growth while this row was built and took its first step (exact for the first
+            # row; for later rows only what goes beyond the earlier rows' peak)
+            "peak_rss_growth_mib": growth[name],
         }
+    poisson_to_shuffled = {name: medians[f"{name}-poisson"] / medians[name] for name in ("fast", "vectorized")
+                           if name in medians and f"{name}-poisson" in medians}
     record = {
         "bench_schema": BENCH_SCHEMA, "spec": spec.name, "spec_version": spec.version,
         "batch_size": batch_size, "model": dataclasses.asdict(spec.model), "use_xla": spec.engine.use_xla,
@@ -130,6 +146,7 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                     "note": "0 = TensorFlow's default (one thread pool per core)"},
         "environment": this_machine(), "engines": rows,
+        "poisson_to_shuffled": poisson_to_shuffled,   # a Poisson step's time over a shuffled step's, same engine
     }
     if breakdown and "fast" in engines:
         record["fast_breakdown"] = fast_breakdown(spec, data, steps, repeats, progress)
@@ -242,6 +259,8 @@ def format_table(record: dict) -> str:
                      f"{r['ms_per_step_min']:>7.1f}-{r['ms_per_step_max']:<7.1f} {ratio:>7} "
                      f"{r['examples_per_second']:>11.0f} {r['process_peak_rss_mib_after_warmup']:>6.0f} MiB")
     lines.append(f"ratio: to the faster non-private row ({record['baseline']})")
+    for name, r in record.get("poisson_to_shuffled", {}).items():
+        lines.append(f"poisson / shuffled step, {name}: {r:.2f}x")
     for name, e in record.get("epoch", {}).items():
         ratio = f", {e['ratio_to_baseline']:.2f}x" if e.get("ratio_to_baseline") else ""
         lines.append(f"real epoch, {name}: {e['seconds']:.2f} s, {e['ms_per_step']:.1f} ms/step{ratio}")
@@ -282,6 +301,9 @@ def format_paths_table(combined: dict) -> str:
             ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
             cells.append(f"{r['ms_per_step_median']:>12.1f} ({ratio})")
         lines.append(f"{name:<18} " + " ".join(f"{c:>22}" for c in cells))
+    for name in records[paths[0]].get("poisson_to_shuffled", {}):
+        cells = [f"{records[p]['poisson_to_shuffled'][name]:.2f}x" for p in paths]
+        lines.append(f"{'poisson/' + name:<18} " + " ".join(f"{c:>22}" for c in cells))
     if all("epoch" in r for r in records.values()):
         for name in records[paths[0]]["epoch"]:
             cells = [f"{records[p]['epoch'][name]['seconds']:>12.2f} s"

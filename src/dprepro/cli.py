@@ -120,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--engines", nargs="+", metavar="ROW", default=None,
                    help="rows to time, of: anchor none fast fast-poisson vectorized vectorized-poisson tutorial "
                         "(default: all but vectorized-poisson)")
+    c.add_argument("--batch-size", type=int, help="time at this batch size instead of the spec's")
     c.add_argument("--steps", type=int, default=20, help="timed steps per repetition (default 20)")
     c.add_argument("--repeats", type=int, default=5, help="repetitions, rows alternating (default 5)")
     c.add_argument("--tutorial-steps", type=int, default=2, help="timed tutorial steps per repetition")
@@ -251,25 +252,27 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_bench(args) -> None:
-    from dprepro.bench import DEFAULT_ROWS, ROWS
+    from dprepro import bench, data
 
-    spec = load_spec(args.spec)
+    spec, ROWS = load_spec(args.spec), bench.ROWS
     for flag in ("steps", "repeats", "tutorial_steps"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
-    rows = args.engines or list(DEFAULT_ROWS)
+    if args.batch_size is not None and not 1 <= args.batch_size <= spec.train_examples:
+        raise InputError(f"--batch-size: must be from 1 to {spec.train_examples} (the training set), got {args.batch_size}")
+    spec = bench.with_batch_size(spec, args.batch_size)
+    rows = args.engines or list(bench.DEFAULT_ROWS)
     unknown = [r for r in rows if r not in ROWS]
     if unknown or len(set(rows)) != len(rows):
         raise InputError(f"--engines: each of {' '.join(ROWS)} at most once, got {' '.join(rows)}")
     import socket
 
-    from dprepro import bench, data
     from dprepro.files import write_json
 
     label = args.label or socket.gethostname()
     if args.paths:
         argv = [args.spec, "--engines", *rows, "--steps", str(args.steps), "--repeats", str(args.repeats),
-                "--tutorial-steps", str(args.tutorial_steps)]
+                "--tutorial-steps", str(args.tutorial_steps)] + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
         argv += ["--no-epoch"] * args.no_epoch + ["--no-breakdown"] * args.no_breakdown
         argv += ["--data-dir", args.data_dir] if args.data_dir else []
         combined = bench.bench_paths(argv, args.out, label)

@@ -3,12 +3,13 @@
 - `shuffle` (the tutorial's): each epoch a new permutation, cut into floor(n / batch_size) full
   batches; the remainder is dropped.
 - `poisson` (what the Poisson accountants assume): at step t every training example joins the batch
-  independently with probability q = batch_size / n. Batches vary in size (mean batch_size); each
-  is padded to one fixed size with masked rows (mask 0, image and label 0), so the compiled step is
-  traced once. The size is the binomial quantile at which a batch overflows with probability
-  OVERFLOW per step; a batch that still overflows is padded to the next multiple of that size (one
-  more trace, nothing dropped): the sample is never truncated, so the accountant's Poisson
-  assumption holds exactly. Steps per epoch: floor(n / batch_size).
+  independently with probability q = batch_size / n, decided by a float64 uniform draw u < q (on a
+  2^-52 grid, so the rate used is q to 1e-15). Batches vary in size (mean batch_size, standard
+  deviation sd); each is padded with masked rows (mask 0, image and label 0) to the next multiple
+  of the bucket width (sd rounded up to a multiple of 8: 16 rows at batch 250), so a batch carries
+  half a bucket of padding on average and a run sees a handful of shapes. The sample is never
+  truncated, so the accountant's Poisson assumption holds exactly. Steps per epoch:
+  floor(n / batch_size).
 
 Randomness comes from counter-based streams (Philox, the same numbers on every device): the
 permutation of epoch e from (seed, "shuffle", e), the sample of step t from (seed, "poisson", t),
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from dprepro.spec.typed import OVERFLOW, PAD_MULTIPLE, padded_size  # noqa: F401  (the spec computes the size)
+from dprepro.spec.typed import PAD_MULTIPLE, bucket_rows  # noqa: F401  (the spec computes the width)
 STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3}
 
 
@@ -57,10 +58,10 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, e
 def inclusion_draws(n: int, seed: int, step) -> tf.Tensor:
     """The uniform draw u of each of the n examples at step `step` (included when u < q).
 
-    float32, on a 2^-23 grid: the rate actually used is ceil(q 2^23) / 2^23, above q by up to
-    2^-23 (at q = 250/60000 by 1.3e-5 relative). Drawing in float64 changes every Poisson batch, so
-    it is done together with the next change of the Poisson batches (issue 21), with one re-pin."""
-    return tf.random.stateless_uniform([n], stream_seed(seed, "poisson", step), alg="philox")
+    float64, on a 2^-52 grid: the rate actually used, ceil(q 2^52) / 2^52, is q to 2^-52. (Until
+    engine versions fast 5 / vectorized 3 it was float32, on a 2^-23 grid: above q by 1.3e-5
+    relative at q = 250/60000.)"""
+    return tf.random.stateless_uniform([n], stream_seed(seed, "poisson", step), dtype=tf.float64, alg="philox")
 
 
 def poisson_indices(n: int, q: float, seed: int, step) -> tf.Tensor:
@@ -69,7 +70,8 @@ def poisson_indices(n: int, q: float, seed: int, step) -> tf.Tensor:
 
 
 def poisson_batch(x: tf.Tensor, y: tf.Tensor, idx: tf.Tensor, size: int):
-    """(x, y, mask) for the examples `idx`, padded with zero rows to a multiple of `size`."""
+    """(x, y, mask) for the examples `idx`, padded with zero rows to the next multiple of `size`
+    (at least `size` rows)."""
     count = tf.shape(idx)[0]
     rows = tf.maximum(size, size * ((count + size - 1) // size))
     pad = rows - count
@@ -86,7 +88,7 @@ def poisson_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, st
     """Steps first_step .. steps-1 of Poisson sampling: (x, y, mask) with mask 1 for sampled examples."""
     x, y = tf.constant(x), tf.constant(y)
     n = int(x.shape[0])
-    size, q = padded_size(n, batch_size), batch_size / n
+    size, q = bucket_rows(n, batch_size), batch_size / n
     return (tf.data.Dataset.range(first_step, steps)
             .map(lambda t: poisson_batch(x, y, poisson_indices(n, q, seed, t), size))
             .prefetch(tf.data.AUTOTUNE))

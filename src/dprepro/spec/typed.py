@@ -21,8 +21,7 @@ from types import MappingProxyType
 from dprepro.errors import InputError
 from dprepro.spec.schema import HASH_NEUTRAL, NOT_HASHED, SECTIONS, TOP, UNCLIPPED, validate
 
-OVERFLOW = 1e-6   # Poisson: per step, the chance that a batch outgrows its padded size (one more trace)
-PAD_MULTIPLE = 8
+PAD_MULTIPLE = 8   # Poisson: padded batches have a multiple of this many rows
 
 
 @dataclass(frozen=True)
@@ -231,9 +230,10 @@ class Spec:
         return self.training.batch_size // self.privacy.num_microbatches
 
     @property
-    def padded_batch_size(self) -> int | None:
-        """Rows of a padded Poisson batch (None for shuffled batches)."""
-        return padded_size(self.data.train_examples, self.training.batch_size) if self.poisson else None
+    def poisson_bucket(self) -> int | None:
+        """A padded Poisson batch has the smallest multiple of this many rows that holds it (None for
+        shuffled batches)."""
+        return bucket_rows(self.data.train_examples, self.training.batch_size) if self.poisson else None
 
 
 def trained_steps(n: int, batch_size: int, epochs: int) -> int:
@@ -242,10 +242,11 @@ def trained_steps(n: int, batch_size: int, epochs: int) -> int:
     return epochs * (n // batch_size)
 
 
-def padded_size(n: int, batch_size: int, overflow: float = OVERFLOW) -> int:
-    """The padded Poisson batch size: P[Binomial(n, batch_size / n) > size] <= overflow, rounded up
-    to a multiple of PAD_MULTIPLE and at most n."""
-    from scipy import stats
-
-    quantile = int(stats.binom.isf(overflow, n, batch_size / n))
-    return min(n, PAD_MULTIPLE * math.ceil(max(quantile, batch_size) / PAD_MULTIPLE))
+def bucket_rows(n: int, batch_size: int) -> int:
+    """The width of the Poisson batch-size buckets: the standard deviation of the batch size
+    (Binomial(n, batch_size / n)) rounded up to a multiple of PAD_MULTIPLE, at most n. A batch of
+    k examples is padded to the next multiple of it: on average half a bucket of padding (about 3 %
+    at batch 250), and a handful of distinct shapes over a run (each one trace under XLA)."""
+    q = batch_size / n
+    sd = math.sqrt(n * q * (1 - q))
+    return min(n, PAD_MULTIPLE * max(1, math.ceil(sd / PAD_MULTIPLE)))

@@ -1,6 +1,8 @@
 """`dprepro evaluate RESULT`: the saved model of every seed, re-evaluated on the test set.
 
-Each seed's model.npz is checked against the SHA-256 in the result, rebuilt from the result's spec
+Each seed's model.npz is looked for where the run wrote it (the recorded path), then beside the
+result (RESULT's folder/seed-<k>/model.npz: where pinned results ship their models, whatever
+folder they were trained in); it is checked against the SHA-256 in the result, rebuilt from the result's spec
 (model.load_model) and evaluated as training evaluated it (batches of 1,000, op determinism on).
 On the arithmetic path of the run the loss and accuracy are the recorded ones exactly; on another
 path they may differ in the last bits, which the output says.
@@ -32,6 +34,14 @@ def seed_models(result: dict, path) -> list[tuple[dict, Path]]:
     return out
 
 
+def find_model(recorded: Path, result_path) -> Path:
+    """The recorded model path if it exists, else the same seed folder beside the result file."""
+    if recorded.is_file():
+        return recorded
+    beside = Path(result_path).parent / recorded.parent.name / recorded.name
+    return beside if beside.is_file() else recorded
+
+
 def evaluate_result(path, data_dir) -> tuple[str, bool]:
     """The printed table and whether every seed's recorded test loss and accuracy came out exactly."""
     import tensorflow as tf
@@ -43,9 +53,11 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
     result = load_result(path)
     spec = result["spec"]
     models = seed_models(result, path)
+    models = [(seed, find_model(model_path, path)) for seed, model_path in models]
     for i, (seed, model_path) in enumerate(models):
         if not model_path.is_file():
-            raise InputError(f"{model_path}: saved model of seeds[{i}] not found")
+            raise InputError(f"{model_path}: saved model of seeds[{i}] not found (nor beside the result, in "
+                             f"{Path(path).parent / model_path.parent.name})")
         digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
         if digest != seed["model"].get("sha256"):
             raise InputError(f"{model_path}: sha256 {digest[:12]}… is not the recorded {str(seed['model'].get('sha256'))[:12]}…")

@@ -1,0 +1,105 @@
+"""Pinned results ship their seeds' models and TensorBoard logs (issue 21, item 6): from a clone,
+`dprepro evaluate` finds and checks every pinned model, and `make tensorboard` serves the pinned runs."""
+
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+PINNED = ROOT / "results" / "tutorial-3ep-poisson" / "v1" / "result.json"
+# On another arithmetic path a model's logits differ in their last bits, which can flip an image
+# whose two best logits are within ~1e-6 of each other: a few of 10,000 test images at most (5e-4),
+# and the mean loss by far less than 1e-4 relative.
+ACCURACY_OTHER_PATH, LOSS_OTHER_PATH = 5e-4, 1e-4
+
+
+def pinned_result() -> dict:
+    return json.loads(PINNED.read_text())
+
+
+def every_pinned_result():
+    return sorted(p for p in (ROOT / "results").rglob("result.json"))
+
+
+def test_every_pinned_seed_ships_its_model_beside_the_result():
+    """Each pinned seed's model is in the repository beside its result, with the recorded SHA-256."""
+    import hashlib
+
+    for path in every_pinned_result():
+        for seed in json.loads(path.read_text())["seeds"]:
+            model = path.parent / f"seed-{seed['seed']}" / "model.npz"
+            assert model.is_file(), model
+            assert hashlib.sha256(model.read_bytes()).hexdigest() == seed["model"]["sha256"], model
+            assert list(model.parent.glob("events.out.tfevents.*")), model.parent
+
+
+@pytest.mark.parametrize("path", ["default", "onednn-off"])
+def test_evaluate_finds_and_checks_the_pinned_models(path, tmp_path):
+    """`dprepro evaluate` on a pinned result, run from another folder (the recorded model paths are
+    relative to the repository, so the models are found beside the result): EXACT for every seed on
+    the pin's own arithmetic path; on another path (and on the simulated one) within the stated
+    tolerance."""
+    from dprepro.records.environment import path_environ
+
+    proc = run_cli("evaluate", PINNED, "--data-dir", ROOT / "data" / "mnist", cwd=tmp_path, env=path_environ(path))
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    result = pinned_result()
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(EXACT|DIFFERS)$", proc.stdout, re.M)
+    assert [int(r[0]) for r in rows] == [s["seed"] for s in result["seeds"]], proc.stdout
+    here, recorded = re.search(r"arithmetic path here (\w+), recorded (\w+)", proc.stdout).groups()
+    if here == recorded:
+        assert proc.returncode == 0 and all(r[5] == "EXACT" for r in rows), proc.stdout
+    for seed, r in zip(result["seeds"], rows):
+        assert abs(float(r[2]) - seed["test_accuracy"]) <= ACCURACY_OTHER_PATH, proc.stdout
+        assert abs(float(r[4]) - seed["test_loss"]) <= LOSS_OTHER_PATH * seed["test_loss"] + 1e-6, proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.long
+def test_make_tensorboard_serves_the_pinned_runs():
+    """The command `make tensorboard` runs, started here: it lists the pinned seeds of the spec and
+    serves their per-epoch test accuracy, equal to the pinned history (as float32)."""
+    port = free_port()
+    dry = subprocess.run(["make", "-n", "tensorboard", f"PORT={port}"], cwd=ROOT, capture_output=True, text=True)
+    command = next(line for line in dry.stdout.splitlines() if "tensorboard --logdir" in line)
+    server = subprocess.Popen(command.split() + ["--host", "127.0.0.1"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = pinned_result()
+        wanted = {f"pinned/tutorial-3ep-poisson/v1/seed-{s['seed']}" for s in result["seeds"]}
+        runs, deadline = [], time.time() + 90
+        while time.time() < deadline and not wanted <= set(runs):
+            time.sleep(2)
+            try:
+                runs = get_json(f"http://127.0.0.1:{port}/data/runs")
+            except OSError:
+                continue
+        assert wanted <= set(runs), runs
+        import numpy as np
+        for seed in result["seeds"]:
+            query = urllib.parse.urlencode({"run": f"pinned/tutorial-3ep-poisson/v1/seed-{seed['seed']}",
+                                            "tag": "accuracy/test"})
+            points = get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}")
+            assert [p[1] for p in points] == seed["history"]["epoch"]
+            np.testing.assert_array_equal(np.float32([p[2] for p in points]),
+                                          np.float32(seed["history"]["test_accuracy"]))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
