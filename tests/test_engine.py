@@ -72,6 +72,56 @@ def test_clipping_changes_the_step(batch):
     assert steps[1e3] > 3 * steps[0.1]
 
 
+def test_tanh_fast_step_equals_vectorized_step(batch):
+    """With tanh the fast engine's per-example norms (from pre-activation gradients) still give
+    tf-privacy's per-example clipping: the same step as `vectorized` (noise 0, clipping on)."""
+    raw = raw_spec("smoke")
+    raw["training"]["batch_size"] = 8
+    raw["privacy"].update(noise_multiplier=0.0, l2_norm_clip=0.1, num_microbatches=8)
+    raw["model"]["activation"] = "tanh"
+    spec = typed(raw, "test")
+    x, y = batch
+    engine.seed_everything(0)
+    start = engine.build_model(spec, "fast").get_weights()
+    fast, vectorized = one_step(spec, "fast", start, x, y), one_step(spec, "vectorized", start, x, y)
+    assert max(float(np.max(np.abs(f - s))) for f, s in zip(fast, start)) > 2e-4
+    for f, v in zip(fast, vectorized):
+        np.testing.assert_allclose(f, v, atol=1e-6, rtol=0)
+
+
+def test_momentum_and_schedule_drive_the_fast_step(batch):
+    """Heavy-ball momentum on the noisy clipped mean g (noise 0 here): v <- m v - lr g, w <- w + v.
+    Two steps on one batch: the second update is m times the first plus a plain step from where
+    the first ended; the learning rate is the linear schedule's at each step."""
+    raw = raw_spec("smoke")
+    raw["training"].update(batch_size=8, momentum=0.9, learning_rate_schedule="linear", final_learning_rate=0.05)
+    raw["privacy"].update(noise_multiplier=0.0, num_microbatches=8)
+    spec = typed(raw, "test")
+    x, y = batch
+    engine.seed_everything(0)
+    model = engine.build_model(spec, "fast")
+    model.train_on_batch(x, y)
+    w0 = model.get_weights()
+    model.train_on_batch(x, y)
+    w1 = model.get_weights()
+    model.train_on_batch(x, y)
+    w2 = model.get_weights()
+    plain = typed({**raw, "training": {**raw["training"], "momentum": 0.0}}, "plain")
+    engine.seed_everything(0)
+    one = engine.build_model(plain, "fast")
+    one.train_on_batch(x, y)           # brings its schedule to step 1 ...
+    one.set_weights(w1)
+    one.optimizer.iterations.assign(2)  # ... then step 2 from w1, as the momentum model's third step
+    one.train_on_batch(x, y)
+    step = [p - w for p, w in zip(one.get_weights(), w1)]
+    for a, b, c, d in zip(w0, w1, w2, step):
+        np.testing.assert_allclose(c - b, 0.9 * (b - a) + d, atol=2e-6, rtol=0)
+    assert spec.learning_rate_at(2) < spec.learning_rate_at(1) < spec.training.learning_rate
+    rates = [float(engine.learning_rate(spec)(t)) for t in (0, 1, 15, spec.decay_steps, 10 ** 6)]
+    np.testing.assert_allclose(rates, [spec.learning_rate_at(t) for t in (0, 1, 15, spec.decay_steps, 10 ** 6)],
+                               rtol=1e-6)
+
+
 def test_xla_is_off_by_default():
     spec = typed(raw_spec("tutorial-3ep"), "t")
     assert spec.engine.use_xla is False

@@ -53,3 +53,27 @@ def test_report_shows_the_pinned_audit_and_the_sweep_frontier(tmp_path):
     assert "## Sweep frontier v1" in text and "(sweeps/frontier/v1/frontier.png)" in text
     for cell in frontier:
         assert any(line.startswith(f"| {cell['cell']} |") for line in text.splitlines())
+
+
+def test_report_puts_a_reproduction_beside_its_paper(tmp_path):
+    """A pinned reproduction (a spec whose `expected` has the paper's accuracy and ε) gets a row: the
+    published ε and accuracy, the same ε as dprepro computes it (marked † when the run's sampling
+    breaks its assumption), the ε of record, the accuracy and its difference to the paper."""
+    from conftest import ROOT
+    import json
+
+    pinned, results = ROOT / "results", tmp_path / "results"
+    for name in ("tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson"):
+        (results / name / "v1").mkdir(parents=True)
+        shutil.copy(pinned / name / "v1" / "result.json", results / name / "v1" / "result.json")
+    proc = run_cli("report", "--results", results)
+    assert proc.returncode == 0, proc.stderr
+    lines = (results / "README.md").read_text().splitlines()
+    assert "## Reproductions of published results" in lines
+    for name, holds in (("tramer-boneh-cnn-tanh", False), ("tramer-boneh-cnn-tanh-poisson", True)):
+        result = json.loads((results / name / "v1" / "result.json").read_text())
+        legacy = result["epsilon"]["accountants"]["rdp_legacy"]["epsilon"]
+        acc = result["test_accuracy"]["mean"]
+        (row,) = [line for line in lines if line.startswith(f"| {name} v1 |")]
+        assert f"| 3 (rdp_legacy) | 98.1 % | {legacy:.3f}{'' if holds else '†'} |" in row, row
+        assert f"| {100 * (acc - 0.981):+.2f} |" in row, row

@@ -14,11 +14,13 @@ from conftest import CLI, raw_spec, run_cli
 from dprepro.training import checkpoint
 
 
-def smoke3(write_spec, name="smoke-resume", seeds=(0, 1)):
-    """The smoke spec with 3 epochs (10 steps each) and two seeds."""
+def smoke3(write_spec, name="smoke-resume", seeds=(0, 1), **sections):
+    """The smoke spec with 3 epochs (10 steps each) and two seeds; `sections` update its sections."""
     raw = raw_spec("smoke")
     raw.update(name=name, seeds=list(seeds))
     raw["training"]["epochs"] = 3
+    for section, fields in sections.items():
+        raw[section].update(fields)
     return write_spec(raw, f"{name}.yaml")
 
 
@@ -50,8 +52,10 @@ def folder(out, name="smoke-resume"):
 def test_kill_9_then_rerun_equals_an_uninterrupted_run(write_spec, tmp_path):
     """Seed 1 is killed (SIGKILL) right after its first checkpoint; the rerun keeps seed 0,
     resumes seed 1 after epoch 1, and ends with the uninterrupted run's histories and weights, bit
-    for bit."""
-    spec = smoke3(write_spec)
+    for bit. The spec carries optimizer state and a step-driven rate (momentum 0.9, a linear
+    schedule; tanh), which the resumed optimizer must pick up where it stopped."""
+    spec = smoke3(write_spec, model={"activation": "tanh"},
+                  training={"momentum": 0.9, "learning_rate_schedule": "linear", "final_learning_rate": 0.05})
     full = run_cli("run", spec, "--out", tmp_path / "full", "--logdir", tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]
 

@@ -9,8 +9,9 @@ from dprepro.spec import load_spec, validate
 SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
 
-def test_the_nine_specs_are_shipped():
-    assert SHIPPED == ["keras-script-20ep", "nonprivate-3ep", "smoke",
+def test_the_shipped_specs():
+    assert SHIPPED == ["keras-script-20ep", "nonprivate-3ep", "papernot-cnn-relu", "papernot-cnn-relu-poisson",
+                       "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
                        "tutorial-15ep", "tutorial-15ep-poisson", "tutorial-1ep",
                        "tutorial-3ep", "tutorial-3ep-poisson", "tutorial-5ep"]
 
@@ -19,12 +20,15 @@ def test_the_nine_specs_are_shipped():
 def test_shipped_spec_is_valid(name):
     spec = load_spec(EXPERIMENTS / f"{name}.yaml")
     assert spec.name == name and spec.version >= 1
-    assert len(spec.seeds) == (1 if name == "smoke" else 5)
+    assert len(spec.seeds) == (1 if name == "smoke" else 3 if name.startswith(("papernot", "tramer")) else 5)
 
 
 def test_tutorial_hyperparameters():
     s = load_spec(EXPERIMENTS / "tutorial-3ep.yaml").to_dict()
-    assert s["training"] == {"epochs": 3, "batch_size": 250, "learning_rate": 0.25, "optimizer": "sgd"}
+    assert s["training"] == {"epochs": 3, "batch_size": 250, "learning_rate": 0.25, "optimizer": "sgd",
+                             "momentum": 0.0, "learning_rate_schedule": "constant", "final_learning_rate": None,
+                             "decay_epochs": None}
+    assert s["model"] == {"name": "tutorial_cnn", "pooling": "max", "activation": "relu"}
     assert s["privacy"] == {"enabled": True, "l2_norm_clip": 1.5, "noise_multiplier": 1.3,
                             "num_microbatches": 250, "delta": 1e-5}
     assert s["engine"] == {"name": "fast", "use_xla": False}
@@ -81,7 +85,58 @@ BAD = [
      "expected.epsilon_rdp.used_microbatching", "must be true or false"),
     ("expected.test_accuracy", {"value": 1, "source": "x", "steps": "ceil"}, "expected.test_accuracy.steps",
      "only an epsilon"),
+    ("model.activation", "sigmoid", "model.activation", "must be one of relu, tanh"),
+    ("training.momentum", 1.0, "training.momentum", "from 0 to below 1"),
+    ("training.momentum", -0.1, "training.momentum", "from 0 to below 1"),
+    ("training.learning_rate_schedule", "cosine", "training.learning_rate_schedule", "must be one of constant, linear"),
+    ("training.learning_rate_schedule", "linear", "training.final_learning_rate", "required by learning_rate_schedule"),
+    ("training.final_learning_rate", 0.1, "training.final_learning_rate", "the schedule is constant"),
+    ("training.decay_epochs", 2, "training.decay_epochs", "the schedule is constant"),
 ]
+
+
+@pytest.mark.parametrize("changes,named,words", [
+    ({"final_learning_rate": -1.0}, "training.final_learning_rate", "from 0 to"),
+    ({"final_learning_rate": 0.1, "decay_epochs": 4}, "training.decay_epochs", "from 1 to training.epochs (3)"),
+    ({"final_learning_rate": 0.1, "decay_epochs": 0}, "training.decay_epochs", "from 1 to training.epochs (3)"),
+])
+def test_bad_linear_schedule_is_one_precise_line(changes, named, words):
+    raw = mutate("training.learning_rate_schedule", "linear")
+    for key, value in changes.items():
+        raw = mutate(f"training.{key}", value, raw)
+    with pytest.raises(InputError) as e:
+        validate(raw, "x.yaml")
+    assert str(e.value).startswith(f"x.yaml: {named}: ") and words in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("field,value", [("model.activation", "tanh"), ("training.momentum", 0.9),
+                                          ("training.learning_rate_schedule", "linear")])
+def test_new_options_keep_old_hashes_at_their_defaults_and_change_them_otherwise(field, value):
+    """Fields added for the published setups (issue 21) are hash-neutral at their defaults, written
+    or not: every pinned spec keeps its identity. Any other value is another experiment."""
+    from dprepro.spec import Spec
+    default = {"model.activation": "relu", "training.momentum": 0.0,
+               "training.learning_rate_schedule": "constant"}[field]
+    implicit = Spec.from_raw("a", raw_spec("tutorial-3ep"))
+    explicit = Spec.from_raw("b", mutate(field, default))
+    raw = mutate(field, value)
+    if value == "linear":
+        raw = mutate("training.final_learning_rate", 0.05, raw)
+    assert implicit.sha256 == explicit.sha256 != Spec.from_raw("c", raw).sha256
+
+
+def test_linear_schedule_decays_then_holds():
+    """Abadi et al.'s schedule: 0.1 to 0.052 over the first 10 epochs, then constant."""
+    from dprepro.spec import Spec
+    raw = raw_spec("tutorial-3ep")
+    raw["training"].update(epochs=12, learning_rate=0.1, learning_rate_schedule="linear",
+                           final_learning_rate=0.052, decay_epochs=10)
+    spec = Spec.from_raw("x", raw)
+    assert spec.decay_steps == 2400
+    assert spec.learning_rate_at(0) == 0.1
+    assert spec.learning_rate_at(1200) == pytest.approx(0.076, abs=1e-15)
+    assert spec.learning_rate_at(2400) == spec.learning_rate_at(2879) == pytest.approx(0.052, abs=1e-15)
+    assert Spec.from_raw("y", raw_spec("tutorial-3ep")).learning_rate_at(500) == 0.25
 
 
 @pytest.mark.parametrize("field,value,named,words", BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])

@@ -1,6 +1,7 @@
 """The privacy-utility frontier of a sweep: one row per cell (epsilon under each accountant,
-accuracy mean ± std over seeds) and one figure (accuracy against epsilon, with the non-private line),
-written from the cells' result.json files: frontier.json, frontier.md, frontier.png."""
+accuracy mean ± std over seeds) and one figure (accuracy against epsilon, with the non-private line
+and the published points of the literature, each marked with the convention of its ε), written from
+the cells' result.json files: frontier.json, frontier.md, frontier.png."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from dprepro.files import save_figure, write_json, write_text
 from dprepro.records.read import load_result
+from dprepro.records.reproductions import PUBLISHED
 
 ACCOUNTANTS = ("rdp", "pld", "rdp_legacy")
 
@@ -61,7 +63,7 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 6))
     private = [r for r in rows if r["private"]]
     for accountant, marker in (("rdp", "o"), ("pld", "s")):
         ax.errorbar([r["epsilon"][accountant] for r in private], [100 * r["test_accuracy"]["mean"] for r in private],
@@ -74,17 +76,32 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
         if not r["private"]:
             ax.axhline(100 * r["test_accuracy"]["mean"], color="grey", linestyle="--",
                        label=f"non-private ({r['cell']}): {100 * r['test_accuracy']['mean']:.2f} %")
+    published_points(ax)
     delta = private[0]["delta"] if private else None
     ax.set(xscale="log", xlabel=f"ε at δ = {delta:g}" if delta else "ε",
            ylabel="test accuracy (%), mean ± std over seeds", title=title)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks([x for x in (0.25, 0.5, 1, 2, 4, 8, 16, 32) if private
-                   and min(r["epsilon"]["pld"] for r in private) / 1.5 <= x <= 1.5 * max(r["epsilon"]["rdp"] for r in private)])
+    low = min([r["epsilon"]["pld"] for r in private] + [p.epsilon for p in PUBLISHED])
+    high = max([r["epsilon"]["rdp"] for r in private] + [p.epsilon for p in PUBLISHED])
+    ax.set_xticks([x for x in (0.25, 0.5, 1, 2, 4, 8, 16, 32) if low / 1.5 <= x <= 1.5 * high])
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def published_points(ax) -> None:
+    """The literature's points (PUBLISHED), one marker per paper, hollow where the paper's ε assumes
+    Poisson sampling that its training did not do; one legend entry per paper and setup."""
+    markers, labelled = {}, set()
+    for p in PUBLISHED:
+        marker = markers.setdefault(p.paper, "*^Dv"[len(markers) % 4])
+        key = (p.paper, p.setup)
+        ax.scatter([p.epsilon], [100 * p.accuracy], marker=marker, s=60, zorder=5, edgecolors="black",
+                   facecolors="none" if "does not hold" in p.convention else "black",
+                   label=None if key in labelled else f"{p.paper}, {p.setup}: {p.convention}")
+        labelled.add(key)
 
 
 def write_frontier(root: Path, sweep_name: str, version: int) -> tuple[list[dict], Path]:

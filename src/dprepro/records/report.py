@@ -13,6 +13,7 @@ from dprepro import accounting
 from dprepro.files import save_figure, write_text
 from dprepro.records.compare import as_float, engine_version
 from dprepro.records.read import load_result
+from dprepro.records.reproductions import table as reproduction_table
 
 ACCOUNTANT_COLUMNS = ("rdp_legacy", "rdp", "pld", "statement_poisson", "statement_once_per_epoch")
 # Shorter runs are drawn over longer ones with their own marker: specs that share seeds share
@@ -84,9 +85,14 @@ def sweep_sections(results_dir: Path) -> list[str]:
     """The frontier of each pinned sweep (results/sweeps/<name>/v<version>/frontier.json)."""
     from dprepro.records.frontier import table as frontier_table
 
+    from dprepro.records.frontier import write_frontier
+
     lines = []
     for path in sorted(results_dir.glob("sweeps/*/v*/frontier.json")):
         frontier = json.loads(path.read_text())
+        if list(path.parent.glob("*/v*/result.json")):   # the figure and table anew, from the pinned cells
+            write_frontier(path.parent, frontier["sweep"], frontier["version"])
+            frontier = json.loads(path.read_text())
         folder = path.parent.relative_to(results_dir)
         lines += [f"## Sweep {frontier['sweep']} v{frontier['version']}", "",
                   f"`dprepro sweep` (docs/sweeps.md); cell specs and results in `{folder}/`.",
@@ -304,6 +310,7 @@ def write_report(results_dir) -> Path:
         "",
         *epsilon_notes(results),
         "",
+        *reproduction_table(results),
         *audit_table(results),
         *sweep_sections(results_dir),
         *[f"![{n}](figures/{n})" for n in names],

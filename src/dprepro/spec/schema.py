@@ -27,6 +27,8 @@ POISSON_ENGINES = ("fast", "vectorized")
 ENGINE_VERSIONS = {"tutorial": 2, "fast": 5, "vectorized": 3, "none": 2}
 MODELS = ("tutorial_cnn",)
 POOLINGS = ("max", "average")
+ACTIVATIONS = ("relu", "tanh")
+SCHEDULES = ("constant", "linear")
 DATASETS = {"mnist": {"train": 60000, "test": 10000}}
 EXPECTED_QUANTITIES = (
     "epsilon_rdp_legacy", "epsilon_rdp", "epsilon_pld",
@@ -37,7 +39,9 @@ NOT_HASHED = ("description", "source", "expected")
 SAMPLINGS = ("shuffle", "poisson")
 # Fields added after specs were pinned: at these values they describe what every earlier spec did,
 # so they are left out of the content hash (a spec's identity does not change with the schema).
-HASH_NEUTRAL = {("data", "sampling"): "shuffle"}
+HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("model", "activation"): "relu",
+                ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
+                ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
 STEP_RULES = ("trained", "ceil", "floor")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -54,9 +58,11 @@ TOP = {
 SECTIONS = {
     "data": {"dataset": ("str", "mnist"), "sampling": ("str", "shuffle"), "train_examples": ("int?", None),
              "test_examples": ("int?", None), "url": ("str?", None)},
-    "model": {"name": ("str", REQUIRED), "pooling": ("str", "max")},
+    "model": {"name": ("str", REQUIRED), "pooling": ("str", "max"), "activation": ("str", "relu")},
     "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
-                 "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd")},
+                 "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd"), "momentum": ("num", 0.0),
+                 "learning_rate_schedule": ("str", "constant"), "final_learning_rate": ("num?", None),
+                 "decay_epochs": ("int?", None)},
     "privacy": {"enabled": ("bool", True), "l2_norm_clip": ("num", REQUIRED),
                 "noise_multiplier": ("num", REQUIRED), "num_microbatches": ("int", REQUIRED),
                 "delta": ("num", REQUIRED)},
@@ -185,6 +191,28 @@ def _check_expected(value, field: str, fail) -> dict:
     return out
 
 
+def _check_schedule(training: dict, fail) -> None:
+    """Momentum in [0, 1); a linear schedule needs its final rate (decay_epochs defaults to all
+    epochs); a constant one takes neither."""
+    if not 0 <= training["momentum"] < 1:
+        fail("training.momentum", f"must be from 0 to below 1, got {training['momentum']}")
+    schedule = training["learning_rate_schedule"]
+    if schedule not in SCHEDULES:
+        fail("training.learning_rate_schedule", f"must be one of {', '.join(SCHEDULES)}, got {shown(schedule)}")
+    if schedule == "constant":
+        for key in ("final_learning_rate", "decay_epochs"):
+            if training[key] is not None:
+                fail(f"training.{key}", "is for learning_rate_schedule: linear (the schedule is constant)")
+        return
+    if training["final_learning_rate"] is None:
+        fail("training.final_learning_rate", "required by learning_rate_schedule: linear")
+    if not 0 <= training["final_learning_rate"] <= MAX_SCALE:
+        fail("training.final_learning_rate", f"must be from 0 to {MAX_SCALE:g}, got {training['final_learning_rate']}")
+    decay = training["decay_epochs"]
+    if decay is not None and not 1 <= decay <= training["epochs"]:
+        fail("training.decay_epochs", f"must be from 1 to training.epochs ({training['epochs']}), got {decay}")
+
+
 def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool = False) -> None:
     data, training, privacy, engine = s["data"], s["training"], s["privacy"], s["engine"]
     if data["sampling"] not in SAMPLINGS:
@@ -211,8 +239,11 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
              f"{training['batch_size']} is larger than the training set ({data['train_examples']})")
     if not 0 < training["learning_rate"] <= MAX_SCALE:
         fail("training.learning_rate", f"must be positive and at most {MAX_SCALE:g}, got {training['learning_rate']}")
+    if s["model"]["activation"] not in ACTIVATIONS:
+        fail("model.activation", f"must be one of {', '.join(ACTIVATIONS)}, got {shown(s['model']['activation'])}")
     if training["optimizer"] != "sgd":
         fail("training.optimizer", f"unknown optimizer {shown(training['optimizer'])} (known: sgd)")
+    _check_schedule(training, fail)
     if engine["name"] not in ENGINES:
         fail("engine.name", f"unknown engine {shown(engine['name'])} (known: {', '.join(ENGINES)})")
     if not privacy["enabled"]:

@@ -37,6 +37,7 @@ class DataSection:
 class ModelSection:
     name: str
     pooling: str
+    activation: str = "relu"     # of every hidden layer: relu (the tutorial) or tanh (Papernot et al. 2021)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class TrainingSection:
     batch_size: int              # shuffled: every batch; Poisson: the expected batch size q * n
     learning_rate: float
     optimizer: str
+    momentum: float = 0.0        # SGD (heavy-ball) momentum; 0: plain SGD
+    learning_rate_schedule: str = "constant"   # or "linear": to final_learning_rate over decay_epochs
+    final_learning_rate: float | None = None
+    decay_epochs: int | None = None            # linear: epochs of decay (default all), then constant
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,22 @@ class Spec:
         if not self.private:
             return 1
         return self.training.batch_size // self.privacy.num_microbatches
+
+    @property
+    def decay_steps(self) -> int | None:
+        """Steps over which a linear schedule decays (None for a constant rate)."""
+        t = self.training
+        if t.learning_rate_schedule == "constant":
+            return None
+        return (t.decay_epochs or t.epochs) * self.steps_per_epoch
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of step `step` (counted from 0): constant, or linear from learning_rate
+        to final_learning_rate over decay_steps, then final_learning_rate."""
+        t = self.training
+        if self.decay_steps is None:
+            return t.learning_rate
+        return t.learning_rate + (t.final_learning_rate - t.learning_rate) * min(step, self.decay_steps) / self.decay_steps
 
     @property
     def poisson_bucket(self) -> int | None:

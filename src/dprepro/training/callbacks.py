@@ -22,6 +22,8 @@ def hparams(spec: Spec, seed: int, engine: str) -> dict:
     flat = {"spec": spec.name, "spec_version": spec.version, "seed": seed, "engine": engine,
             "epochs": spec.training.epochs, "batch_size": spec.training.batch_size,
             "learning_rate": spec.training.learning_rate, "pooling": spec.model.pooling,
+            "activation": spec.model.activation, "momentum": spec.training.momentum,
+            "learning_rate_schedule": spec.training.learning_rate_schedule,
             "private": spec.private, "sampling": spec.sampling}
     if spec.private:
         p = spec.privacy
@@ -37,7 +39,7 @@ class TensorBoardLog(tf.keras.callbacks.Callback):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(logdir))
         self.hparams = hparams(spec, seed, engine)
-        self.learning_rate = spec.training.learning_rate
+        self.spec = spec
         self.epsilon_curve = epsilon_curve
 
     def on_train_begin(self, logs=None):
@@ -50,7 +52,8 @@ class TensorBoardLog(tf.keras.callbacks.Callback):
             for split, prefix in (("train", ""), ("test", "val_")):
                 tf.summary.scalar(f"loss/{split}", logs[prefix + "loss"], step=step)
                 tf.summary.scalar(f"accuracy/{split}", logs[prefix + "accuracy"], step=step)
-            tf.summary.scalar("learning_rate", self.learning_rate, step=step)
+            # the rate of the epoch's last step
+            tf.summary.scalar("learning_rate", self.spec.learning_rate_at(step * self.spec.steps_per_epoch - 1), step=step)
             for accountant, values in self.epsilon_curve.items():
                 tf.summary.scalar(f"epsilon/{accountant}", values[epoch], step=step)
         self.writer.flush()

@@ -14,29 +14,30 @@ from dprepro.spec.typed import ModelSection
 INPUT_SHAPE = (28, 28, 1)
 
 
-def tutorial_cnn_layers(pooling: str = "max") -> list:
+def tutorial_cnn_layers(pooling: str = "max", activation: str = "relu") -> list:
     """Conv(16, 8x8, s2, same) -> Pool(2, s1) -> Conv(32, 4x4, s2, valid) -> Pool(2, s1)
-    -> Flatten -> Dense(32) -> Dense(10) logits; ReLU everywhere but the last layer.
+    -> Flatten -> Dense(32) -> Dense(10) logits; `activation` everywhere but the last layer.
 
-    `pooling` is "max" (the tutorial notebook) or "average" (the Keras script variant).
-    26,010 trainable parameters for either pooling.
+    `pooling` is "max" (the tutorial notebook) or "average" (the Keras script variant);
+    `activation` "relu" (the tutorial) or "tanh" (Papernot et al. 2021; Tramer & Boneh 2021's
+    end-to-end CNN). 26,010 trainable parameters in every variant.
     """
     pool = {"max": tf.keras.layers.MaxPool2D, "average": tf.keras.layers.AveragePooling2D}[pooling]
     return [
         tf.keras.layers.InputLayer(input_shape=INPUT_SHAPE),
-        tf.keras.layers.Conv2D(16, 8, strides=2, padding="same", activation="relu"),
+        tf.keras.layers.Conv2D(16, 8, strides=2, padding="same", activation=activation),
         pool(2, 1),
-        tf.keras.layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
+        tf.keras.layers.Conv2D(32, 4, strides=2, padding="valid", activation=activation),
         pool(2, 1),
         tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(32, activation="relu"),
+        tf.keras.layers.Dense(32, activation=activation),
         tf.keras.layers.Dense(10),
     ]
 
 
 def build_layers(model: ModelSection) -> list:
     """Layers for a spec's `model` section (validated: name is tutorial_cnn)."""
-    return tutorial_cnn_layers(model.pooling)
+    return tutorial_cnn_layers(model.pooling, model.activation)
 
 
 def save_weights(path: Path, weights: list) -> str:
