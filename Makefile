@@ -67,7 +67,7 @@ pin: $(STAMP) ## re-run every spec except smoke into results/ with models and lo
 	$(BIN)/dprepro run $(ALL_SPECS) --out results --logdir results
 
 pin-tutorial: $(STAMP) ## pin the tutorial's own engine on tutorial-1ep, seed 0 (about 45 min on 2 cores)
-	$(BIN)/dprepro run $(SPECS)/tutorial-1ep.yaml --engine tutorial --seeds 0 --out results --logdir runs/pinned
+	$(BIN)/dprepro run $(SPECS)/tutorial-1ep.yaml --engine tutorial --seeds 0 --out results --logdir results
 
 report: $(STAMP) ## regenerate results/README.md and results/figures/ from the pinned results
 	$(BIN)/dprepro report --results results

@@ -61,3 +61,20 @@ def test_bench_unknown_row_is_exit_2():
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("--engines: each of anchor none fast fast-poisson vectorized vectorized-poisson "
                                    "tutorial at most once, got none turbo")
+
+
+def test_bench_batch_size_out_of_range_is_exit_2():
+    proc = run_cli("bench", "experiments/smoke.yaml", "--batch-size", "2501")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "--batch-size: must be from 1 to 2500 (the training set), got 2501"
+
+
+def test_bench_at_another_batch_size_keeps_one_example_per_microbatch():
+    """`--batch-size` times the spec at that batch (Poisson rows need one example per microbatch)."""
+    from conftest import EXPERIMENTS
+    from dprepro.bench import with_batch_size
+    from dprepro.spec import load_spec
+
+    spec = with_batch_size(load_spec(EXPERIMENTS / "tutorial-3ep.yaml"), 4096)
+    assert spec.training.batch_size == spec.privacy.num_microbatches == 4096 and spec.poisson_bucket is None
+    assert with_batch_size(load_spec(EXPERIMENTS / "nonprivate-3ep.yaml"), 512).training.batch_size == 512

@@ -34,12 +34,12 @@ GPU_DETERMINISM_UNSAFE = {
 GPU_DEVICES = {"GPU", "DEFAULT"}
 
 
-def train_step_op_types(model, batch_size: int, masked: bool = False) -> set:
+def train_step_op_types(model, batch_size: int, masked: bool = False, shape=(28, 28, 1)) -> set:
     """Every op type in the traced train step, including the bodies of the functions it calls
     (`masked`: with the 0/1 mask of Poisson-sampled batches, batch size unknown)."""
-    spec = (tf.TensorSpec([batch_size, 28, 28, 1], tf.float32), tf.TensorSpec([batch_size, 10], tf.float32))
+    spec = (tf.TensorSpec([batch_size, *shape], tf.float32), tf.TensorSpec([batch_size, 10], tf.float32))
     if masked:
-        spec = (tf.TensorSpec([None, 28, 28, 1], tf.float32), tf.TensorSpec([None, 10], tf.float32),
+        spec = (tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None, 10], tf.float32),
                 tf.TensorSpec([None], tf.float32))
     graph_def = tf.function(model.train_step).get_concrete_function(spec).graph.as_graph_def()
     functions = {f.signature.name for f in graph_def.library.function}
@@ -66,10 +66,16 @@ def op_types():
         model = engine.build_model(typed(raw, "gpu-check"), name)
         model.build((None, 28, 28, 1))
         found[f"{name}-poisson"] = train_step_op_types(model, 8, masked=True)
+    raw["data"].update(features="scatternet", normalization="group", norm_groups=27)
+    raw["model"].update(name="scatternet_cnn", activation="tanh")
+    engine.seed_everything(0)
+    model = engine.build_model(typed(raw, "gpu-check"), "fast")      # a ScatterNet head, Poisson batches
+    model.build((None, 7, 7, 81))
+    found["fast-poisson-scatternet_cnn"] = train_step_op_types(model, 8, masked=True, shape=(7, 7, 81))
     return found
 
 
-ROWS = [*ENGINES, *(f"{name}-poisson" for name in POISSON_ENGINES)]
+ROWS = [*ENGINES, *(f"{name}-poisson" for name in POISSON_ENGINES), "fast-poisson-scatternet_cnn"]
 
 
 @pytest.mark.parametrize("engine_name", ROWS)

@@ -86,6 +86,12 @@ BAD = [
     ("expected.test_accuracy", {"value": 1, "source": "x", "steps": "ceil"}, "expected.test_accuracy.steps",
      "only an epsilon"),
     ("model.activation", "sigmoid", "model.activation", "must be one of relu, tanh"),
+    ("data.features", "sift", "data.features", "must be one of none, scatternet"),
+    ("data.features", "scatternet", "model.name", "takes the pixels (data.features: none)"),
+    ("model.name", "scatternet_cnn", "model.name", "takes ScatterNet features"),
+    ("data.normalization", "batch", "data.normalization", "must be one of none, group"),
+    ("data.normalization", "group", "data.normalization", "is for ScatterNet features"),
+    ("data.norm_groups", 27, "data.norm_groups", "is for data.normalization: group"),
     ("training.momentum", 1.0, "training.momentum", "from 0 to below 1"),
     ("training.momentum", -0.1, "training.momentum", "from 0 to below 1"),
     ("training.learning_rate_schedule", "cosine", "training.learning_rate_schedule", "must be one of constant, linear"),
@@ -110,19 +116,36 @@ def test_bad_linear_schedule_is_one_precise_line(changes, named, words):
 
 
 @pytest.mark.parametrize("field,value", [("model.activation", "tanh"), ("training.momentum", 0.9),
-                                          ("training.learning_rate_schedule", "linear")])
+                                          ("training.learning_rate_schedule", "linear"),
+                                          ("data.normalization", "none"), ("data.features", "none")])
 def test_new_options_keep_old_hashes_at_their_defaults_and_change_them_otherwise(field, value):
     """Fields added for the published setups (issue 21) are hash-neutral at their defaults, written
     or not: every pinned spec keeps its identity. Any other value is another experiment."""
     from dprepro.spec import Spec
-    default = {"model.activation": "relu", "training.momentum": 0.0,
-               "training.learning_rate_schedule": "constant"}[field]
+    default = {"model.activation": "relu", "training.momentum": 0.0, "training.learning_rate_schedule": "constant",
+               "data.normalization": "none", "data.features": "none"}[field]
     implicit = Spec.from_raw("a", raw_spec("tutorial-3ep"))
     explicit = Spec.from_raw("b", mutate(field, default))
     raw = mutate(field, value)
     if value == "linear":
         raw = mutate("training.final_learning_rate", 0.05, raw)
+    if value == "none":             # the other value needs ScatterNet features and a head for them
+        raw = mutate("data.features", "scatternet", raw)
+        raw = mutate("model.name", "scatternet_linear", raw)
+        if field == "data.normalization":
+            raw = mutate("data.normalization", "group", raw)
+            raw = mutate("data.norm_groups", 27, raw)
     assert implicit.sha256 == explicit.sha256 != Spec.from_raw("c", raw).sha256
+
+
+@pytest.mark.parametrize("groups", [None, 0, 2, 82])
+def test_group_normalisation_needs_groups_that_divide_the_81_channels(groups):
+    raw = mutate("data.features", "scatternet")
+    raw = mutate("model.name", "scatternet_cnn", raw)
+    raw = mutate("data.normalization", "group", raw)
+    raw = mutate("data.norm_groups", groups, raw)
+    with pytest.raises(InputError, match=r"^x.yaml: data.norm_groups: .*dividing 81 \(1, 3, 9, 27, 81\)"):
+        validate(raw, "x.yaml")
 
 
 def test_linear_schedule_decays_then_holds():

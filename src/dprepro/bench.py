@@ -29,7 +29,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from dprepro import sampling
-from dprepro.data import load_mnist
+from dprepro.features import load_data
 from dprepro.records.environment import SIMULATED_PATHS, path_environ, this_machine
 from dprepro.spec import ENGINE_VERSIONS, Spec
 from dprepro.training import engines as engine
@@ -99,7 +99,7 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
     """Time each row; return the benchmark record (also what `dprepro bench` writes)."""
     batch_size = spec.training.batch_size
     n = spec.train_examples if epoch else min(8 * batch_size, spec.train_examples)
-    data = load_mnist(data_dir, train_examples=n, test_examples=1)
+    data = load_data(spec, data_dir, train_examples=n, test_examples=1)
     steppers, memory = {}, {}
     growth = {}
     for name in engines:

@@ -165,6 +165,9 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     s = spec.with_overrides(seeds=seeds)
     if not 0 < confidence < 1:
         raise InputError(f"--confidence: {confidence} is not between 0 and 1")
+    if s.data.features != "none":
+        raise InputError(f"{s.path}: data.features: the audit puts canary images into the training set and "
+                         f"does not turn them into {s.data.features} features yet; audit a spec trained on pixels")
     data = load_mnist(data_dir, s.data.url, s.data.train_examples, s.data.test_examples)
     limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
     if not 2 <= m <= limit:

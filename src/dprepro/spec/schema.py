@@ -25,7 +25,10 @@ POISSON_ENGINES = ("fast", "vectorized")
 # v5 / v3 (dprepro 0.6): Poisson batches drawn in float64 and padded to size buckets instead of one
 # fixed size (sampling.py); shuffled training is bit for bit what v4 / v2 computed.
 ENGINE_VERSIONS = {"tutorial": 2, "fast": 5, "vectorized": 3, "none": 2}
-MODELS = ("tutorial_cnn",)
+MODELS = ("tutorial_cnn", "scatternet_linear", "scatternet_cnn")
+FEATURES = ("none", "scatternet")
+NORMALIZATIONS = ("none", "group")
+SCATTERNET_CHANNELS = 81
 POOLINGS = ("max", "average")
 ACTIVATIONS = ("relu", "tanh")
 SCHEDULES = ("constant", "linear")
@@ -39,7 +42,8 @@ NOT_HASHED = ("description", "source", "expected")
 SAMPLINGS = ("shuffle", "poisson")
 # Fields added after specs were pinned: at these values they describe what every earlier spec did,
 # so they are left out of the content hash (a spec's identity does not change with the schema).
-HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("model", "activation"): "relu",
+HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", ("data", "normalization"): "none",
+                ("data", "norm_groups"): None, ("model", "activation"): "relu",
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
                 ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
@@ -57,7 +61,8 @@ TOP = {
 }
 SECTIONS = {
     "data": {"dataset": ("str", "mnist"), "sampling": ("str", "shuffle"), "train_examples": ("int?", None),
-             "test_examples": ("int?", None), "url": ("str?", None)},
+             "test_examples": ("int?", None), "url": ("str?", None), "features": ("str", "none"),
+             "normalization": ("str", "none"), "norm_groups": ("int?", None)},
     "model": {"name": ("str", REQUIRED), "pooling": ("str", "max"), "activation": ("str", "relu")},
     "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
                  "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd"), "momentum": ("num", 0.0),
@@ -191,6 +196,27 @@ def _check_expected(value, field: str, fail) -> dict:
     return out
 
 
+def _check_features(data: dict, model: str, fail) -> None:
+    """The feature stage, its normalisation, and a model that takes those inputs."""
+    if data["features"] not in FEATURES:
+        fail("data.features", f"must be one of {', '.join(FEATURES)}, got {shown(data['features'])}")
+    if data["normalization"] not in NORMALIZATIONS:
+        fail("data.normalization", f"must be one of {', '.join(NORMALIZATIONS)}, got {shown(data['normalization'])}")
+    if data["normalization"] == "group":
+        if data["features"] != "scatternet":
+            fail("data.normalization", "group normalisation is for ScatterNet features (data.features: scatternet)")
+        groups = data["norm_groups"]
+        if groups is None or groups < 1 or SCATTERNET_CHANNELS % groups:
+            fail("data.norm_groups", f"group normalisation needs a number of groups dividing "
+                                     f"{SCATTERNET_CHANNELS} (1, 3, 9, 27, 81), got {shown(groups)}")
+    elif data["norm_groups"] is not None:
+        fail("data.norm_groups", "is for data.normalization: group")
+    wants = "scatternet" if model.startswith("scatternet") else "none"
+    if model in MODELS and data["features"] != wants:
+        fail("model.name", f"model {model} takes " + ("ScatterNet features (data.features: scatternet)"
+                                                      if wants == "scatternet" else "the pixels (data.features: none)"))
+
+
 def _check_schedule(training: dict, fail) -> None:
     """Momentum in [0, 1); a linear schedule needs its final rate (decay_epochs defaults to all
     epochs); a constant one takes neither."""
@@ -239,6 +265,7 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
              f"{training['batch_size']} is larger than the training set ({data['train_examples']})")
     if not 0 < training["learning_rate"] <= MAX_SCALE:
         fail("training.learning_rate", f"must be positive and at most {MAX_SCALE:g}, got {training['learning_rate']}")
+    _check_features(data, s["model"]["name"], fail)
     if s["model"]["activation"] not in ACTIVATIONS:
         fail("model.activation", f"must be one of {', '.join(ACTIVATIONS)}, got {shown(s['model']['activation'])}")
     if training["optimizer"] != "sgd":

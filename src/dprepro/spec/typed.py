@@ -31,6 +31,9 @@ class DataSection:
     train_examples: int
     test_examples: int
     url: str | None
+    features: str = "none"       # or "scatternet" (features.py)
+    normalization: str = "none"  # or "group": per-example group normalisation of the features
+    norm_groups: int | None = None
 
 
 @dataclass(frozen=True)

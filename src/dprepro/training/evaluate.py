@@ -46,7 +46,7 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
     """The printed table and whether every seed's recorded test loss and accuracy came out exactly."""
     import tensorflow as tf
 
-    from dprepro.data import load_mnist
+    from dprepro.features import load_data
     from dprepro.records.environment import this_machine
     from dprepro.training.model import load_model
 
@@ -61,7 +61,7 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
         digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
         if digest != seed["model"].get("sha256"):
             raise InputError(f"{model_path}: sha256 {digest[:12]}… is not the recorded {str(seed['model'].get('sha256'))[:12]}…")
-    data = load_mnist(Path(data_dir), spec.data.url, 1, spec.data.test_examples)
+    data = load_data(spec, Path(data_dir), train_examples=0)
     tf.config.experimental.enable_op_determinism()
     here = this_machine()["arithmetic"]["id"]
     recorded = result.get("environment", {}).get("arithmetic", {}).get("id")

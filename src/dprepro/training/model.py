@@ -1,4 +1,5 @@
-"""The tutorial's CNN, as a list of fresh Keras layers (each engine wraps them in its own model)."""
+"""The models, as lists of fresh Keras layers (each engine wraps them in its own model): the tutorial's
+CNN on pixels, and Tramer & Boneh's two heads on ScatterNet features (features.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dprepro.files import atomic
 from dprepro.spec.typed import ModelSection
 
 INPUT_SHAPE = (28, 28, 1)
+SCATTERNET_SHAPE = (7, 7, 81)
 
 
 def tutorial_cnn_layers(pooling: str = "max", activation: str = "relu") -> list:
@@ -35,8 +37,33 @@ def tutorial_cnn_layers(pooling: str = "max", activation: str = "relu") -> list:
     ]
 
 
+def scatternet_linear_layers() -> list:
+    """A linear classifier on the 7x7x81 ScatterNet features: Flatten -> Dense(10) logits (39,700
+    parameters)."""
+    return [tf.keras.layers.InputLayer(input_shape=SCATTERNET_SHAPE), tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(10)]
+
+
+def scatternet_cnn_layers(activation: str = "tanh") -> list:
+    """Tramer & Boneh's small CNN on the 7x7x81 ScatterNet features: Conv(16, 3x3, s2, same) ->
+    Conv(32, 3x3, s1, same) -> Flatten -> Dense(32) -> Dense(10) logits, `activation` but on the
+    logits (33,066 parameters)."""
+    return [
+        tf.keras.layers.InputLayer(input_shape=SCATTERNET_SHAPE),
+        tf.keras.layers.Conv2D(16, 3, strides=2, padding="same", activation=activation),
+        tf.keras.layers.Conv2D(32, 3, strides=1, padding="same", activation=activation),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(32, activation=activation),
+        tf.keras.layers.Dense(10),
+    ]
+
+
 def build_layers(model: ModelSection) -> list:
-    """Layers for a spec's `model` section (validated: name is tutorial_cnn)."""
+    """Layers for a spec's `model` section (validated: its inputs match data.features)."""
+    if model.name == "scatternet_linear":
+        return scatternet_linear_layers()
+    if model.name == "scatternet_cnn":
+        return scatternet_cnn_layers(model.activation)
     return tutorial_cnn_layers(model.pooling, model.activation)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dprepro import accounting, files
-from dprepro.data import load_mnist
+from dprepro.features import load_data
 from dprepro.lock import RunLock
 from dprepro.records import environment, write
 from dprepro.spec import ENGINE_VERSIONS, Spec
@@ -175,7 +175,7 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
     """Train every seed of `spec`; write TensorBoard logs and the result file; return both."""
     plan = plan_run(spec, out_dir, logdir, seeds, engine_name)
     s = plan.resolved
-    data = load_mnist(data_dir, s.data.url, s.data.train_examples, s.data.test_examples)
+    data = load_data(s, data_dir)
     env = environment.this_machine()
     found = env["devices"]
     print(f"dprepro: {describe_devices(found)}", file=sys.stderr if not found["gpus"] else sys.stdout)
