@@ -118,7 +118,8 @@ def test_a_scatternet_spec_runs_and_its_model_evaluates_exactly(write_spec, tmp_
 
     raw = raw_spec("smoke")
     raw.update(name="smoke-scatternet")
-    raw["data"].update(features="scatternet", normalization="group", norm_groups=27)
+    raw["data"].update(features="scatternet", normalization="private", norm_noise_multiplier=8.0,
+                       norm_clip_mean=0.2, norm_clip_square=0.05)
     raw["model"].update(name="scatternet_cnn", activation="tanh")
     raw["training"].update(momentum=0.9)
     spec = write_spec(raw, "smoke-scatternet.yaml")
@@ -128,6 +129,10 @@ def test_a_scatternet_spec_runs_and_its_model_evaluates_exactly(write_spec, tmp_
     assert "ScatterNet of the 2500 train images" in proc.stderr
     result = json.loads((tmp_path / "smoke-scatternet" / "v1" / "result.json").read_text())
     assert result["spec"]["data"]["features"] == "scatternet" and result["test_accuracy"]["mean"] > 0.2
+    assert len(result["seeds"][0]["normalization"]["mean"]) == 81             # the seed's release, kept
+    block = result["epsilon"]
+    assert len(block["releases"]) == 2 and not block["accountants"]["statement_once_per_epoch"]["holds_for_this_run"]
+    assert "not the private normalisation" in block["accountants"]["statement_once_per_epoch"]["label"]
     evaluated = run_cli("evaluate", tmp_path / "smoke-scatternet" / "v1" / "result.json", env=env)
     assert evaluated.returncode == 0 and "EXACT" in evaluated.stdout, evaluated.stdout + evaluated.stderr
     assert "ScatterNet of" not in evaluated.stderr                  # the cached features
@@ -136,3 +141,74 @@ def test_a_scatternet_spec_runs_and_its_model_evaluates_exactly(write_spec, tmp_
         f"{spec}: data.features: the audit puts canary images into the training set and does not turn them "
         f"into scatternet features yet; audit a spec trained on pixels")
     assert not (tmp_path / "audit").exists()
+
+
+def private_spec(clip_mean=0.2, clip_square=0.05, noise=8.0, n=50):
+    raw = raw_spec("smoke")
+    raw["data"].update(features="scatternet", normalization="private", norm_noise_multiplier=noise,
+                       norm_clip_mean=clip_mean, norm_clip_square=clip_square, train_examples=n)
+    raw["model"].update(name="scatternet_linear")
+    raw["training"]["batch_size"] = 10
+    raw["privacy"]["num_microbatches"] = 10
+    return typed(raw, "private-norm")
+
+
+@pytest.fixture(scope="module")
+def fifty():
+    return features.scattering(load_mnist(DATA, train_examples=50, test_examples=1).x_train)
+
+
+def test_private_statistics_without_noise_or_clipping_are_the_exact_ones(fifty):
+    stats = features.private_statistics(fifty, private_spec(clip_mean=10.0, clip_square=10.0, noise=1e-12), 0)
+    flat = fifty.reshape(50, -1, 81).astype(np.float64)
+    mean, second = flat.mean(axis=1).mean(axis=0), (flat ** 2).mean(axis=1).mean(axis=0)
+    np.testing.assert_allclose(stats["mean"], mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats["var"], np.maximum(second - mean ** 2, 0), rtol=1e-6, atol=1e-12)
+    assert stats["clipped_fraction"] == [0.0, 0.0]
+    x = features.standardized(fifty, stats).reshape(50, -1, 81)
+    live = np.array(stats["var"]) > 0
+    np.testing.assert_allclose(x.mean(axis=(0, 1))[live], 0, atol=1e-3)
+
+
+def test_private_statistics_noise_has_the_scale_the_accountant_assumes(fifty):
+    """(released mean x n - clipped sum) / (noise x clip) over the 81 channels is N(0, 1): its
+    standard deviation within 0.7-1.3 (the sample std of 81 normal values has sd 0.08: > 3.5 sigma);
+    the same seed gives the same release, another seed another."""
+    spec = private_spec(clip_mean=0.01, noise=3.0)
+    flat = fifty.reshape(50, -1, 81).astype(np.float64).mean(axis=1)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    clipped_sum = (flat * np.minimum(1, 0.01 / norms)).sum(axis=0)
+    stats = features.private_statistics(fifty, spec, 0)
+    z = (np.array(stats["mean"]) * 50 - clipped_sum) / (3.0 * 0.01)
+    assert 0.7 < z.std() < 1.3 and abs(z.mean()) < 0.5, (z.mean(), z.std())
+    assert stats["clipped_fraction"][0] == 1.0                      # every example clipped at 0.01
+    assert features.private_statistics(fifty, spec, 0) == stats
+    assert features.private_statistics(fifty, spec, 1)["mean"] != stats["mean"]
+
+
+def test_the_normalisation_release_is_composed_into_every_epsilon_that_can_count_it():
+    """Two Gaussian releases (noise 8) before the training: rdp, rdp_legacy and pld grow by their
+    composition (RDP: their order-a divergence a / 8^2 added, as Tramer & Boneh compose it);
+    tf-privacy's statements cannot count them and do not hold; calibration accounts for them."""
+    import dp_accounting
+    from dprepro import accounting
+
+    spec = private_spec(n=2500)
+    plain = typed({**spec.to_dict(), "data": {**spec.to_dict()["data"], "normalization": "none",
+                   "norm_noise_multiplier": None, "norm_clip_mean": None, "norm_clip_square": None,
+                   "features": "scatternet"}}, "plain")
+    with_release, without = accounting.epsilon_block(spec)["accountants"], accounting.epsilon_block(plain)["accountants"]
+    for name in ("rdp", "rdp_legacy", "pld"):
+        assert with_release[name]["epsilon"] > without[name]["epsilon"] and with_release[name]["counts_releases"]
+    orders = accounting.RDP_ORDERS
+    by_hand = dp_accounting.rdp.RdpAccountant(orders).compose(
+        accounting.dpsgd_event(spec.q, spec.privacy.noise_multiplier, spec.steps_trained))
+    by_hand._rdp = by_hand._rdp + np.array(orders) / 8.0 ** 2
+    assert with_release["rdp"]["epsilon"] == pytest.approx(by_hand.get_epsilon(spec.privacy.delta), rel=1e-9)
+    for name in ("statement_once_per_epoch", "statement_poisson"):
+        assert not with_release[name]["holds_for_this_run"]
+    sigma = accounting.calibrate(spec, 20.0, "rdp")
+    calibrated = spec.replace({"privacy.noise_multiplier": sigma})
+    reached = accounting.epsilon_block(calibrated)["accountants"]["rdp"]["epsilon"]
+    assert 19.99 <= reached <= 20.0          # calibrate lands on the safe side, within its noise tolerance 1e-6
+    assert sigma > accounting.calibrate(plain, 20.0, "rdp")        # the releases leave less budget to training

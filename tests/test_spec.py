@@ -92,6 +92,7 @@ BAD = [
     ("data.normalization", "batch", "data.normalization", "must be one of none, group"),
     ("data.normalization", "group", "data.normalization", "is for ScatterNet features"),
     ("data.norm_groups", 27, "data.norm_groups", "is for data.normalization: group"),
+    ("data.norm_noise_multiplier", 8.0, "data.norm_noise_multiplier", "is for data.normalization: private"),
     ("training.momentum", 1.0, "training.momentum", "from 0 to below 1"),
     ("training.momentum", -0.1, "training.momentum", "from 0 to below 1"),
     ("training.learning_rate_schedule", "cosine", "training.learning_rate_schedule", "must be one of constant, linear"),
@@ -145,6 +146,18 @@ def test_group_normalisation_needs_groups_that_divide_the_81_channels(groups):
     raw = mutate("data.normalization", "group", raw)
     raw = mutate("data.norm_groups", groups, raw)
     with pytest.raises(InputError, match=r"^x.yaml: data.norm_groups: .*dividing 81 \(1, 3, 9, 27, 81\)"):
+        validate(raw, "x.yaml")
+
+
+@pytest.mark.parametrize("field,value", [("norm_noise_multiplier", None), ("norm_clip_mean", 0.0),
+                                          ("norm_clip_square", -1.0)])
+def test_private_normalisation_needs_its_noise_and_clips(field, value):
+    raw = mutate("data.features", "scatternet")
+    raw = mutate("model.name", "scatternet_linear", raw)
+    raw["data"].update(normalization="private", norm_noise_multiplier=8.0, norm_clip_mean=0.2, norm_clip_square=0.05)
+    validate(raw, "x.yaml")
+    raw["data"][field] = value
+    with pytest.raises(InputError, match=rf"^x.yaml: data.{field}: private normalisation needs it, positive"):
         validate(raw, "x.yaml")
 
 

@@ -8,9 +8,12 @@ installed library offers it any more. Each value states
   `once_per_epoch` (each example in exactly one step per epoch, no amplification);
 - its sensitivity, in units of l2_norm_clip: 1, or 2 when a microbatch holds several examples
   (adding or removing one moves that microbatch's clipped gradient by up to 2 x l2_norm_clip);
-- the steps it counts and by which rule.
-A value holds for a run when its sampling is the run's, its sensitivity is at least the run's, and it
-counts at least the steps trained. The block's `of_record` is the smallest value that holds.
+- the steps it counts and by which rule;
+- whether it counts the private releases made before training (`releases`: today the noisy feature
+  statistics of `data.normalization: private`, two Gaussian mechanisms composed with the training).
+A value holds for a run when its sampling is the run's, its sensitivity is at least the run's, it
+counts at least the steps trained, and it counts every release. The block's `of_record` is the
+smallest value that holds.
 """
 
 from __future__ import annotations
@@ -89,9 +92,29 @@ def count_steps(n: int, batch_size: int, epochs: float, rule: str = "trained") -
     raise ValueError(f"unknown step rule {rule!r} (known: {', '.join(STEP_RULES)})")
 
 
-def poisson_epsilon(accountant: str, q: float, noise_multiplier: float, steps: int, delta: float):
-    """(epsilon, order or None) of `steps` Poisson-sampled Gaussian steps under one accountant."""
-    composed = FRESH[accountant]().compose(dpsgd_event(q, noise_multiplier, steps))
+def releases(spec: Spec) -> list[dict]:
+    """The private releases made before training, each a Gaussian mechanism of sensitivity 1 in
+    units of its clip (add or remove one example moves a sum of clipped vectors by at most the clip)."""
+    if spec.data.normalization != "private":
+        return []
+    sigma = spec.data.norm_noise_multiplier
+    return [{"mechanism": f"private normalisation: sum of the per-example channel {what}, each vector clipped "
+                          f"to norm {clip:g}, plus Gaussian noise of std {sigma:g} x {clip:g}",
+             "noise_multiplier": sigma}
+            for what, clip in (("means", spec.data.norm_clip_mean), ("second moments", spec.data.norm_clip_square))]
+
+
+def composed_event(q: float, noise_multiplier: float, steps: int, before=()):
+    """The releases `before` (Gaussian mechanisms), then `steps` Poisson-sampled Gaussian steps."""
+    events = [dp_accounting.GaussianDpEvent(r["noise_multiplier"]) for r in before]
+    return dp_accounting.ComposedDpEvent([*events, dpsgd_event(q, noise_multiplier, steps)]) if events \
+        else dpsgd_event(q, noise_multiplier, steps)
+
+
+def poisson_epsilon(accountant: str, q: float, noise_multiplier: float, steps: int, delta: float, before=()):
+    """(epsilon, order or None) of the releases `before`, then `steps` Poisson-sampled Gaussian steps,
+    under one accountant."""
+    composed = FRESH[accountant]().compose(composed_event(q, noise_multiplier, steps, before))
     if accountant == "pld":
         return float(composed.get_epsilon(delta)), None
     eps, order = composed.get_epsilon_and_optimal_order(delta)
@@ -108,14 +131,15 @@ def statement_epsilon(poisson: bool, q: float, noise_multiplier: float, epochs: 
 
 
 def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, delta: float,
-             microbatch_size: int = 1, steps_rule: str = "trained") -> dict:
+             microbatch_size: int = 1, steps_rule: str = "trained", releases=()) -> dict:
     """{name: {"epsilon", "order" (None without one), "sampling", "sensitivity", "steps",
     "steps_rule"}} for one schedule.
 
     The Poisson accountants count steps by `steps_rule`; with several examples per microbatch they
     are given twice: as the tutorial computes them (sensitivity 1) and, as `<name>_doubled`, with
     sensitivity 2. The statements follow tf-privacy (doubled when microbatch_size > 1) and count
-    their own steps. A noise multiplier <= 0 gives eps = inf everywhere.
+    their own steps and cannot count `releases` (their values then cover the training alone). A noise
+    multiplier <= 0 gives eps = inf everywhere.
     """
     q, steps = batch_size / n, count_steps(n, batch_size, epochs, steps_rule)
     doubled = microbatch_size > 1
@@ -123,10 +147,10 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
     for name in CALIBRATABLE:
         for sensitivity in ((1, 2) if doubled else (1,)):
             eps, order = ((math.inf, None) if noise_multiplier <= 0 else
-                          poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta))
+                          poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta, releases))
             out[name + (DOUBLED if sensitivity == 2 else "")] = {
                 "epsilon": eps, "order": order, "sampling": "poisson", "sensitivity": sensitivity,
-                "steps": steps, "steps_rule": STEP_RULES[steps_rule]}
+                "steps": steps, "steps_rule": STEP_RULES[steps_rule], "counts_releases": True}
     for name, poisson in (("statement_once_per_epoch", False), ("statement_poisson", True)):
         eps = math.inf if noise_multiplier <= 0 else statement_epsilon(
             poisson, q, noise_multiplier, epochs, delta, doubled)
@@ -135,7 +159,8 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                      "sensitivity": 2 if doubled else 1,
                      "steps": int(math.ceil(epochs / q)) if poisson else int(math.ceil(epochs)),
                      "steps_rule": (STEP_RULES["ceil"] if poisson
-                                    else "epochs: one Gaussian mechanism per epoch")}
+                                    else "epochs: one Gaussian mechanism per epoch"),
+                     "counts_releases": not releases}
     return out
 
 
@@ -160,7 +185,7 @@ def schedule(spec: Spec) -> dict | None:
         return None
     return {"n": spec.train_examples, "batch_size": spec.training.batch_size,
             "noise_multiplier": spec.privacy.noise_multiplier, "epochs": spec.training.epochs,
-            "delta": spec.privacy.delta, "microbatch_size": spec.microbatch_size}
+            "delta": spec.privacy.delta, "microbatch_size": spec.microbatch_size, "releases": releases(spec)}
 
 
 def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int, epochs: int) -> tuple:
@@ -177,6 +202,8 @@ def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int
         reasons.append(f"counts {value['steps']} steps, fewer than the {steps_trained} trained")
     if value["sampling"] == "once_per_epoch" and value["steps"] < epochs:
         reasons.append(f"counts {value['steps']} epochs, fewer than the {epochs} trained")
+    if not value.get("counts_releases", True):
+        reasons.append("counts the training only, not the private normalisation released before it")
     if reasons:
         return False, "; ".join(reasons)
     sensitivity = "l2_norm_clip" if value["sensitivity"] == 1 else "2 x l2_norm_clip"
@@ -203,7 +230,7 @@ def published_conventions(spec: Spec) -> dict:
             base = name[:-len(DOUBLED)] if name.endswith(DOUBLED) else name
             sigma = noise / (2 if microbatching or name.endswith(DOUBLED) else 1)
             steps = count_steps(spec.train_examples, spec.training.batch_size, epochs, rule)
-            eps = poisson_epsilon(base, q, sigma, steps, delta)[0]
+            eps = poisson_epsilon(base, q, sigma, steps, delta, releases(spec))[0]
         out[quantity] = {"epsilon": eps, "used_microbatching": microbatching, "steps_rule": STEP_RULES[rule]
                          if not name.startswith("statement_") else "the statement's own"}
     return out
@@ -234,6 +261,7 @@ def epsilon_block(spec: Spec) -> dict | None:
         "microbatch_size": spec.microbatch_size,
         "used_microbatching": spec.microbatch_size > 1,
         "pld_discretization": PLD_DISCRETIZATION,
+        "releases": s["releases"],
         "versions": {p: version(p) for p in ("dp-accounting", "tensorflow-privacy")},
         "of_record": min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None,
         "accountants": accountants,
@@ -263,15 +291,15 @@ def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> flo
     MIN_NOISE to MAX_NOISE (the spec's limit) reaches it."""
     if not spec.private:
         raise ValueError("a non-private spec has no noise to calibrate")
-    q, steps, delta = spec.q, spec.steps_trained, spec.privacy.delta
+    q, steps, delta, before = spec.q, spec.steps_trained, spec.privacy.delta, releases(spec)
     sensitivity = 2 if spec.microbatch_size > 1 else 1
 
     def eps(sigma):
-        return poisson_epsilon(accountant, q, sigma, steps, delta)[0]
+        return poisson_epsilon(accountant, q, sigma, steps, delta, before)[0]
 
     def search(low, high):
         return dp_accounting.calibrate_dp_mechanism(
-            FRESH[accountant], lambda sigma: dpsgd_event(q, sigma, steps), target_epsilon, delta,
+            FRESH[accountant], lambda sigma: composed_event(q, sigma, steps, before), target_epsilon, delta,
             bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=1e-6)
 
     # Only the high end is checked first: epsilon at large noise is cheap (PLD at noise 0.1 costs ~15 s,

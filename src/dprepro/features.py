@@ -10,6 +10,17 @@
   within each of G groups of consecutive channels (mean 0, variance 1 over the group's channels and
   positions; GroupNorm without learned scale, as Tramèr & Boneh use it). Per example, so no privacy
   cost either. `none`: as computed.
+- `data.normalization: private`: every channel standardised with statistics of the training set
+  released privately (`private_statistics`, Tramèr & Boneh's noisy BatchNorm statistics): per
+  example the vector of channel means and the vector of channel second moments (over the 7×7
+  positions), each clipped to L2 norm `norm_clip_mean` / `norm_clip_square`, summed over the n
+  training examples, plus Gaussian noise of std `norm_noise_multiplier` × that clip, divided by n;
+  variance = max(second moment − mean², 0) (channels whose variance comes out 0 are set to 0).
+  Adding or removing one example moves each sum by at most its clip: two Gaussian mechanisms, which
+  the accountant composes with the training (accounting.releases). The noise is drawn once per seed
+  from the stream (seed, "normalization", k): whoever knows the seed can regenerate it, like every
+  other draw of a run. The released statistics are kept in the seed's record (they are public by
+  construction) and `dprepro evaluate` normalises the test features with them.
 
 ScatterNet features of all 70,000 MNIST images take about 1.5 minutes on 2 CPU cores; they are
 computed once and cached as `<cache>/features/<key>.npy` (cache: $DPREPRO_CACHE_DIR, else
@@ -95,6 +106,43 @@ def group_normalized(x: np.ndarray, groups: int) -> np.ndarray:
     mean = g.mean(axis=(1, 3), keepdims=True)
     var = g.var(axis=(1, 3), keepdims=True)
     return ((g - mean) / np.sqrt(var + 1e-5)).reshape(n, h, w, c).astype(np.float32)
+
+
+def private_statistics(x: np.ndarray, spec: Spec, seed: int) -> dict:
+    """The privately released channel means and variances of the training features `x` (n, 7, 7, C)."""
+    from dprepro.sampling import stream_seed
+    import tensorflow as tf
+
+    d, n = spec.data, spec.train_examples
+    flat = x.reshape(len(x), -1, x.shape[-1]).astype(np.float64)
+    noisy = []
+    for k, (per_example, clip) in enumerate(((flat.mean(axis=1), d.norm_clip_mean),
+                                             ((flat ** 2).mean(axis=1), d.norm_clip_square))):
+        norms = np.linalg.norm(per_example, axis=1, keepdims=True)
+        clipped = per_example * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+        noise = tf.random.stateless_normal([x.shape[-1]], stream_seed(seed, "normalization", k),
+                                           dtype=tf.float64, alg="philox").numpy()
+        noisy.append((clipped.sum(axis=0) + d.norm_noise_multiplier * clip * noise) / n)
+    mean, second = noisy
+    return {"mean": mean.tolist(), "var": np.maximum(second - mean ** 2, 0.0).tolist(),
+            "clipped_fraction": [float(np.mean(np.linalg.norm(v, axis=1) > c)) for v, c in
+                                 ((flat.mean(axis=1), d.norm_clip_mean), ((flat ** 2).mean(axis=1), d.norm_clip_square))]}
+
+
+def standardized(x: np.ndarray, statistics: dict) -> np.ndarray:
+    """`x` standardised per channel by released statistics (channels of variance 0 set to 0)."""
+    mean, var = np.array(statistics["mean"]), np.array(statistics["var"])
+    return ((x - mean) / np.sqrt(var + 1e-5) * (var > 0)).astype(np.float32)
+
+
+def with_private_normalization(spec: Spec, data: Mnist, seed: int) -> tuple[Mnist, dict | None]:
+    """(data standardised by this seed's private release, the release) for `private` normalisation;
+    (data, None) otherwise."""
+    if spec.data.normalization != "private":
+        return data, None
+    statistics = private_statistics(data.x_train, spec, seed)
+    return replace(data, x_train=standardized(data.x_train, statistics),
+                   x_test=standardized(data.x_test, statistics)), statistics
 
 
 def input_shape(spec: Spec) -> tuple:

@@ -27,7 +27,8 @@ POISSON_ENGINES = ("fast", "vectorized")
 ENGINE_VERSIONS = {"tutorial": 2, "fast": 5, "vectorized": 3, "none": 2}
 MODELS = ("tutorial_cnn", "scatternet_linear", "scatternet_cnn")
 FEATURES = ("none", "scatternet")
-NORMALIZATIONS = ("none", "group")
+NORMALIZATIONS = ("none", "group", "private")
+PRIVATE_NORM_FIELDS = ("norm_noise_multiplier", "norm_clip_mean", "norm_clip_square")
 SCATTERNET_CHANNELS = 81
 POOLINGS = ("max", "average")
 ACTIVATIONS = ("relu", "tanh")
@@ -43,7 +44,8 @@ SAMPLINGS = ("shuffle", "poisson")
 # Fields added after specs were pinned: at these values they describe what every earlier spec did,
 # so they are left out of the content hash (a spec's identity does not change with the schema).
 HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", ("data", "normalization"): "none",
-                ("data", "norm_groups"): None, ("model", "activation"): "relu",
+                ("data", "norm_groups"): None, ("data", "norm_noise_multiplier"): None,
+                ("data", "norm_clip_mean"): None, ("data", "norm_clip_square"): None, ("model", "activation"): "relu",
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
                 ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
@@ -62,7 +64,9 @@ TOP = {
 SECTIONS = {
     "data": {"dataset": ("str", "mnist"), "sampling": ("str", "shuffle"), "train_examples": ("int?", None),
              "test_examples": ("int?", None), "url": ("str?", None), "features": ("str", "none"),
-             "normalization": ("str", "none"), "norm_groups": ("int?", None)},
+             "normalization": ("str", "none"), "norm_groups": ("int?", None),
+             "norm_noise_multiplier": ("num?", None), "norm_clip_mean": ("num?", None),
+             "norm_clip_square": ("num?", None)},
     "model": {"name": ("str", REQUIRED), "pooling": ("str", "max"), "activation": ("str", "relu")},
     "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
                  "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd"), "momentum": ("num", 0.0),
@@ -202,9 +206,15 @@ def _check_features(data: dict, model: str, fail) -> None:
         fail("data.features", f"must be one of {', '.join(FEATURES)}, got {shown(data['features'])}")
     if data["normalization"] not in NORMALIZATIONS:
         fail("data.normalization", f"must be one of {', '.join(NORMALIZATIONS)}, got {shown(data['normalization'])}")
+    if data["normalization"] != "none" and data["features"] != "scatternet":
+        fail("data.normalization", f"{data['normalization']} normalisation is for ScatterNet features "
+                                   f"(data.features: scatternet)")
+    for key in PRIVATE_NORM_FIELDS:
+        if data["normalization"] != "private" and data[key] is not None:
+            fail(f"data.{key}", "is for data.normalization: private")
+        if data["normalization"] == "private" and not (data[key] is not None and 0 < data[key] <= MAX_SCALE):
+            fail(f"data.{key}", f"private normalisation needs it, positive and at most {MAX_SCALE:g}, got {shown(data[key])}")
     if data["normalization"] == "group":
-        if data["features"] != "scatternet":
-            fail("data.normalization", "group normalisation is for ScatterNet features (data.features: scatternet)")
         groups = data["norm_groups"]
         if groups is None or groups < 1 or SCATTERNET_CHANNELS % groups:
             fail("data.norm_groups", f"group normalisation needs a number of groups dividing "
@@ -274,6 +284,8 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
     if engine["name"] not in ENGINES:
         fail("engine.name", f"unknown engine {shown(engine['name'])} (known: {', '.join(ENGINES)})")
     if not privacy["enabled"]:
+        if data["normalization"] == "private":
+            fail("data.normalization", "private normalisation is for DP-SGD; a non-private spec can use group or none")
         if data["sampling"] == "poisson":
             fail("data.sampling", "poisson sampling is for DP-SGD; a non-private spec trains on shuffled batches")
         if engine["name"] != "none":

@@ -32,8 +32,11 @@ class DataSection:
     test_examples: int
     url: str | None
     features: str = "none"       # or "scatternet" (features.py)
-    normalization: str = "none"  # or "group": per-example group normalisation of the features
+    normalization: str = "none"  # "group" (per example, free) or "private" (noisy statistics, accounted)
     norm_groups: int | None = None
+    norm_noise_multiplier: float | None = None   # private: noise std over each statistic's clip
+    norm_clip_mean: float | None = None          # private: clip of each example's channel-mean vector
+    norm_clip_square: float | None = None        # private: clip of each example's channel second-moment vector
 
 
 @dataclass(frozen=True)

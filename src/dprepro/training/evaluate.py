@@ -46,7 +46,7 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
     """The printed table and whether every seed's recorded test loss and accuracy came out exactly."""
     import tensorflow as tf
 
-    from dprepro.features import load_data
+    from dprepro.features import load_data, standardized
     from dprepro.records.environment import this_machine
     from dprepro.training.model import load_model
 
@@ -71,7 +71,13 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
     exact = True
     for seed, model_path in models:
         model = load_model(spec.model, model_path)
-        loss, acc = model.evaluate(data.x_test, data.y_test, batch_size=1000, verbose=0)
+        x_test = data.x_test
+        if spec.data.normalization == "private":        # the seed's own released statistics
+            if not isinstance(seed.get("normalization"), dict):
+                raise InputError(f"{path}: seeds[{models.index((seed, model_path))}].normalization: "
+                                 f"the released statistics are missing")
+            x_test = standardized(x_test, seed["normalization"])
+        loss, acc = model.evaluate(x_test, data.y_test, batch_size=1000, verbose=0)
         same = acc == seed["test_accuracy"] and loss == seed.get("test_loss")
         exact &= same
         lines.append(f"  {seed.get('seed'):>5}  {seed['test_accuracy']:>12.6f}  {acc:>10.6f}  "

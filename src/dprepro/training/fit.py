@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from dprepro import sampling
+from dprepro.features import with_private_normalization
 from dprepro.spec import Spec
 from dprepro.training.callbacks import Progress
 from dprepro.training.engines import build_model, seed_everything
@@ -38,6 +39,7 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     optimizer weights); after each epoch call `on_epoch(epochs_done, model, state)`. Return its
     outcome (history of per-epoch metrics, final metrics, timings) and the trained model."""
     seed_everything(seed, spec.engine.use_xla)
+    data, statistics = with_private_normalization(spec, data, seed)   # this seed's release, if the spec has one
     model = build_model(spec, engine, seed)
     epochs = spec.training.epochs
     first_epoch = resume["epoch"] if resume else 0
@@ -67,4 +69,7 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
         "epoch_seconds": state["epoch_seconds"],
         "wall_seconds": state["wall_seconds"],
     }
+    if statistics is not None:
+        outcome["normalization"] = statistics
+
     return outcome, model

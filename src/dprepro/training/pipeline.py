@@ -47,9 +47,12 @@ def describe_arithmetic(path: dict) -> str:
 def describe_epsilon(block: dict) -> str:
     """Two lines: the epsilon that holds for the run, and the tutorial's (rdp) with its label."""
     best, rdp = block["of_record"], block["accountants"]["rdp"]
-    held = block["accountants"][best]
-    return (f"dprepro: eps of record {held['epsilon']:.4f} ({best}, at delta {block['delta']:g}): {held['label']}\n"
-            f"dprepro: eps(rdp) {rdp['epsilon']:.4f}, the tutorial's: "
+    if best is None:
+        first = "dprepro: no eps holds for this run (each value's label in the result says why)\n"
+    else:
+        held = block["accountants"][best]
+        first = f"dprepro: eps of record {held['epsilon']:.4f} ({best}, at delta {block['delta']:g}): {held['label']}\n"
+    return (first + f"dprepro: eps(rdp) {rdp['epsilon']:.4f}, the tutorial's: "
             + ("holds for this run" if rdp["holds_for_this_run"] else rdp["label"]))
 
 
@@ -216,7 +219,8 @@ def summary(finished: list) -> str:
         if eps:
             rdp = f"{eps['accountants']['rdp']['epsilon']:.4f}" + ("" if eps["accountants"]["rdp"]["holds_for_this_run"]
                                                                    else "*")
-            record = f"{eps['accountants'][eps['of_record']]['epsilon']:.4f} ({eps['of_record']})"
+            record = (f"{eps['accountants'][eps['of_record']]['epsilon']:.4f} ({eps['of_record']})"
+                      if eps["of_record"] else "none holds")
         lines.append(f"{result['name'] + ' v' + str(result['version']):<28} {result['run']['engine']:<9} "
                      f"{acc['n']:>5} {acc['mean']:>12.4f} ± {acc['std']:.4f} {rdp:>9} {record:>38}  {path}")
     if any(r["epsilon"] and not r["epsilon"]["accountants"]["rdp"]["holds_for_this_run"] for r, _ in finished):
