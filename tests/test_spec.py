@@ -12,6 +12,8 @@ SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 def test_the_shipped_specs():
     assert SHIPPED == ["keras-script-20ep", "nonprivate-3ep", "papernot-cnn-relu", "papernot-cnn-relu-poisson",
                        "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
+                       "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
+                       "tramer-boneh-scatternet-linear", "tramer-boneh-scatternet-linear-poisson",
                        "tutorial-15ep", "tutorial-15ep-poisson", "tutorial-1ep",
                        "tutorial-3ep", "tutorial-3ep-poisson", "tutorial-5ep"]
 

@@ -34,6 +34,8 @@ def text(row: dict) -> str:
     lines.append(f"  n {block['n']}, q {block['q']:.6g}, {block['sampling']} sampling, "
                  f"{block['microbatch_size']} example(s) per microbatch, {block['steps']} steps trained "
                  f"({block['steps_rule'].split(':')[0]}), noise {block['noise_multiplier']}, delta {block['delta']:g}")
+    for release in block.get("releases", []):
+        lines.append(f"  released before training (composed into rdp_legacy, rdp, pld): {release['mechanism']}")
     lines.append(f"  {'accountant':<26} {'epsilon':>10}  {'order':<8} {'steps':>6}  holds  why")
     for name, v in block["accountants"].items():
         order = f"{v['order']:g}" if v["order"] is not None else "-"
@@ -42,6 +44,8 @@ def text(row: dict) -> str:
     if block["of_record"]:
         best = block["of_record"]
         lines.append(f"  of record (smallest that holds): {best} {fmt_eps(block['accountants'][best]['epsilon'])}")
+    else:
+        lines.append("  of record: none (no value holds for this spec's training: see each one's why)")
     for quantity, v in block["under_published_conventions"].items():
         entry = row["expected"][quantity]
         lines.append(f"  published {quantity} {entry['value']:g}, computed as published "
