@@ -9,8 +9,9 @@ installed library offers it any more. Each value states
 - its sensitivity, in units of l2_norm_clip: 1, or 2 when a microbatch holds several examples
   (adding or removing one moves that microbatch's clipped gradient by up to 2 x l2_norm_clip);
 - the steps it counts and by which rule;
-- whether it counts the private releases made before training (`releases`: today the noisy feature
-  statistics of `data.normalization: private`, two Gaussian mechanisms composed with the training).
+- whether it counts the private releases made before training (`releases`: the DP-PCA projection of
+  `data.features: dp_pca` and the noisy feature statistics of `data.normalization: private`,
+  Gaussian mechanisms composed with the training).
 A value holds for a run when its sampling is the run's, its sensitivity is at least the run's, it
 counts at least the steps trained, and it counts every release. The block's `of_record` is the
 smallest value that holds.
@@ -95,13 +96,17 @@ def count_steps(n: int, batch_size: int, epochs: float, rule: str = "trained") -
 def releases(spec: Spec) -> list[dict]:
     """The private releases made before training, each a Gaussian mechanism of sensitivity 1 in
     units of its clip (add or remove one example moves a sum of clipped vectors by at most the clip)."""
-    if spec.data.normalization != "private":
-        return []
-    sigma = spec.data.norm_noise_multiplier
-    return [{"mechanism": f"private normalisation: sum of the per-example channel {what}, each vector clipped "
-                          f"to norm {clip:g}, plus Gaussian noise of std {sigma:g} x {clip:g}",
-             "noise_multiplier": sigma}
-            for what, clip in (("means", spec.data.norm_clip_mean), ("second moments", spec.data.norm_clip_square))]
+    d, out = spec.data, []
+    if d.features == "dp_pca":
+        out.append({"mechanism": f"DP-PCA: covariance of the unit-norm training images (one example moves it by "
+                                 f"Frobenius norm 1), plus Gaussian noise of std {d.pca_noise_multiplier:g}",
+                    "noise_multiplier": d.pca_noise_multiplier})
+    if d.normalization == "private":
+        out += [{"mechanism": f"private normalisation: sum of the per-example channel {what}, each vector clipped "
+                              f"to norm {clip:g}, plus Gaussian noise of std {d.norm_noise_multiplier:g} x {clip:g}",
+                 "noise_multiplier": d.norm_noise_multiplier}
+                for what, clip in (("means", d.norm_clip_mean), ("second moments", d.norm_clip_square))]
+    return out
 
 
 def composed_event(q: float, noise_multiplier: float, steps: int, before=()):
@@ -203,7 +208,7 @@ def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int
     if value["sampling"] == "once_per_epoch" and value["steps"] < epochs:
         reasons.append(f"counts {value['steps']} epochs, fewer than the {epochs} trained")
     if not value.get("counts_releases", True):
-        reasons.append("counts the training only, not the private normalisation released before it")
+        reasons.append("counts the training only, not what was released privately before it")
     if reasons:
         return False, "; ".join(reasons)
     sensitivity = "l2_norm_clip" if value["sensitivity"] == 1 else "2 x l2_norm_clip"

@@ -59,7 +59,7 @@ def time_steps(step, batches, steps: int) -> float:
 
 def anchor_model(spec: Spec) -> tf.keras.Model:
     """What a user writes without dprepro: the same layers, Keras' own SGD, non-private."""
-    model = tf.keras.Sequential(build_layers(spec.model))
+    model = tf.keras.Sequential(build_layers(spec))
     model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=spec.training.learning_rate),
                   loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model

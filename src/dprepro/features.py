@@ -21,6 +21,14 @@
   from the stream (seed, "normalization", k): whoever knows the seed can regenerate it, like every
   other draw of a run. The released statistics are kept in the seed's record (they are public by
   construction) and `dprepro evaluate` normalises the test features with them.
+- `data.features: dp_pca` (Abadi et al. 2016): the model (`pca_mlp`) sees the pixels through a
+  fixed projection onto `pca_dimensions` principal directions released privately
+  (`private_projection`): each training image flattened and scaled to unit L2 norm, their
+  784×784 covariance AᵀA plus a symmetric Gaussian noise (iid N(0, σ²) entries, σ =
+  `pca_noise_multiplier`, then (M + Mᵀ)/2), and the eigenvectors of its largest eigenvalues. Adding
+  or removing one example moves AᵀA by xxᵀ, of Frobenius norm 1: one Gaussian mechanism, composed
+  with the training (accounting.releases). Drawn once per seed from the stream (seed, "pca", 0); the
+  projection is a non-trainable weight of the model, saved with it.
 
 ScatterNet features of all 70,000 MNIST images take about 1.5 minutes on 2 CPU cores; they are
 computed once and cached as `<cache>/features/<key>.npy` (cache: $DPREPRO_CACHE_DIR, else
@@ -145,8 +153,23 @@ def with_private_normalization(spec: Spec, data: Mnist, seed: int) -> tuple[Mnis
                    x_test=standardized(data.x_test, statistics)), statistics
 
 
-def input_shape(spec: Spec) -> tuple:
-    return (7, 7, CHANNELS) if spec.data.features == "scatternet" else (28, 28, 1)
+def private_projection(x: np.ndarray, spec: Spec, seed: int) -> np.ndarray:
+    """The DP-PCA projection (784, pca_dimensions), float32, of the training images `x` (n, 28, 28, 1)."""
+    import tensorflow as tf
+
+    from dprepro.sampling import stream_seed
+
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    unit = flat / np.where(norms > 0, norms, 1.0)
+    covariance = unit.T @ unit
+    d = covariance.shape[0]
+    noise = tf.random.stateless_normal([d, d], stream_seed(seed, "pca", 0), dtype=tf.float64, alg="philox").numpy()
+    noisy = covariance + spec.data.pca_noise_multiplier * noise
+    values, vectors = np.linalg.eigh((noisy + noisy.T) / 2)
+    top = vectors[:, np.argsort(values)[::-1][:spec.data.pca_dimensions]]
+    top *= np.where(top[np.argmax(np.abs(top), axis=0), np.arange(top.shape[1])] < 0, -1.0, 1.0)   # a fixed sign
+    return top.astype(np.float32)
 
 
 def load_data(spec: Spec, data_dir: Path, train_examples: int | None = None, test_examples: int | None = None) -> Mnist:
@@ -155,7 +178,7 @@ def load_data(spec: Spec, data_dir: Path, train_examples: int | None = None, tes
     n_train = spec.data.train_examples if train_examples is None else train_examples
     n_test = spec.data.test_examples if test_examples is None else test_examples
     data = load_mnist(Path(data_dir), spec.data.url, n_train, n_test)
-    if spec.data.features == "none":
+    if spec.data.features != "scatternet":      # pixels (dp_pca projects them inside the model, per seed)
         return data
 
     def progress(line):

@@ -25,8 +25,11 @@ POISSON_ENGINES = ("fast", "vectorized")
 # v5 / v3 (dprepro 0.6): Poisson batches drawn in float64 and padded to size buckets instead of one
 # fixed size (sampling.py); shuffled training is bit for bit what v4 / v2 computed.
 ENGINE_VERSIONS = {"tutorial": 2, "fast": 5, "vectorized": 3, "none": 2}
-MODELS = ("tutorial_cnn", "scatternet_linear", "scatternet_cnn")
-FEATURES = ("none", "scatternet")
+MODELS = ("tutorial_cnn", "scatternet_linear", "scatternet_cnn", "pca_mlp")
+FEATURES = ("none", "scatternet", "dp_pca")
+MODEL_INPUTS = {"tutorial_cnn": "none", "scatternet_linear": "scatternet", "scatternet_cnn": "scatternet",
+                "pca_mlp": "dp_pca"}
+PIXELS = 28 * 28
 NORMALIZATIONS = ("none", "group", "private")
 PRIVATE_NORM_FIELDS = ("norm_noise_multiplier", "norm_clip_mean", "norm_clip_square")
 SCATTERNET_CHANNELS = 81
@@ -45,7 +48,8 @@ SAMPLINGS = ("shuffle", "poisson")
 # so they are left out of the content hash (a spec's identity does not change with the schema).
 HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", ("data", "normalization"): "none",
                 ("data", "norm_groups"): None, ("data", "norm_noise_multiplier"): None,
-                ("data", "norm_clip_mean"): None, ("data", "norm_clip_square"): None, ("model", "activation"): "relu",
+                ("data", "norm_clip_mean"): None, ("data", "norm_clip_square"): None,
+                ("data", "pca_dimensions"): None, ("data", "pca_noise_multiplier"): None, ("model", "activation"): "relu",
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
                 ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
@@ -66,7 +70,8 @@ SECTIONS = {
              "test_examples": ("int?", None), "url": ("str?", None), "features": ("str", "none"),
              "normalization": ("str", "none"), "norm_groups": ("int?", None),
              "norm_noise_multiplier": ("num?", None), "norm_clip_mean": ("num?", None),
-             "norm_clip_square": ("num?", None)},
+             "norm_clip_square": ("num?", None), "pca_dimensions": ("int?", None),
+             "pca_noise_multiplier": ("num?", None)},
     "model": {"name": ("str", REQUIRED), "pooling": ("str", "max"), "activation": ("str", "relu")},
     "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
                  "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd"), "momentum": ("num", 0.0),
@@ -221,10 +226,17 @@ def _check_features(data: dict, model: str, fail) -> None:
                                      f"{SCATTERNET_CHANNELS} (1, 3, 9, 27, 81), got {shown(groups)}")
     elif data["norm_groups"] is not None:
         fail("data.norm_groups", "is for data.normalization: group")
-    wants = "scatternet" if model.startswith("scatternet") else "none"
-    if model in MODELS and data["features"] != wants:
-        fail("model.name", f"model {model} takes " + ("ScatterNet features (data.features: scatternet)"
-                                                      if wants == "scatternet" else "the pixels (data.features: none)"))
+    for key, what in (("pca_dimensions", "an integer from 1 to 784"), ("pca_noise_multiplier", f"positive, at most {MAX_SCALE:g}")):
+        if data["features"] != "dp_pca" and data[key] is not None:
+            fail(f"data.{key}", "is for data.features: dp_pca")
+        value = data[key]
+        if data["features"] == "dp_pca" and not (value is not None and 0 < value <= (PIXELS if key == "pca_dimensions" else MAX_SCALE)):
+            fail(f"data.{key}", f"DP-PCA needs it, {what}, got {shown(value)}")
+    wants = MODEL_INPUTS.get(model)
+    if wants is not None and data["features"] != wants:
+        fail("model.name", f"model {model} takes " + {"scatternet": "ScatterNet features (data.features: scatternet)",
+                                                      "dp_pca": "the DP-PCA projection (data.features: dp_pca)",
+                                                      "none": "the pixels (data.features: none)"}[wants])
 
 
 def _check_schedule(training: dict, fail) -> None:
@@ -286,6 +298,8 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
     if not privacy["enabled"]:
         if data["normalization"] == "private":
             fail("data.normalization", "private normalisation is for DP-SGD; a non-private spec can use group or none")
+        if data["features"] == "dp_pca":
+            fail("data.features", "DP-PCA is for DP-SGD; a non-private spec has no privacy to account")
         if data["sampling"] == "poisson":
             fail("data.sampling", "poisson sampling is for DP-SGD; a non-private spec trains on shuffled batches")
         if engine["name"] != "none":

@@ -37,6 +37,8 @@ class DataSection:
     norm_noise_multiplier: float | None = None   # private: noise std over each statistic's clip
     norm_clip_mean: float | None = None          # private: clip of each example's channel-mean vector
     norm_clip_square: float | None = None        # private: clip of each example's channel second-moment vector
+    pca_dimensions: int | None = None            # dp_pca: the projection's dimensions (Abadi et al.: 60)
+    pca_noise_multiplier: float | None = None    # dp_pca: noise std on the covariance of unit-norm images
 
 
 @dataclass(frozen=True)

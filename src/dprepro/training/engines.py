@@ -67,7 +67,7 @@ def build_model(spec: Spec, engine: str | None = None, seed: int = 0) -> tf.kera
     `fast` engine's noise (the others draw theirs from TensorFlow's global seed)."""
     engine = engine or spec.engine.name
     training, privacy = spec.training, spec.privacy
-    layers = build_layers(spec.model)
+    layers = build_layers(spec)
     if spec.poisson and engine not in POISSON_ENGINES:
         raise ValueError(f"engine {engine!r} cannot train with poisson sampling")
     loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)

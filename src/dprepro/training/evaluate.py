@@ -70,7 +70,7 @@ def evaluate_result(path, data_dir) -> tuple[str, bool]:
              f"  {'seed':>5}  {'recorded acc':>12}  {'evaluated':>10}  {'recorded loss':>13}  {'evaluated':>10}  status"]
     exact = True
     for seed, model_path in models:
-        model = load_model(spec.model, model_path)
+        model = load_model(spec, model_path)
         x_test = data.x_test
         if spec.data.normalization == "private":        # the seed's own released statistics
             if not isinstance(seed.get("normalization"), dict):

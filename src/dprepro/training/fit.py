@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from dprepro import sampling
-from dprepro.features import with_private_normalization
+from dprepro.features import private_projection, with_private_normalization
 from dprepro.spec import Spec
 from dprepro.training.callbacks import Progress
 from dprepro.training.engines import build_model, seed_everything
@@ -45,6 +45,10 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     first_epoch = resume["epoch"] if resume else 0
     if resume:
         restore(model, data.x_train.shape[1:], resume["weights"], resume["optimizer_weights"])
+    elif spec.data.features == "dp_pca":         # this seed's DP-PCA release, a fixed weight of the model
+        model.build((None, *data.x_train.shape[1:]))
+        (layer,) = [layer for layer in model.layers if hasattr(layer, "projection")]
+        layer.projection.assign(private_projection(data.x_train, spec, seed))
     progress = Progress(resume and resume["progress"], on_epoch)
     if first_epoch < epochs:
         model.fit(
