@@ -298,3 +298,11 @@ def test_a_dp_pca_spec_runs_and_evaluates_exactly(write_spec, tmp_path):
     assert len(result["epsilon"]["releases"]) == 1 and result["test_accuracy"]["mean"] > 0.3
     evaluated = run_cli("evaluate", tmp_path / "smoke-dp-pca" / "v1" / "result.json")
     assert evaluated.returncode == 0 and "EXACT" in evaluated.stdout, evaluated.stdout + evaluated.stderr
+
+
+def test_a_target_the_releases_alone_exceed_is_said_in_one_line():
+    from dprepro import accounting
+
+    with pytest.raises(ValueError) as e:
+        accounting.calibrate(private_spec(n=2500), 0.2, "rdp")
+    assert "the 2 release(s) before training alone spend most of it" in str(e.value) and "\n" not in str(e.value)

@@ -315,7 +315,9 @@ def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> flo
         if (at_high := eps(high)) > target_epsilon:
             raise ValueError(f"epsilon {target_epsilon:g} is out of reach: noise multiplier {MAX_NOISE:g} still gives "
                              f"{accountant} epsilon {at_high:.3g} ({steps} steps, q {q:.4g}, delta {delta:g})"
-                             + ("; the RDP conversion bottoms out over its orders: try the pld accountant"
+                             + (f"; the {len(before)} release(s) before training alone spend most of it: lower "
+                                f"their cost (more noise on them) or raise the target" if before else
+                                "; the RDP conversion bottoms out over its orders: try the pld accountant"
                                 if accountant != "pld" else ""))
         return sensitivity * search(low, high)
     try:
