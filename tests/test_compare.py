@@ -200,7 +200,7 @@ def test_a_pin_made_with_an_older_engine_is_caught(tmp_path):
     (tmp_path / "tutorial-3ep" / "v1" / "result.json").write_text(json.dumps(pinned))
     problem = compare.pin_problem(spec, tmp_path)
     assert problem == (f"{spec.path}: {tmp_path}/tutorial-3ep/v1/result.json was made with "
-                       "engine fast v1, the current one is v4: re-pin (make pin)")
+                       f"engine fast v1, the current one is v{ENGINE_VERSIONS['fast']}: re-pin (make pin)")
 
 
 def test_the_pinned_engines_agree_on_real_data():
