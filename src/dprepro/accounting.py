@@ -136,14 +136,14 @@ def statement_epsilon(poisson: bool, q: float, noise_multiplier: float, epochs: 
 
 
 def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, delta: float,
-             microbatch_size: int = 1, steps_rule: str = "trained", releases=()) -> dict:
+             microbatch_size: int = 1, steps_rule: str = "trained", before=()) -> dict:
     """{name: {"epsilon", "order" (None without one), "sampling", "sensitivity", "steps",
     "steps_rule"}} for one schedule.
 
     The Poisson accountants count steps by `steps_rule`; with several examples per microbatch they
     are given twice: as the tutorial computes them (sensitivity 1) and, as `<name>_doubled`, with
     sensitivity 2. The statements follow tf-privacy (doubled when microbatch_size > 1) and count
-    their own steps and cannot count `releases` (their values then cover the training alone). A noise
+    their own steps and cannot count the releases `before` (their values then cover the training alone). A noise
     multiplier <= 0 gives eps = inf everywhere.
     """
     q, steps = batch_size / n, count_steps(n, batch_size, epochs, steps_rule)
@@ -152,7 +152,7 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
     for name in CALIBRATABLE:
         for sensitivity in ((1, 2) if doubled else (1,)):
             eps, order = ((math.inf, None) if noise_multiplier <= 0 else
-                          poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta, releases))
+                          poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta, before))
             out[name + (DOUBLED if sensitivity == 2 else "")] = {
                 "epsilon": eps, "order": order, "sampling": "poisson", "sensitivity": sensitivity,
                 "steps": steps, "steps_rule": STEP_RULES[steps_rule], "counts_releases": True}
@@ -165,7 +165,7 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                      "steps": int(math.ceil(epochs / q)) if poisson else int(math.ceil(epochs)),
                      "steps_rule": (STEP_RULES["ceil"] if poisson
                                     else "epochs: one Gaussian mechanism per epoch"),
-                     "counts_releases": not releases}
+                     "counts_releases": not before}
     return out
 
 
@@ -190,7 +190,7 @@ def schedule(spec: Spec) -> dict | None:
         return None
     return {"n": spec.train_examples, "batch_size": spec.training.batch_size,
             "noise_multiplier": spec.privacy.noise_multiplier, "epochs": spec.training.epochs,
-            "delta": spec.privacy.delta, "microbatch_size": spec.microbatch_size, "releases": releases(spec)}
+            "delta": spec.privacy.delta, "microbatch_size": spec.microbatch_size, "before": releases(spec)}
 
 
 def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int, epochs: int) -> tuple:
@@ -266,7 +266,7 @@ def epsilon_block(spec: Spec) -> dict | None:
         "microbatch_size": spec.microbatch_size,
         "used_microbatching": spec.microbatch_size > 1,
         "pld_discretization": PLD_DISCRETIZATION,
-        "releases": s["releases"],
+        "releases": s["before"],
         "versions": {p: version(p) for p in ("dp-accounting", "tensorflow-privacy")},
         "of_record": min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None,
         "accountants": accountants,

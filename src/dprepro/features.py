@@ -123,7 +123,7 @@ def private_statistics(x: np.ndarray, spec: Spec, seed: int) -> dict:
 
     d, n = spec.data, spec.train_examples
     flat = x.reshape(len(x), -1, x.shape[-1]).astype(np.float64)
-    noisy = []
+    noisy, clipped_fraction = [], []
     for k, (per_example, clip) in enumerate(((flat.mean(axis=1), d.norm_clip_mean),
                                              ((flat ** 2).mean(axis=1), d.norm_clip_square))):
         norms = np.linalg.norm(per_example, axis=1, keepdims=True)
@@ -131,10 +131,10 @@ def private_statistics(x: np.ndarray, spec: Spec, seed: int) -> dict:
         noise = tf.random.stateless_normal([x.shape[-1]], stream_seed(seed, "normalization", k),
                                            dtype=tf.float64, alg="philox").numpy()
         noisy.append((clipped.sum(axis=0) + d.norm_noise_multiplier * clip * noise) / n)
+        clipped_fraction.append(float(np.mean(norms > clip)))
     mean, second = noisy
     return {"mean": mean.tolist(), "var": np.maximum(second - mean ** 2, 0.0).tolist(),
-            "clipped_fraction": [float(np.mean(np.linalg.norm(v, axis=1) > c)) for v, c in
-                                 ((flat.mean(axis=1), d.norm_clip_mean), ((flat ** 2).mean(axis=1), d.norm_clip_square))]}
+            "clipped_fraction": clipped_fraction}
 
 
 def standardized(x: np.ndarray, statistics: dict) -> np.ndarray:
