@@ -10,7 +10,10 @@ SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
 
 def test_the_shipped_specs():
-    assert SHIPPED == ["keras-script-20ep", "nonprivate-3ep", "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
+    assert SHIPPED == ["abadi-pca-mlp-large-noise", "abadi-pca-mlp-large-noise-poisson", "abadi-pca-mlp-medium-noise",
+                       "abadi-pca-mlp-medium-noise-poisson", "abadi-pca-mlp-small-noise",
+                       "abadi-pca-mlp-small-noise-poisson", "keras-script-20ep", "nonprivate-3ep", "papernot-cnn-relu", "papernot-cnn-relu-poisson",
+                       "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
                        "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
                        "tramer-boneh-scatternet-linear", "tramer-boneh-scatternet-linear-poisson",
                        "tutorial-15ep", "tutorial-15ep-poisson", "tutorial-1ep",
@@ -21,7 +24,7 @@ def test_the_shipped_specs():
 def test_shipped_spec_is_valid(name):
     spec = load_spec(EXPERIMENTS / f"{name}.yaml")
     assert spec.name == name and spec.version >= 1
-    assert len(spec.seeds) == (1 if name == "smoke" else 3 if name.startswith("tramer") else 5)
+    assert len(spec.seeds) == (1 if name == "smoke" else 3 if name.startswith(("abadi", "papernot", "tramer")) else 5)
 
 
 def test_tutorial_hyperparameters():

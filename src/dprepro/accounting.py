@@ -44,8 +44,12 @@ DESCRIPTIONS = {
     "statement_once_per_epoch": "tf-privacy 0.9.0 compute_dp_sgd_privacy_statement, each example "
                                 "once per epoch (no amplification by sampling)",
     "statement_poisson": "tf-privacy 0.9.0 compute_dp_sgd_privacy_statement, assuming Poisson sampling",
+    "rdp_once_per_epoch": "RDP (dp_accounting, the orders of `rdp`) of the private releases before training "
+                          "composed with one Gaussian mechanism per epoch (each example once per epoch, no "
+                          "amplification): the once-per-epoch statement with the releases counted",
 }
-ACCOUNTANTS = tuple(DESCRIPTIONS)
+ONLY_WITH_RELEASES = ("rdp_once_per_epoch",)  # present only when a spec releases something before training
+ACCOUNTANTS = tuple(n for n in DESCRIPTIONS if n not in ONLY_WITH_RELEASES)   # in every block
 CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
 DOUBLED = "_doubled"   # suffix of a CALIBRATABLE value with sensitivity 2 x l2_norm_clip
 STEP_RULES = {
@@ -166,7 +170,23 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                      "steps_rule": (STEP_RULES["ceil"] if poisson
                                     else "epochs: one Gaussian mechanism per epoch"),
                      "counts_releases": not before}
+    if before:        # the statements cannot count the releases: the same assumption, with them composed
+        eps = math.inf if noise_multiplier <= 0 else once_per_epoch_epsilon(
+            noise_multiplier / (2 if doubled else 1), int(math.ceil(epochs)), delta, before)
+        out["rdp_once_per_epoch"] = {"epsilon": eps, "order": None, "sampling": "once_per_epoch",
+                                     "sensitivity": 2 if doubled else 1, "steps": int(math.ceil(epochs)),
+                                     "steps_rule": "epochs: one Gaussian mechanism per epoch",
+                                     "counts_releases": True}
     return out
+
+
+def once_per_epoch_epsilon(noise_multiplier: float, epochs: int, delta: float, before) -> float:
+    """RDP epsilon of the releases `before`, then `epochs` Gaussian mechanisms of noise `noise_multiplier`
+    (each example in one step per epoch: one un-amplified Gaussian mechanism per epoch)."""
+    events = [dp_accounting.GaussianDpEvent(r["noise_multiplier"]) for r in before]
+    event = dp_accounting.ComposedDpEvent(
+        [*events, dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(noise_multiplier), epochs)])
+    return float(RdpAccountant(RDP_ORDERS).compose(event).get_epsilon(delta))
 
 
 def description(name: str) -> str:

@@ -34,8 +34,9 @@ def text(row: dict) -> str:
     lines.append(f"  n {block['n']}, q {block['q']:.6g}, {block['sampling']} sampling, "
                  f"{block['microbatch_size']} example(s) per microbatch, {block['steps']} steps trained "
                  f"({block['steps_rule'].split(':')[0]}), noise {block['noise_multiplier']}, delta {block['delta']:g}")
+    counted = ", ".join(n for n, v in block["accountants"].items() if v.get("counts_releases", True))
     for release in block.get("releases", []):
-        lines.append(f"  released before training (composed into rdp_legacy, rdp, pld): {release['mechanism']}")
+        lines.append(f"  released before training (composed into {counted}): {release['mechanism']}")
     lines.append(f"  {'accountant':<26} {'epsilon':>10}  {'order':<8} {'steps':>6}  holds  why")
     for name, v in block["accountants"].items():
         order = f"{v['order']:g}" if v["order"] is not None else "-"
