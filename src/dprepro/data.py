@@ -46,6 +46,8 @@ class Mnist:
     x_test: np.ndarray
     y_test: np.ndarray
     files: dict  # file name -> sha256
+    x_val: np.ndarray | None = None   # the validation examples (data.validation_examples), if any
+    y_val: np.ndarray | None = None
 
 
 def data_dir(cli_value: str | None = None) -> Path:
@@ -106,9 +108,10 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_mnist(folder: Path, url: str | None = None,
-               train_examples: int | None = None, test_examples: int | None = None) -> Mnist:
-    """The first `train_examples` / `test_examples` examples (all by default), normalised."""
+def load_mnist(folder: Path, url: str | None = None, train_examples: int | None = None,
+               test_examples: int | None = None, validation_examples: int | None = None) -> Mnist:
+    """The first `train_examples` / `test_examples` examples (all by default), normalised; with
+    `validation_examples`, the training file's last that many as the validation set."""
     paths = verified_files(folder, url)
     arrays = {name: read_idx(paths[name], FILES[name][2]) for name in FILES}
 
@@ -124,4 +127,17 @@ def load_mnist(folder: Path, url: str | None = None,
         x_test=images(arrays["test_images"], test_examples),
         y_test=one_hot(arrays["test_labels"], test_examples),
         files={FILES[name][0]: FILES[name][1] for name in FILES},
+        **({} if not validation_examples else validation_split(arrays, train_examples, validation_examples,
+                                                                images, one_hot)),
     )
+
+
+def validation_split(arrays: dict, train_examples: int | None, validation_examples: int, images, one_hot) -> dict:
+    """The training file's last `validation_examples` examples: the same set whatever train_examples is,
+    and never among the first train_examples (ValueError if they would overlap)."""
+    start = len(arrays["train_labels"]) - validation_examples
+    if train_examples is not None and train_examples > start:
+        raise ValueError(f"{train_examples} training and {validation_examples} validation examples overlap: the "
+                         f"training file has {len(arrays['train_labels'])}")
+    return {"x_val": images(arrays["train_images"][start:], validation_examples),
+            "y_val": one_hot(arrays["train_labels"][start:], validation_examples)}

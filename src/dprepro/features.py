@@ -33,7 +33,8 @@
 ScatterNet features of all 70,000 MNIST images take about 1.5 minutes on 2 CPU cores; they are
 computed once and cached as `<cache>/features/<key>.npy` (cache: $DPREPRO_CACHE_DIR, else
 ~/.cache/dprepro), the key being the SHA-256 of the four MNIST files' hashes, the split and the
-number of its first examples used, the transform's parameters and kymatio's version; a cache file is checked against the SHA-256 recorded beside it
+number of its first examples used (a validation set, the training file's last examples, is cut from
+the whole file's entry, or has its own under the split `train-last`), the transform's parameters and kymatio's version; a cache file is checked against the SHA-256 recorded beside it
 and computed again when it does not match. Nothing random.
 """
 
@@ -51,9 +52,11 @@ import numpy as np
 from dprepro.data import Mnist, load_mnist
 from dprepro.files import atomic, write_json
 from dprepro.spec import Spec
+from dprepro.spec.schema import DATASETS
 
 SCATTERING = {"J": 2, "L": 8, "max_order": 2, "shape": [28, 28]}
 CHANNELS = 81
+TRAIN_FILE_EXAMPLES = DATASETS["mnist"]["train"]
 CHUNK = 2000
 
 
@@ -148,9 +151,10 @@ def with_private_normalization(spec: Spec, data: Mnist, seed: int) -> tuple[Mnis
     (data, None) otherwise."""
     if spec.data.normalization != "private":
         return data, None
-    statistics = private_statistics(data.x_train, spec, seed)
+    statistics = private_statistics(data.x_train, spec, seed)     # of the examples trained on only
+    held_out = {} if data.x_val is None else {"x_val": standardized(data.x_val, statistics)}
     return replace(data, x_train=standardized(data.x_train, statistics),
-                   x_test=standardized(data.x_test, statistics)), statistics
+                   x_test=standardized(data.x_test, statistics), **held_out), statistics
 
 
 def private_projection(x: np.ndarray, spec: Spec, seed: int) -> np.ndarray:
@@ -173,19 +177,26 @@ def private_projection(x: np.ndarray, spec: Spec, seed: int) -> np.ndarray:
 
 
 def load_data(spec: Spec, data_dir: Path, train_examples: int | None = None, test_examples: int | None = None) -> Mnist:
-    """MNIST as `spec` reads it (its first train_examples / test_examples, by default the spec's own),
-    turned into what its model sees: its features, then its normalisation."""
+    """MNIST as `spec` reads it (its first train_examples / test_examples, by default the spec's own,
+    and its validation examples), turned into what its model sees: its features, then its normalisation."""
     n_train = spec.data.train_examples if train_examples is None else train_examples
     n_test = spec.data.test_examples if test_examples is None else test_examples
-    data = load_mnist(Path(data_dir), spec.data.url, n_train, n_test)
+    data = load_mnist(Path(data_dir), spec.data.url, n_train, n_test, spec.data.validation_examples)
     if spec.data.features != "scatternet":      # pixels (dp_pca projects them inside the model, per seed)
         return data
 
     def progress(line):
         print(line, file=sys.stderr, flush=True)
 
-    x_train = cached_scattering(data.x_train, data.files, "train", progress)
-    x_test = cached_scattering(data.x_test, data.files, "test", progress)
+    out = {"x_test": cached_scattering(data.x_test, data.files, "test", progress)}
+    n = len(data.x_train)
+    if data.x_val is not None and n + len(data.x_val) == TRAIN_FILE_EXAMPLES:   # the whole file: its cache entry
+        whole = cached_scattering(np.concatenate([data.x_train, data.x_val]), data.files, "train", progress)
+        out.update(x_train=whole[:n], x_val=whole[n:])
+    else:
+        out["x_train"] = cached_scattering(data.x_train, data.files, "train", progress)
+        if data.x_val is not None:      # the training file's last examples: a cache entry of their own
+            out["x_val"] = cached_scattering(data.x_val, data.files, "train-last", progress)
     if spec.data.normalization == "group":
-        x_train, x_test = (group_normalized(x, spec.data.norm_groups) for x in (x_train, x_test))
-    return replace(data, x_train=x_train, x_test=x_test)
+        out = {k: group_normalized(x, spec.data.norm_groups) for k, x in out.items()}
+    return replace(data, **out)

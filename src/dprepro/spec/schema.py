@@ -50,6 +50,7 @@ HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", (
                 ("data", "norm_groups"): None, ("data", "norm_noise_multiplier"): None,
                 ("data", "norm_clip_mean"): None, ("data", "norm_clip_square"): None,
                 ("data", "pca_dimensions"): None, ("data", "pca_noise_multiplier"): None, ("model", "activation"): "relu",
+                ("data", "validation_examples"): None,
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
                 ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
@@ -71,7 +72,7 @@ SECTIONS = {
              "normalization": ("str", "none"), "norm_groups": ("int?", None),
              "norm_noise_multiplier": ("num?", None), "norm_clip_mean": ("num?", None),
              "norm_clip_square": ("num?", None), "pca_dimensions": ("int?", None),
-             "pca_noise_multiplier": ("num?", None)},
+             "pca_noise_multiplier": ("num?", None), "validation_examples": ("int?", None)},
     "model": {"name": ("str", REQUIRED), "pooling": ("str", "max"), "activation": ("str", "relu")},
     "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
                  "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd"), "momentum": ("num", 0.0),
@@ -268,12 +269,18 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
     if data["dataset"] not in DATASETS:
         fail("data.dataset", f"unknown dataset {shown(data['dataset'])} (known: {', '.join(DATASETS)})")
     sizes = DATASETS[data["dataset"]]
+    held_out = data["validation_examples"]
+    if held_out is not None and not 1 <= held_out < sizes["train"]:
+        fail("data.validation_examples", f"must be from 1 to {sizes['train'] - 1} (examples of the training file "
+                                         f"held out of training), got {held_out}")
     for key, split, extra in (("train_examples", "train", extra_train_examples), ("test_examples", "test", 0)):
-        n = data[key]
+        n, size = data[key], sizes[split] - (held_out or 0) * (split == "train")
         if n is None:
-            data[key] = sizes[split]
-        elif not 1 <= n <= sizes[split] + extra:
-            fail(f"data.{key}", f"must be between 1 and {sizes[split] + extra}, got {n}")
+            data[key] = size
+        elif not 1 <= n <= size + extra:
+            fail(f"data.{key}", f"must be between 1 and {size + extra}"
+                 + (f" (the training file's {sizes[split]} less the {held_out} validation examples)"
+                    if split == "train" and held_out else "") + f", got {n}")
     if s["model"]["name"] not in MODELS:
         fail("model.name", f"unknown model {shown(s['model']['name'])} (known: {', '.join(MODELS)})")
     if s["model"]["pooling"] not in POOLINGS:

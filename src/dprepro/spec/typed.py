@@ -39,6 +39,8 @@ class DataSection:
     norm_clip_square: float | None = None        # private: clip of each example's channel second-moment vector
     pca_dimensions: int | None = None            # dp_pca: the projection's dimensions (Abadi et al.: 60)
     pca_noise_multiplier: float | None = None    # dp_pca: noise std on the covariance of unit-norm images
+    validation_examples: int | None = None       # held out of training: the training file's last this many
+    #                                              (for tuning; never trained on, never the test set)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 epoch times, wall time; the checkpoint hook), one progress line per epoch, and the TensorBoard log
 of one seed: per-epoch scalars and the spec's hyper-parameters (HParams).
 
-TensorBoard tags: loss/train, loss/test, accuracy/train, accuracy/test, learning_rate, and
+TensorBoard tags: loss/train, loss/test, accuracy/train, accuracy/test (loss/validation and
+accuracy/validation when the spec holds validation examples out), learning_rate, and
 epsilon/<accountant> for a private run (one curve per accountant, see accounting.py), and
 epsilon/of_record: the smallest value that holds for the run's sampling and sensitivity.
 """
@@ -49,9 +50,10 @@ class TensorBoardLog(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         step = epoch + 1
         with self.writer.as_default():
-            for split, prefix in (("train", ""), ("test", "val_")):
-                tf.summary.scalar(f"loss/{split}", logs[prefix + "loss"], step=step)
-                tf.summary.scalar(f"accuracy/{split}", logs[prefix + "accuracy"], step=step)
+            for split, prefix in (("train", ""), ("test", "val_"), ("validation", "validation_")):
+                if prefix + "loss" in logs:
+                    tf.summary.scalar(f"loss/{split}", logs[prefix + "loss"], step=step)
+                    tf.summary.scalar(f"accuracy/{split}", logs[prefix + "accuracy"], step=step)
             # the rate of the epoch's last step
             tf.summary.scalar("learning_rate", self.spec.learning_rate_at(step * self.spec.steps_per_epoch - 1), step=step)
             for accountant, values in self.epsilon_curve.items():
@@ -60,6 +62,20 @@ class TensorBoardLog(tf.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.writer.close()
+
+
+class ValidationScore(tf.keras.callbacks.Callback):
+    """After each epoch, the model's loss and accuracy on the validation examples, put into the
+    epoch's logs (as validation_loss, validation_accuracy) for the callbacks after it. Keras's own
+    `val_` metrics stay the test set's, as in the tutorial."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss, accuracy = self.model.evaluate(self.x, self.y, batch_size=1000, verbose=0)
+        logs.update(validation_loss=float(loss), validation_accuracy=float(accuracy))
 
 
 class EpochTimer(tf.keras.callbacks.Callback):
@@ -100,6 +116,9 @@ class Progress(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for name, key in self.LOGS.items():
             self.history[name].append(float(logs[key]))
+        for name in ("validation_loss", "validation_accuracy"):     # with validation examples only
+            if name in logs:
+                self.history.setdefault(name, []).append(float(logs[name]))
         self.epoch_seconds.append(time.perf_counter() - self._start)
         if self.on_epoch:
             self.on_epoch(epoch + 1, self.model, self.state())
@@ -123,7 +142,8 @@ class EpochLine(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         names = dict.fromkeys(n for n in ("rdp", self.of_record) if n in self.curve)
         eps = "".join(f"  eps({n}) {self.curve[n][epoch]:.4f}" for n in names)
+        validation = f"  validation acc {logs['validation_accuracy']:.4f}" if "validation_accuracy" in logs else ""
         print(f"  {self.label}  epoch {epoch + 1}/{self.epochs}  "
-              f"train loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}  "
+              f"train loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}{validation}  "
               f"test loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f}{eps}  "
               f"{time.perf_counter() - self.start:.1f} s", flush=True)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from dprepro import sampling
 from dprepro.features import private_projection, with_private_normalization
 from dprepro.spec import Spec
-from dprepro.training.callbacks import Progress
+from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
 
 
@@ -50,6 +50,8 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
         (layer,) = [layer for layer in model.layers if hasattr(layer, "projection")]
         layer.projection.assign(private_projection(data.x_train, spec, seed))
     progress = Progress(resume and resume["progress"], on_epoch)
+    # The validation score first: the callbacks after it (progress lines, TensorBoard, the record) see it.
+    validation = [] if data.x_val is None else [ValidationScore(data.x_val, data.y_val)]
     if first_epoch < epochs:
         model.fit(
             training_batches(spec, data.x_train, data.y_train, seed, first_epoch),
@@ -58,7 +60,7 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
             steps_per_epoch=spec.steps_per_epoch,
             validation_data=(data.x_test, data.y_test),
             validation_batch_size=1000,
-            callbacks=[*callbacks, progress],   # the checkpoint last: a resumed run never misses a logged epoch
+            callbacks=[*validation, *callbacks, progress],   # the checkpoint last: a resumed run never misses a logged epoch
             verbose=0)
         state = progress.state()
     else:
@@ -73,6 +75,9 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
         "epoch_seconds": state["epoch_seconds"],
         "wall_seconds": state["wall_seconds"],
     }
+    if "validation_accuracy" in history:
+        outcome.update(validation_accuracy=history["validation_accuracy"][-1],
+                       validation_loss=history["validation_loss"][-1])
     if statistics is not None:
         outcome["normalization"] = statistics
 

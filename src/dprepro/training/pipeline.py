@@ -163,13 +163,17 @@ def assemble(plan: RunPlan, data_dir: Path, data, env: dict, epsilon: dict | Non
         "git": environment.git_state(),
         "environment": env,
         "data": {"dir": str(data_dir), "files_sha256": data.files,
-                 "train_examples": len(data.x_train), "test_examples": len(data.x_test)},
+                 "train_examples": len(data.x_train), "test_examples": len(data.x_test),
+                 **({} if data.x_val is None else {"validation_examples": len(data.x_val),
+                                                    "validation": "the training file's last examples, never trained on"})},
         "epsilon": epsilon,
         "epsilon_note": None if epsilon else "non-private run: no privacy guarantee, no epsilon",
         "seeds": outcomes,
     }
     for key in ("test_accuracy", "train_accuracy", "wall_seconds"):
         result[key] = write.summary([r[key] for r in outcomes])
+    if data.x_val is not None:
+        result["validation_accuracy"] = write.summary([r["validation_accuracy"] for r in outcomes])
     return result
 
 
