@@ -24,7 +24,7 @@ AUDIT_FLAGS ?= --power
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run audit pin-audits sweep pin-sweep pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run audit pin-audits sweep tune pin-sweep pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,11 @@ pin-audits: $(STAMP) ## re-make the pinned audits (results/<name>/v<version>/aud
 
 sweep: $(STAMP) ## run a sweep on Ray: make sweep [SWEEP=frontier] [ADDRESS=ray://HEAD:10001] (Ray started here if none)
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(SWEEP).yaml --out $(OUT) --logdir runs $(if $(ADDRESS),--address $(ADDRESS))
+
+TUNE ?= tuned-scatternet-linear
+tune: $(STAMP) ## the tuning search on Ray (runs/sweeps/$(TUNE)/; about 40 min on 2 cores), then per target the best on validation: experiments/$(TUNE)-eps<t>.yaml and results/sweeps/$(TUNE)/v<version>/selection.json
+	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(TUNE).yaml --cpus-per-run 1
+	$(BIN)/dprepro select $(SPECS)/sweeps/$(TUNE).yaml --write-specs $(SPECS) --record results
 
 pin-sweep: $(STAMP) ## re-make the pinned frontier (results/sweeps/frontier/, models and logs beside; about 20 min)
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/frontier.yaml --out results --logdir results

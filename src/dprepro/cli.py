@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 from dprepro.errors import InputError
-from dprepro.files import run_folder, sweep_folder
+from dprepro.files import run_folder, sweep_folder, write_text
 from dprepro.lock import Busy, RunLock
 from dprepro.spec import ENGINES, load_spec
 from dprepro.tf_startup import startup_noise_filtered
 
-NEEDS_TENSORFLOW = {"run", "audit", "sweep", "bench", "report", "epsilon", "calibrate", "evaluate"}
+NEEDS_TENSORFLOW = {"run", "audit", "sweep", "bench", "report", "epsilon", "calibrate", "evaluate", "select"}
 
 
 def main(argv=None) -> int:
@@ -108,6 +108,17 @@ def parser() -> argparse.ArgumentParser:
                    help="TensorBoard logs: LOGDIR/sweeps/<name>/v<version>/<cell>/ (default: runs)")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
     c.set_defaults(command=cmd_sweep, command_name="sweep", precheck=precheck_sweep)
+
+    c = sub.add_parser("select", help="choose from a finished tuning sweep: per target epsilon, the cell with the "
+                                      "best validation accuracy; write selection.json (and the tuned specs)")
+    c.add_argument("sweep", metavar="SWEEP", help="a sweep file whose base spec holds validation examples out")
+    c.add_argument("--out", type=Path, default=Path("runs"), help="where the sweep wrote its results (default: runs)")
+    c.add_argument("--write-specs", type=Path, metavar="DIR",
+                   help="also write each choice as DIR/<sweep>-eps<target>.yaml, an ordinary spec to pin")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the tuned specs' seeds (default 0 1 2)")
+    c.add_argument("--record", type=Path, metavar="DIR",
+                   help="also write selection.json to DIR/sweeps/<name>/v<version>/ (the search's record, e.g. results)")
+    c.set_defaults(command=cmd_select, command_name="select", precheck=precheck_select)
 
     c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
     c.add_argument("fresh", type=Path, metavar="FRESH")
@@ -249,6 +260,32 @@ def cmd_sweep(args) -> int:
     for f in summary["failures"]:
         print(f"FAILED: {f['cell']} seed {f['seed']}: {f['error']}", file=sys.stderr)
     return 1 if summary["failures"] else 0
+
+
+def precheck_select(args) -> None:
+    from dprepro.sweep.sweep_spec import load_sweep
+
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise InputError(f"--seeds: distinct integers >= 0, got {' '.join(map(str, args.seeds))}")
+    args.sweep_loaded = load_sweep(args.sweep)
+
+
+def cmd_select(args) -> None:
+    from dprepro.sweep import selection
+
+    sweep = args.sweep_loaded
+    choices = selection.select(sweep, args.out)
+    cells = {c.name: c for c in sweep.cells}
+    written = [selection.write_selection(sweep, out, choices) for out in (args.out, args.record) if out]
+    if args.write_specs:
+        for choice in choices:
+            path = args.write_specs / f"{selection.tuned_name(sweep, choice)}.yaml"
+            write_text(path, selection.tuned_spec(sweep, choice, cells[choice["chosen"]].spec, args.seeds))
+            written.append(path)
+    print(selection.table(choices))
+    print("eps of record: the chosen run alone (excludes the search); eps with search: every trial and one run of "
+          "the chosen schedule composed")
+    print("written: " + ", ".join(map(str, written)))
 
 
 def cmd_bench(args) -> None:

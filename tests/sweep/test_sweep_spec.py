@@ -103,3 +103,16 @@ def test_sweep_files_are_read_as_strictly_as_specs(tmp_path, text, says):
     with pytest.raises(InputError) as e:
         load_sweep(path)
     assert str(e.value).startswith(str(path)) and says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_batch_size_axis_keeps_the_bases_examples_per_microbatch(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, grid={"training.batch_size": [125, 250]}))
+    assert [(c.spec.training.batch_size, c.spec.privacy.num_microbatches) for c in sweep.cells] == [(125, 125), (250, 250)]
+    both = load_sweep(sweep_file(tmp_path, grid={"training.batch_size": [250], "privacy.num_microbatches": [125]}))
+    assert both.cells[0].spec.microbatch_size == 2          # named on the grid: as written
+
+
+def test_the_tuned_frontier_search_expands_and_holds_validation_examples_out():
+    sweep = load_sweep(EXPERIMENTS / "sweeps" / "tuned-scatternet-linear.yaml")
+    assert len(sweep.cells) == 72 and sweep.base.data.validation_examples == 5000
+    assert {c.spec.train_examples for c in sweep.cells} == {55000} and all(c.spec.poisson for c in sweep.cells)

@@ -11,6 +11,7 @@ file, so `dprepro run` on that file trains exactly what the sweep trains.
     grid:                                   # the cartesian product, in this order
       target_epsilon: {accountant: rdp, values: [0.5, 1, 2, 4, 8]}   # calibrated noise multipliers
       training.epochs: [3, 15]              # or any field of the base spec, by its dotted name
+      training.batch_size: [2048, 4096]     # keeps the base's examples per microbatch (num_microbatches follows)
       data_dir: [data/mnist]                # where a cell's workers read MNIST (not part of the spec)
     nonprivate: true                        # add the base schedule without privacy (engine none)
     seeds: [0, 1, 2]
@@ -158,6 +159,9 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
         if key not in (TARGET, DATA_DIR):
             changes[key] = value
             described.append(f"{key} = {value}")
+    if "training.batch_size" in changes and "privacy.num_microbatches" not in changes and base.private:
+        # a batch-size axis keeps the base's examples per microbatch (one, for Poisson sampling)
+        changes["privacy.num_microbatches"] = changes["training.batch_size"] // base.microbatch_size
     name = "-".join([sweep["name"]] + [_short(k, v) for k, v in values.items() if k != DATA_DIR or len(values) == 1])
     changes.update(name=name, version=sweep["version"], seeds=sweep["seeds"],
                    expected={})                   # the base's published values are not the cell's

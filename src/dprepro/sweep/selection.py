@@ -1,0 +1,163 @@
+"""Choosing from a finished sweep: for each target epsilon, the cell with the best validation accuracy.
+
+A tuning sweep is an ordinary sweep whose base spec holds validation examples out
+(`data.validation_examples`): every cell is scored on them, never on the test set. `select` reads
+the cells' results, groups them by target epsilon (one group when the grid has no target), and
+picks the best mean validation accuracy in each group (ties: the smaller epsilon of record, then
+the cell's name). The search's privacy cost is stated twice for each choice:
+
+- `epsilon_of_record`: the chosen run alone, as for any run; it excludes the search over the
+  group's N configurations, and says so;
+- `epsilon_with_search`: every trial of the group (its releases and its training, each seed) and one
+  more run of the chosen schedule, composed (RDP, dp_accounting, the orders of `rdp`). Every trial's
+  validation score is recorded and may be published, so nothing less than the composition of all of
+  them holds. (Papernot & Steinke 2022's bound for a random number of trials, releasing only the best,
+  is tighter; it needs the trial count drawn at random and kept secret, which a recorded grid is not.)
+  It holds only if every trial was Poisson-sampled and trained the same examples.
+
+`tuned_spec` turns a choice into an ordinary experiment spec (the chosen cell with the pin's seeds),
+its description naming the search, so that `dprepro run` pins it like any other spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from dprepro import accounting, files
+from dprepro.errors import InputError
+from dprepro.spec import Spec
+from dprepro.sweep.sweep_spec import TARGET, Sweep
+
+SEARCH_ACCOUNTANT = "rdp"
+
+
+def cell_results(sweep: Sweep, out: Path) -> dict:
+    """{cell name: (Cell, result dict)} of a finished sweep; InputError naming the first missing or
+    unscored cell."""
+    if sweep.base.data.validation_examples is None:
+        raise InputError(f"{sweep.path}: base: {sweep.base.path} has no data.validation_examples: a sweep "
+                         f"chooses on validation examples, never on the test set")
+    root = files.sweep_folder(out, sweep.name, sweep.version)
+    found = {}
+    for cell in sweep.cells:
+        if cell.values.get("nonprivate"):
+            continue
+        path = files.result_path(root, cell.name, sweep.version)
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise InputError(f"{path}: no result of cell {cell.name}: run the sweep first "
+                             f"(`dprepro sweep {sweep.path} --out {out}`)") from None
+        if result.get("spec_sha256") != cell.spec.sha256:
+            raise InputError(f"{path}: cell {cell.name} changed since this result was written: run the sweep again")
+        found[cell.name] = (cell, result)
+    return found
+
+
+def search_epsilon(trials: list[Spec], seeds_per_trial: int, chosen: Spec, delta: float) -> dict:
+    """The composition of every trial (each seed a release) and one more run of `chosen`."""
+    events = []
+    for spec in [*trials] * seeds_per_trial + [chosen]:
+        sigma = spec.privacy.noise_multiplier / (2 if spec.microbatch_size > 1 else 1)
+        events.append(accounting.composed_event(spec.q, sigma, spec.steps_trained, accounting.releases(spec)))
+    import dp_accounting
+
+    value = accounting.FRESH[SEARCH_ACCOUNTANT]().compose(dp_accounting.ComposedDpEvent(events)).get_epsilon(delta)
+    holds = all(s.poisson and s.train_examples == chosen.train_examples for s in [*trials, chosen])
+    return {"epsilon": float(value), "accountant": SEARCH_ACCOUNTANT, "delta": delta,
+            "runs_composed": len(trials) * seeds_per_trial + 1,
+            "holds": holds,
+            "label": (f"the {len(trials)} configuration(s) tried x {seeds_per_trial} seed(s), then one run of the "
+                      f"chosen one, composed ({SEARCH_ACCOUNTANT})"
+                      + ("" if holds else "; does not hold: a trial was not Poisson-sampled or trained other examples"))}
+
+
+def select(sweep: Sweep, out: Path) -> list[dict]:
+    """One choice per target epsilon (ascending), each with its candidates and both epsilons."""
+    results = cell_results(sweep, out)
+    groups = {}
+    for name, (cell, result) in results.items():
+        groups.setdefault(cell.values.get(TARGET), []).append((cell, result))
+    choices = []
+    for target, members in sorted(groups.items(), key=lambda kv: (kv[0] or ("", 0))[1]):
+        def record(result):
+            eps = result["epsilon"]
+            return eps["accountants"][eps["of_record"]]["epsilon"] if eps and eps["of_record"] else math.inf
+
+        def key(member):
+            cell, result = member
+            return (-result["validation_accuracy"]["mean"], record(result), cell.name)
+
+        best_cell, best = min(members, key=key)
+        trials = [c.spec for c, _ in members]
+        eps = best["epsilon"]
+        choices.append({
+            "target": None if target is None else {"accountant": target[0], "epsilon": target[1]},
+            "chosen": best_cell.name,
+            "values": {k: v for k, v in best_cell.values.items() if k != TARGET},
+            "noise_multiplier": best_cell.spec.privacy.noise_multiplier,
+            "validation_accuracy": best["validation_accuracy"]["mean"],
+            "test_accuracy_of_the_trial": best["test_accuracy"]["mean"],
+            "configurations": len(members),
+            "epsilon_of_record": {"accountant": eps["of_record"], "epsilon": record(best),
+                                  "label": f"this run alone; excludes the search over {len(members)} configurations"}
+            if eps else None,
+            "epsilon_with_search": search_epsilon(trials, len(sweep.seeds), best_cell.spec, best_cell.spec.privacy.delta)
+            if best_cell.spec.private else None,
+            "candidates": sorted(({"cell": c.name, "validation_accuracy": r["validation_accuracy"]["mean"],
+                                   "test_accuracy": r["test_accuracy"]["mean"]} for c, r in members),
+                                 key=lambda c: -c["validation_accuracy"]),
+        })
+    return choices
+
+
+def tuned_name(sweep: Sweep, choice: dict) -> str:
+    target = choice["target"]
+    return f"{sweep.name}-eps{target['epsilon']:g}" if target else f"{sweep.name}-best"
+
+
+def tuned_spec(sweep: Sweep, choice: dict, chosen: Spec, seeds: list) -> str:
+    """The chosen cell as an experiment spec file of its own: name `<sweep>-eps<target>`, version 1,
+    the pin's seeds, the search named in its description and source."""
+    search = choice["epsilon_with_search"]
+    raw = chosen.to_dict()
+    raw.update(name=tuned_name(sweep, choice), version=1, seeds=list(seeds), expected={})
+    raw["description"] = (
+        f"The schedule chosen by sweep {sweep.name} v{sweep.version} ({sweep.path}) for "
+        + (f"target {choice['target']['accountant']} epsilon {choice['target']['epsilon']:g}" if choice["target"]
+           else "its grid")
+        + f": cell {choice['chosen']} ({', '.join(f'{k} {v}' for k, v in choice['values'].items()) or 'the base'}; "
+        f"noise multiplier {choice['noise_multiplier']} calibrated), the best validation accuracy "
+        f"({choice['validation_accuracy']:.4f}, on the training file's last {chosen.data.validation_examples} "
+        f"examples, never trained on) of {choice['configurations']} configurations. Its epsilon of record "
+        f"excludes that search"
+        + (f"; with it (every trial and one run of this schedule composed, {search['accountant']}) epsilon is "
+           f"{search['epsilon']:.3f} at delta {search['delta']:g}." if search else "."))
+    raw["source"] = f"dprepro's own search: `dprepro select {sweep.path}` (results/sweeps/{sweep.name}/v{sweep.version}/selection.json)."
+    header = f"# Written by `dprepro select {sweep.path}`: the tuned schedule for one target; pin it with `dprepro run`.\n"
+    return header + yaml.safe_dump(raw, sort_keys=False, width=100)
+
+
+def write_selection(sweep: Sweep, out: Path, choices: list[dict]) -> Path:
+    path = files.sweep_folder(out, sweep.name, sweep.version) / "selection.json"
+    files.write_json(path, {"sweep": sweep.name, "version": sweep.version, "sweep_file": sweep.path,
+                            "chosen_on": "validation accuracy (mean over the sweep's seeds)",
+                            "search_accountant": SEARCH_ACCOUNTANT, "choices": choices})
+    return path
+
+
+def table(choices: list[dict]) -> str:
+    lines = [f"{'target':>10}  {'chosen cell':<44} {'val acc':>8} {'test acc':>8}  {'eps of record':>18}  "
+             f"{'eps with search':>16}  configs"]
+    for c in choices:
+        target = f"{c['target']['epsilon']:g} {c['target']['accountant']}" if c["target"] else "-"
+        rec = c["epsilon_of_record"]
+        record = f"{rec['epsilon']:.3f} ({rec['accountant']})" if rec else "-"
+        search = f"{c['epsilon_with_search']['epsilon']:.3f}" if c["epsilon_with_search"] else "-"
+        lines.append(f"{target:>10}  {c['chosen']:<44} {c['validation_accuracy']:>8.4f} "
+                     f"{c['test_accuracy_of_the_trial']:>8.4f}  {record:>18}  {search:>16}  {c['configurations']}")
+    return "\n".join(lines)
