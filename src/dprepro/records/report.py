@@ -12,6 +12,7 @@ from scipy import stats
 from dprepro import accounting
 from dprepro.files import save_figure, write_text
 from dprepro.records.compare import as_float, engine_version
+from dprepro.records import tuned
 from dprepro.records.read import load_result
 from dprepro.records.reproductions import table as reproduction_table
 
@@ -188,6 +189,12 @@ def label(r: dict) -> str:
     return f"{r['name']} v{r['version']} ({r['run']['engine']}, n={len(r['seeds'])})"
 
 
+def per_epoch_figures(result: dict) -> bool:
+    """The per-epoch figures show the tutorial's own family of specs (tutorial-*, keras-script-*,
+    nonprivate-*); the reproductions and the tuned frontier have their tables (and figure)."""
+    return result["name"].startswith(("tutorial-", "keras-script-", "nonprivate-", "smoke"))
+
+
 def figures(results: list[dict], folder: Path) -> list[str]:
     """Write the three figures; return their file names."""
     import matplotlib
@@ -282,7 +289,9 @@ def write_report(results_dir) -> Path:
     results = pinned_results(results_dir)
     if not results:
         raise FileNotFoundError(f"{results_dir}: no pinned result files (results/<name>/v<version>/result.json)")
-    names = figures(results, results_dir / "figures")
+    names = figures([r for r in results if per_epoch_figures(r)], results_dir / "figures")
+    tuned_rows = tuned.rows(results_dir, results)        # its table links its own figure
+    tuned.figure(results_dir, tuned_rows, results_dir / "figures" / "tuned_frontier.png")
     text = "\n".join([
         "# Pinned results",
         "",
@@ -313,6 +322,7 @@ def write_report(results_dir) -> Path:
         *reproduction_table(results),
         *audit_table(results),
         *sweep_sections(results_dir),
+        *tuned.table(results_dir, tuned_rows),
         *[f"![{n}](figures/{n})" for n in names],
         "",
     ])

@@ -25,13 +25,15 @@ class Published:
 
 
 SHUFFLED_AS_POISSON = "shuffled batches, ε accounted as Poisson-sampled (does not hold as trained)"
+# Abadi et al. form lots by shuffling "for efficiency" and analyse them as sampled with probability L/N.
+ABADI_CONVENTION = "lots formed by shuffling, moments accountant for lots sampled with probability L/N (does not hold as trained)"
 PUBLISHED = (
     Published("Abadi et al. 2016", "DP-PCA 60 + MLP 1000 ReLU", 0.5, 0.90,
-              "lots sampled with probability L/N, moments accountant"),
+              ABADI_CONVENTION),
     Published("Abadi et al. 2016", "DP-PCA 60 + MLP 1000 ReLU", 2.0, 0.95,
-              "lots sampled with probability L/N, moments accountant"),
+              ABADI_CONVENTION),
     Published("Abadi et al. 2016", "DP-PCA 60 + MLP 1000 ReLU", 8.0, 0.97,
-              "lots sampled with probability L/N, moments accountant"),
+              ABADI_CONVENTION),
     Published("Papernot et al. 2021", "CNN, tanh", 3.0, 0.981, "RDP, published as ε < 3 (drawn at 3)", "<"),
     Published("Tramèr & Boneh 2021", "end-to-end CNN, tanh", 3.0, 0.981, SHUFFLED_AS_POISSON),
     Published("Tramèr & Boneh 2021", "ScatterNet + linear", 3.0, 0.987, SHUFFLED_AS_POISSON),

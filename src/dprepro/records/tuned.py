@@ -1,0 +1,118 @@
+"""The tuned frontier in the report: each search's choices (results/sweeps/<name>/v<version>/selection.json)
+beside the pinned runs of the chosen schedules (results/<name>-eps<target>/v1/), the published points
+and the tutorial's frontier, as a table and a figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dprepro.files import save_figure
+from dprepro.records.compare import as_float
+from dprepro.records.reproductions import PUBLISHED
+
+
+def of_record(result: dict) -> tuple[float, str] | None:
+    block = result.get("epsilon")
+    if not block or not block["of_record"]:
+        return None
+    return as_float(block["accountants"][block["of_record"]]["epsilon"]), block["of_record"]
+
+
+def rows(results_dir: Path, results: list[dict]) -> list[dict]:
+    """One row per choice of every recorded search whose tuned spec is pinned."""
+    by_name = {r["name"]: r for r in results}
+    out = []
+    for path in sorted(Path(results_dir).glob("sweeps/*/v*/selection.json")):
+        record = json.loads(path.read_text())
+        for choice in record["choices"]:
+            target = choice["target"]
+            name = f"{record['sweep']}-eps{target['epsilon']:g}" if target else f"{record['sweep']}-best"
+            pinned = by_name.get(name)
+            if pinned is None or of_record(pinned) is None:
+                continue
+            eps, accountant = of_record(pinned)
+            better = [p for p in PUBLISHED if p.epsilon >= eps]
+            best = max(better, key=lambda p: p.accuracy) if better else None
+            out.append({"search": record["sweep"], "name": name, "target": target, "chosen": choice["chosen"],
+                        "values": choice["values"], "noise_multiplier": choice["noise_multiplier"],
+                        "validation_accuracy": choice["validation_accuracy"], "configurations": choice["configurations"],
+                        "test_accuracy": pinned["test_accuracy"], "epsilon": eps, "accountant": accountant,
+                        "epsilon_with_search": choice["epsilon_with_search"]["epsilon"],
+                        "best_published_at_or_above": best})
+    return out
+
+
+def frontier_at(results_dir: Path, eps: float) -> dict | None:
+    """The pinned tutorial frontier's cell (results/sweeps/frontier) whose pld ε is closest to `eps`."""
+    path = Path(results_dir) / "sweeps" / "frontier" / "v1" / "frontier.json"
+    if not path.is_file():
+        return None
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["private"]]
+    return min(cells, key=lambda c: abs(c["epsilon"]["pld"] - eps)) if cells else None
+
+
+def table(results_dir: Path, tuned: list[dict]) -> list[str]:
+    if not tuned:
+        return []
+    lines = ["## Tuned frontier", "",
+             "Each row: a target ε, the schedule a search chose for it on validation examples (the training",
+             "file's last 5,000, never trained on; docs/sweeps.md, Tuning), pinned with 3 seeds on the other",
+             "55,000. ε of record holds for one run and excludes the search; ε with the search composes every",
+             "trial of that target and one run of the choice (rdp). Beside: the best published point at the",
+             "same or a larger ε, and the tutorial CNN's pinned frontier at the nearest ε.", "",
+             "| search target | pinned spec | chosen | validation acc (search) | test accuracy, mean ± std (n) | "
+             "ε of record (holds) | ε with the search (rdp) | best published at ≥ this ε | Δ | tutorial CNN frontier, nearest ε | Δ |",
+             "|" + " --- |" * 11]
+    for r in tuned:
+        acc = r["test_accuracy"]
+        target = f"{r['target']['epsilon']:g} ({r['target']['accountant']})" if r["target"] else "–"
+        values = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in r["values"].items()) + f", σ {r['noise_multiplier']:g}"
+        best = r["best_published_at_or_above"]
+        published = f"{100 * best.accuracy:.1f} % at {best.epsilon:g} ({best.paper}, {best.setup})" if best else "–"
+        delta = f"{100 * (acc['mean'] - best.accuracy):+.2f}" if best else "–"
+        near = frontier_at(results_dir, r["epsilon"])
+        ours = (f"{100 * near['test_accuracy']['mean']:.2f} % at {near['epsilon']['pld']:.2f}", 
+                f"{100 * (acc['mean'] - near['test_accuracy']['mean']):+.2f}") if near else ("–", "–")
+        lines.append(f"| {target} | {r['name']} | {values} | {100 * r['validation_accuracy']:.2f} % | "
+                     f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | {r['epsilon']:.3f} ({r['accountant']}) | "
+                     f"{r['epsilon_with_search']:.3f} | {published} | {delta} | {ours[0]} | {ours[1]} |")
+    return [*lines, "", "![tuned frontier](figures/tuned_frontier.png)", ""]
+
+
+def figure(results_dir: Path, tuned: list[dict], path: Path) -> Path | None:
+    """Test accuracy against ε of record: the tuned points, the tutorial CNN's frontier, the published points."""
+    if not tuned:
+        return None
+    import matplotlib
+    import matplotlib.ticker
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dprepro.records.frontier import published_points
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for search in sorted({r["search"] for r in tuned}):
+        mine = sorted((r for r in tuned if r["search"] == search), key=lambda r: r["epsilon"])
+        ax.errorbar([r["epsilon"] for r in mine], [100 * r["test_accuracy"]["mean"] for r in mine],
+                    yerr=[100 * r["test_accuracy"]["std"] for r in mine], marker="o", capsize=3,
+                    label=f"{search}: ε of record (pld), excludes the search")
+        ax.plot([r["epsilon_with_search"] for r in mine], [100 * r["test_accuracy"]["mean"] for r in mine],
+                marker="x", linestyle=":", label=f"{search}: ε with the search (rdp)")
+    frontier = Path(results_dir) / "sweeps" / "frontier" / "v1" / "frontier.json"
+    if frontier.is_file():
+        cells = sorted((c for c in json.loads(frontier.read_text())["cells"] if c["private"]),
+                       key=lambda c: c["epsilon"]["pld"])
+        ax.errorbar([c["epsilon"]["pld"] for c in cells], [100 * c["test_accuracy"]["mean"] for c in cells],
+                    yerr=[100 * c["test_accuracy"]["std"] for c in cells], marker="s", capsize=3, linestyle="--",
+                    color="grey", label="tutorial CNN, 15 epochs (sweep frontier), ε pld")
+    published_points(ax)
+    ax.set(xscale="log", xlabel=f"ε at δ = 1e-05", ylabel="test accuracy (%), mean ± std over seeds",
+           title="Tuned frontier against the tutorial's and the published points")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([0.25, 0.5, 1, 2, 4, 8, 16, 32])
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
