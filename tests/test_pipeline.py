@@ -182,6 +182,8 @@ def test_shuffled_run_names_the_bound_that_holds(smoke_runs):
     assert "the tutorial's: assumes Poisson sampling; this run used shuffling" in proc.stdout
     assert r["epsilon"]["of_record"] == "statement_once_per_epoch"
     assert r["epsilon"]["accountants"]["rdp"]["label"] == "assumes Poisson sampling; this run used shuffling"
+    assert ("dprepro: randomness reproducible: every draw (sampling, noise, private releases) is a function of the "
+            "seed in this file: each epsilon here holds only against an adversary who does not know the seed") in proc.stdout
 
 
 def test_batch_that_does_not_divide_n_is_accounted_as_trained(write_spec, tmp_path):

@@ -291,7 +291,22 @@ def epsilon_block(spec: Spec) -> dict | None:
         "of_record": min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None,
         "accountants": accountants,
         "under_published_conventions": published_conventions(spec),
+        "randomness": randomness(spec),
     }
+
+
+def randomness(spec: Spec) -> dict:
+    """Who could regenerate the run's sampling and noise, and what that does to every value above."""
+    if spec.privacy.randomness == "secret":
+        return {"mode": "secret",
+                "statement": "sampling, noise and private releases drawn from 128 bits of the operating system's "
+                             "entropy, never written (only the checkpoint holds them while the run is in progress): "
+                             "nobody can regenerate them from the outputs",
+                "weight_init": "from the seed (public; it does not depend on the data)"}
+    return {"mode": "reproducible",
+            "statement": "every draw (sampling, noise, private releases) is a function of the seed in this file: "
+                         "each epsilon here holds only against an adversary who does not know the seed",
+            "weight_init": "from the seed (public; it does not depend on the data)"}
 
 
 def epsilon_curve(spec: Spec) -> dict:

@@ -15,9 +15,19 @@ Randomness comes from counter-based streams (Philox, the same numbers on every d
 permutation of epoch e from (seed, "shuffle", e), the sample of step t from (seed, "poisson", t),
 and the `fast` engine's noise of step t from (seed, "noise", t, variable). A run resumed at any
 epoch therefore draws exactly what an uninterrupted run draws.
+
+Who can regenerate them: with `privacy.randomness: reproducible` (every shipped spec) the key of
+every stream is the seed recorded in result.json, so anyone holding a released model and its result
+file can redraw each step's sample and noise; the ε then holds only against an adversary who does not
+know the seed. With `secret` the key is a SecretKey, 128 bits of the operating system's entropy
+(`secrets`), drawn once per seed and never written, logged or shown; only the run's checkpoint holds
+it (for an exact resume), which makes the checkpoint as sensitive as the data. Weight initialisation
+stays a function of the seed in both modes (it does not depend on the data).
 """
 
 from __future__ import annotations
+
+import secrets
 
 import numpy as np
 import tensorflow as tf
@@ -26,23 +36,39 @@ from dprepro.spec.typed import PAD_MULTIPLE, bucket_rows  # noqa: F401  (the spe
 STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3, "normalization": 4, "pca": 5}
 
 
+class SecretKey:
+    """The key of a run's draws under `privacy.randomness: secret`: two 64-bit words from the operating
+    system's entropy. It shows as SecretKey(hidden) and is not JSON-serialisable, so it cannot reach a
+    result, a log or TensorBoard by accident; `words` is for the checkpoint only."""
+
+    def __init__(self, words: np.ndarray | None = None):
+        self.words = np.array([secrets.randbits(64) - 2 ** 63 for _ in range(2)] if words is None else words,
+                              dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return "SecretKey(hidden)"
+
+
 def stream_seed(seed, stream: str, *counters) -> tf.Tensor:
-    """The [2] int64 seed of a stateless draw: the run's `seed`, the stream, then each counter
-    (epoch; step; step and variable) folded in."""
-    key = tf.stack([tf.cast(seed, tf.int64), tf.constant(STREAMS[stream], tf.int64)])
+    """The [2] int64 seed of a stateless draw: the run's `seed` (or its SecretKey), the stream, then
+    each counter (epoch; step; step and variable) folded in."""
+    if isinstance(seed, SecretKey):
+        key = tf.random.experimental.stateless_fold_in(tf.constant(seed.words), STREAMS[stream], alg="philox")
+    else:
+        key = tf.stack([tf.cast(seed, tf.int64), tf.constant(STREAMS[stream], tf.int64)])
     for counter in counters:
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(counter, tf.int64), alg="philox")
     return key
 
 
-def epoch_order(n: int, seed: int, epoch) -> tf.Tensor:
+def epoch_order(n: int, seed: int | SecretKey, epoch) -> tf.Tensor:
     """The permutation of range(n) for one epoch: argsort of n random 64-bit keys."""
     keys = tf.random.stateless_uniform([n], stream_seed(seed, "shuffle", epoch), minval=None, maxval=None,
                                        dtype=tf.int64, alg="philox")
     return tf.argsort(keys, stable=True)
 
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epochs: int = 1,
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | SecretKey, epochs: int = 1,
                      first_epoch: int = 0) -> tf.data.Dataset:
     """Epochs first_epoch .. epochs-1, each a new permutation cut into full batches (the remainder
     dropped), as one dataset."""
@@ -55,7 +81,7 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, e
             .prefetch(tf.data.AUTOTUNE))
 
 
-def inclusion_draws(n: int, seed: int, step) -> tf.Tensor:
+def inclusion_draws(n: int, seed: int | SecretKey, step) -> tf.Tensor:
     """The uniform draw u of each of the n examples at step `step` (included when u < q).
 
     float64, on a 2^-52 grid: the rate actually used, ceil(q 2^52) / 2^52, is q to 2^-52. (Until
@@ -64,7 +90,7 @@ def inclusion_draws(n: int, seed: int, step) -> tf.Tensor:
     return tf.random.stateless_uniform([n], stream_seed(seed, "poisson", step), dtype=tf.float64, alg="philox")
 
 
-def poisson_indices(n: int, q: float, seed: int, step) -> tf.Tensor:
+def poisson_indices(n: int, q: float, seed: int | SecretKey, step) -> tf.Tensor:
     """The training examples of step `step`: each of the n included with probability q."""
     return tf.where(inclusion_draws(n, seed, step) < q)[:, 0]
 
@@ -83,7 +109,7 @@ def poisson_batch(x: tf.Tensor, y: tf.Tensor, idx: tf.Tensor, size: int):
     return xb, yb, mask
 
 
-def poisson_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, steps: int,
+def poisson_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | SecretKey, steps: int,
                     first_step: int = 0) -> tf.data.Dataset:
     """Steps first_step .. steps-1 of Poisson sampling: (x, y, mask) with mask 1 for sampled examples."""
     x, y = tf.constant(x), tf.constant(y)

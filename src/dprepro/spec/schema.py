@@ -44,13 +44,16 @@ EXPECTED_QUANTITIES = (
 )
 NOT_HASHED = ("description", "source", "expected")
 SAMPLINGS = ("shuffle", "poisson")
+# reproducible: every draw from the recorded seed (anyone with the result file can regenerate it);
+# secret: sampling, noise and released statistics from 128 bits of the operating system's entropy.
+RANDOMNESS = ("reproducible", "secret")
 # Fields added after specs were pinned: at these values they describe what every earlier spec did,
 # so they are left out of the content hash (a spec's identity does not change with the schema).
 HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", ("data", "normalization"): "none",
                 ("data", "norm_groups"): None, ("data", "norm_noise_multiplier"): None,
                 ("data", "norm_clip_mean"): None, ("data", "norm_clip_square"): None,
                 ("data", "pca_dimensions"): None, ("data", "pca_noise_multiplier"): None, ("model", "activation"): "relu",
-                ("data", "validation_examples"): None,
+                ("data", "validation_examples"): None, ("privacy", "randomness"): "reproducible",
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
                 ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
@@ -80,7 +83,7 @@ SECTIONS = {
                  "decay_epochs": ("int?", None)},
     "privacy": {"enabled": ("bool", True), "l2_norm_clip": ("num", REQUIRED),
                 "noise_multiplier": ("num", REQUIRED), "num_microbatches": ("int", REQUIRED),
-                "delta": ("num", REQUIRED)},
+                "delta": ("num", REQUIRED), "randomness": ("str", "reproducible")},
     "engine": {"name": ("str", "fast"), "use_xla": ("bool", False)},
 }
 
@@ -302,7 +305,11 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
     _check_schedule(training, fail)
     if engine["name"] not in ENGINES:
         fail("engine.name", f"unknown engine {shown(engine['name'])} (known: {', '.join(ENGINES)})")
+    if privacy.get("randomness", "reproducible") not in RANDOMNESS:
+        fail("privacy.randomness", f"must be one of {', '.join(RANDOMNESS)}, got {shown(privacy['randomness'])}")
     if not privacy["enabled"]:
+        if privacy.get("randomness") == "secret":
+            fail("privacy.randomness", "secret randomness protects DP-SGD's draws; a non-private spec has none")
         if data["normalization"] == "private":
             fail("data.normalization", "private normalisation is for DP-SGD; a non-private spec can use group or none")
         if data["features"] == "dp_pca":
@@ -314,6 +321,9 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
         return
     if engine["name"] == "none":
         fail("engine.name", "engine 'none' trains without privacy but privacy.enabled is true")
+    if privacy["randomness"] == "secret" and engine["name"] != "fast":
+        fail("privacy.randomness", f"secret needs engine fast (engine {shown(engine['name'])} draws its noise from "
+                                   f"TensorFlow's generator, seeded by the recorded seed)")
     if not 0 < privacy["l2_norm_clip"] <= MAX_SCALE and not (unclipped and privacy["l2_norm_clip"] == UNCLIPPED):
         fail("privacy.l2_norm_clip", f"must be positive and at most {MAX_SCALE:g}, got {privacy['l2_norm_clip']}")
     if not 0 <= privacy["noise_multiplier"] <= MAX_SCALE:

@@ -69,6 +69,7 @@ class PrivacySection:
     noise_multiplier: float | None
     num_microbatches: int | None
     delta: float | None
+    randomness: str = "reproducible"   # or "secret": sampling and noise from OS entropy, never written
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ addresses the `fast` engine's noise), the history and epoch times so far, the ep
 checkpoint belongs to (spec content hash, engine, engine version, seed). Batches and noise come
 from step-addressed streams (sampling.py), so no generator state needs saving: training resumed
 after epoch e reads epoch e+1's batches and draws its noise exactly as an uninterrupted run does.
-The file is removed when the seed finishes (its seed.json then holds everything).
+The file is removed when the seed finishes (its seed.json then holds everything). Under
+`privacy.randomness: secret` it also holds the run's key (sampling.SecretKey), the one place it is
+ever written: while it exists it is as sensitive as the training data.
 
 Only engines whose randomness is step-addressed resume (RESUMABLE); `vectorized` and `tutorial`
 draw their noise inside tf-privacy from TensorFlow's stateful generator, whose position cannot be
@@ -34,12 +36,17 @@ def identity(spec_sha256: str, engine: str, engine_version: int, seed: int) -> d
             "engine_version": engine_version, "seed": seed}
 
 
-def save(folder: Path, ident: dict, epoch: int, weights: list, optimizer_weights: list, progress: dict) -> Path:
-    """Write the checkpoint after `epoch` epochs (atomically; the previous one stays until then)."""
+def save(folder: Path, ident: dict, epoch: int, weights: list, optimizer_weights: list, progress: dict,
+         secret: np.ndarray | None = None) -> Path:
+    """Write the checkpoint after `epoch` epochs (atomically; the previous one stays until then).
+    `secret`: the words of a secret-randomness run's key; whoever holds them can regenerate its
+    sampling and noise, so such a checkpoint is as sensitive as the training data."""
     path = Path(folder) / FILE
     state = {**ident, "epoch": epoch, "progress": progress,
-             "weights": len(weights), "optimizer_weights": len(optimizer_weights)}
+             "weights": len(weights), "optimizer_weights": len(optimizer_weights), "secret": secret is not None}
     arrays = {f"w{i}": w for i, w in enumerate(weights)}
+    if secret is not None:
+        arrays["secret"] = np.asarray(secret, dtype=np.int64)
     arrays.update({f"o{i}": w for i, w in enumerate(optimizer_weights)})
     with atomic(path, "wb") as f:
         np.savez(f, state=np.frombuffer(json.dumps(state).encode(), dtype=np.uint8), **arrays)
@@ -58,6 +65,7 @@ def load(folder: Path, ident: dict) -> dict | None:
             state = json.loads(f["state"].tobytes().decode())
             weights = [f[f"w{i}"] for i in range(state["weights"])]
             optimizer_weights = [f[f"o{i}"] for i in range(state["optimizer_weights"])]
+            secret = f["secret"] if state.get("secret") else None
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}); "
                          f"run again with --restart to discard it") from None
@@ -66,7 +74,7 @@ def load(folder: Path, ident: dict) -> dict | None:
         differ = ", ".join(f"{k} {theirs[k]!r} (now {ident[k]!r})" for k in ident if theirs[k] != ident[k])
         raise InputError(f"{path}: checkpoint of another run: {differ}; run again with --restart to discard it")
     return {"epoch": state["epoch"], "progress": state["progress"], "weights": weights,
-            "optimizer_weights": optimizer_weights}
+            "optimizer_weights": optimizer_weights, "secret": secret}
 
 
 def discard(folder: Path) -> None:

@@ -13,7 +13,16 @@ from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
 
 
-def training_batches(spec: Spec, x: np.ndarray, y: np.ndarray, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
+def draw_key(spec: Spec, seed: int, resume: dict | None = None) -> int | sampling.SecretKey:
+    """The key of the run's sampling, noise and private releases: its seed (`reproducible`), or a
+    SecretKey (`secret`): new from the operating system's entropy, or the checkpoint's when resuming."""
+    if not spec.private or spec.privacy.randomness != "secret":
+        return seed
+    return sampling.SecretKey(resume["secret"]) if resume and resume.get("secret") is not None else sampling.SecretKey()
+
+
+def training_batches(spec: Spec, x: np.ndarray, y: np.ndarray, seed: int | sampling.SecretKey,
+                     first_epoch: int = 0) -> tf.data.Dataset:
     """The spec's batches from `first_epoch` to the last epoch, as one dataset (shuffled epochs, or
     Poisson samples of epochs * steps_per_epoch steps)."""
     if len(x) != spec.train_examples:
@@ -36,11 +45,13 @@ def restore(model: tf.keras.Model, input_shape, weights: list, optimizer_weights
 def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
           resume: dict | None = None, on_epoch=None) -> tuple[dict, tf.keras.Model]:
     """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress, weights,
-    optimizer weights); after each epoch call `on_epoch(epochs_done, model, state)`. Return its
+    optimizer weights, and under secret randomness the key); after each epoch call
+    `on_epoch(epochs_done, model, state, secret)` (secret: the key's words, or None). Return its
     outcome (history of per-epoch metrics, final metrics, timings) and the trained model."""
-    seed_everything(seed, spec.engine.use_xla)
-    data, statistics = with_private_normalization(spec, data, seed)   # this seed's release, if the spec has one
-    model = build_model(spec, engine, seed)
+    seed_everything(seed, spec.engine.use_xla)                        # weight init: from the seed in both modes
+    key = draw_key(spec, seed, resume)                                 # sampling, noise, releases
+    data, statistics = with_private_normalization(spec, data, key)    # this seed's release, if the spec has one
+    model = build_model(spec, engine, key)
     epochs = spec.training.epochs
     first_epoch = resume["epoch"] if resume else 0
     if resume:
@@ -48,13 +59,15 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     elif spec.data.features == "dp_pca":         # this seed's DP-PCA release, a fixed weight of the model
         model.build((None, *data.x_train.shape[1:]))
         (layer,) = [layer for layer in model.layers if hasattr(layer, "projection")]
-        layer.projection.assign(private_projection(data.x_train, spec, seed))
-    progress = Progress(resume and resume["progress"], on_epoch)
+        layer.projection.assign(private_projection(data.x_train, spec, key))
+    secret = key.words if isinstance(key, sampling.SecretKey) else None
+    progress = Progress(resume and resume["progress"],
+                        on_epoch and (lambda done, model, state: on_epoch(done, model, state, secret)))
     # The validation score first: the callbacks after it (progress lines, TensorBoard, the record) see it.
     validation = [] if data.x_val is None else [ValidationScore(data.x_val, data.y_val)]
     if first_epoch < epochs:
         model.fit(
-            training_batches(spec, data.x_train, data.y_train, seed, first_epoch),
+            training_batches(spec, data.x_train, data.y_train, key, first_epoch),
             epochs=epochs, initial_epoch=first_epoch,
             # One dataset for all epochs, read on across them (given steps_per_epoch, Keras keeps the iterator).
             steps_per_epoch=spec.steps_per_epoch,

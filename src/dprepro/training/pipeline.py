@@ -53,7 +53,8 @@ def describe_epsilon(block: dict) -> str:
         held = block["accountants"][best]
         first = f"dprepro: eps of record {held['epsilon']:.4f} ({best}, at delta {block['delta']:g}): {held['label']}\n"
     return (first + f"dprepro: eps(rdp) {rdp['epsilon']:.4f}, the tutorial's: "
-            + ("holds for this run" if rdp["holds_for_this_run"] else rdp["label"]))
+            + ("holds for this run" if rdp["holds_for_this_run"] else rdp["label"])
+            + f"\ndprepro: randomness {block['randomness']['mode']}: {block['randomness']['statement']}")
 
 
 def finished_seed(path: Path, ident: dict) -> dict | None:
@@ -116,8 +117,9 @@ def run_seed(plan: RunPlan, data, seed: int, make_callbacks, resume: dict | None
         return done
     on_epoch = None
     if name in checkpoint.RESUMABLE:
-        def on_epoch(epochs_done, model, state):
-            checkpoint.save(seed_dir, ident, epochs_done, model.get_weights(), model.optimizer.get_weights(), state)
+        def on_epoch(epochs_done, model, state, secret=None):
+            checkpoint.save(seed_dir, ident, epochs_done, model.get_weights(), model.optimizer.get_weights(), state,
+                            secret)
     elif (seed_dir / checkpoint.FILE).exists():
         print(f"  seed {seed}: engine {name} cannot resume exactly (tf-privacy draws its noise from TensorFlow's "
               f"stateful generator); training it again", flush=True)
