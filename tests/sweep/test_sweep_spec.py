@@ -114,5 +114,5 @@ def test_a_batch_size_axis_keeps_the_bases_examples_per_microbatch(tmp_path):
 
 def test_the_tuned_frontier_search_expands_and_holds_validation_examples_out():
     sweep = load_sweep(EXPERIMENTS / "sweeps" / "tuned-scatternet-linear.yaml")
-    assert len(sweep.cells) == 72 and sweep.base.data.validation_examples == 5000
+    assert len(sweep.cells) == 54 and sweep.base.data.validation_examples == 5000
     assert {c.spec.train_examples for c in sweep.cells} == {55000} and all(c.spec.poisson for c in sweep.cells)
