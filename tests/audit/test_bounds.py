@@ -91,3 +91,20 @@ def test_audit_canaries_guesses_and_bonferroni():
 def test_binomial_tail_matches_scipy_for_large_r():
     r, v, q = 1000, 620, bounds.correct_guess_rate(0.4)
     assert bounds.p_value(1000, r, v, 0.4, 0.0) == pytest.approx(stats.binom.sf(v - 1, r, q), rel=1e-12)
+
+
+def test_null_check_scores_blind_to_membership_refute_nothing_beyond_the_confidence():
+    """Issue 22, item 5: scores independent of membership (here: pure noise, and noise that ignores a
+    membership pattern it was never shown) must give a bound above 0 in at most 5 % of audits at 95 %
+    confidence. 600 audits of 1,000 canaries: the count of false positives is at most Binomial(600,
+    0.05)'s 99.9 % quantile (46); dropping the Bonferroni split over the 9 guess counts alone makes
+    each audit a best-of-9 test, which crosses it."""
+    from scipy import stats
+
+    rng = np.random.default_rng(22)
+    false_positives = 0
+    for _ in range(600):
+        included = rng.random(1000) < 0.5
+        scores = rng.normal(size=1000)
+        false_positives += bounds.audit_canaries(scores, included, 1e-5, 0.95)["epsilon_lower_bound"] > 0
+    assert false_positives <= stats.binom.ppf(0.999, 600, 0.05)
