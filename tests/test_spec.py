@@ -34,7 +34,7 @@ def test_tutorial_hyperparameters():
                              "decay_epochs": None}
     assert s["model"] == {"name": "tutorial_cnn", "pooling": "max", "activation": "relu"}
     assert s["privacy"] == {"enabled": True, "l2_norm_clip": 1.5, "noise_multiplier": 1.3,
-                            "num_microbatches": 250, "delta": 1e-5}
+                            "num_microbatches": 250, "delta": 1e-5, "randomness": "reproducible"}
     assert s["engine"] == {"name": "fast", "use_xla": False}
     assert s["data"]["train_examples"] == 60000 and s["data"]["test_examples"] == 10000
 
