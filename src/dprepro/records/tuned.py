@@ -72,7 +72,7 @@ def table(results_dir: Path, tuned: list[dict]) -> list[str]:
         published = f"{100 * best.accuracy:.1f} % at {best.epsilon:g} ({best.paper}, {best.setup})" if best else "–"
         delta = f"{100 * (acc['mean'] - best.accuracy):+.2f}" if best else "–"
         near = frontier_at(results_dir, r["epsilon"])
-        ours = (f"{100 * near['test_accuracy']['mean']:.2f} % at {near['epsilon']['pld']:.2f}", 
+        ours = (f"{100 * near['test_accuracy']['mean']:.2f} % at {near['epsilon']['pld']:.2f}",
                 f"{100 * (acc['mean'] - near['test_accuracy']['mean']):+.2f}") if near else ("–", "–")
         lines.append(f"| {target} | {r['name']} | {values} | {100 * r['validation_accuracy']:.2f} % | "
                      f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | {r['epsilon']:.3f} ({r['accountant']}) | "

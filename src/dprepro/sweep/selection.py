@@ -25,6 +25,7 @@ import json
 import math
 from pathlib import Path
 
+import dp_accounting
 import yaml
 
 from dprepro import accounting, files
@@ -64,8 +65,6 @@ def search_epsilon(trials: list[Spec], seeds_per_trial: int, chosen: Spec, delta
     for spec in [*trials] * seeds_per_trial + [chosen]:
         sigma = spec.privacy.noise_multiplier / (2 if spec.microbatch_size > 1 else 1)
         events.append(accounting.composed_event(spec.q, sigma, spec.steps_trained, accounting.releases(spec)))
-    import dp_accounting
-
     value = accounting.FRESH[SEARCH_ACCOUNTANT]().compose(dp_accounting.ComposedDpEvent(events)).get_epsilon(delta)
     holds = all(s.poisson and s.train_examples == chosen.train_examples for s in [*trials, chosen])
     return {"epsilon": float(value), "accountant": SEARCH_ACCOUNTANT, "delta": delta,
