@@ -16,6 +16,8 @@ def test_the_shipped_specs():
                        "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
                        "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
                        "tramer-boneh-scatternet-linear", "tramer-boneh-scatternet-linear-poisson",
+                       "tuned-scatternet-linear-eps0.5", "tuned-scatternet-linear-eps1", "tuned-scatternet-linear-eps2",
+                       "tuned-scatternet-linear-eps3", "tuned-scatternet-linear-eps4", "tuned-scatternet-linear-eps8",
                        "tutorial-15ep", "tutorial-15ep-poisson", "tutorial-1ep",
                        "tutorial-3ep", "tutorial-3ep-poisson", "tutorial-5ep"]
 
@@ -24,7 +26,7 @@ def test_the_shipped_specs():
 def test_shipped_spec_is_valid(name):
     spec = load_spec(EXPERIMENTS / f"{name}.yaml")
     assert spec.name == name and spec.version >= 1
-    assert len(spec.seeds) == (1 if name == "smoke" else 3 if name.startswith(("abadi", "papernot", "tramer")) else 5)
+    assert len(spec.seeds) == (1 if name == "smoke" else 3 if name.startswith(("abadi", "papernot", "tramer", "tuned")) else 5)
 
 
 def test_tutorial_hyperparameters():
