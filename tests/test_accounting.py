@@ -77,6 +77,28 @@ def test_shuffled_run_labels_the_poisson_values_and_names_the_bound_that_holds()
     assert round(once["epsilon"], 3) == 6.598
 
 
+def test_every_value_names_the_adjacency_it_is_proved_for():
+    """Issue 22: the once-per-epoch values treat each epoch as one Gaussian mechanism per example.
+    That holds when the dataset's size is fixed (zero-out adjacency: the shuffle then never depends
+    on the data and each example is in exactly one batch per epoch), not under add/remove, where an
+    added example shifts every later fixed-size batch of its epoch. The Poisson values are
+    dp_accounting's add/remove analysis. The label a user reads says which."""
+    shuffled = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml"))["accountants"]
+    poisson = accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep-poisson.yaml"))["accountants"]
+    for block in (shuffled, poisson):
+        assert {n: v["adjacency"] for n, v in block.items()} == {
+            "rdp_legacy": "add_remove", "rdp": "add_remove", "pld": "add_remove", "statement_poisson": "add_remove",
+            "statement_once_per_epoch": "zero_out"}
+    once = shuffled["statement_once_per_epoch"]["label"]
+    assert once.startswith("holds for this run (shuffle sampling, sensitivity l2_norm_clip, zero-out adjacency")
+    assert "not add/remove" in once
+    assert poisson["pld"]["label"] == ("holds for this run (poisson sampling, sensitivity l2_norm_clip, "
+                                       "add/remove adjacency)")
+    with_releases = accounting.epsilon_block(load_spec(EXPERIMENTS / "tramer-boneh-scatternet-linear.yaml"))
+    assert with_releases["accountants"]["rdp_once_per_epoch"]["adjacency"] == "zero_out"
+    assert "zero-out adjacency" in with_releases["accountants"][with_releases["of_record"]]["label"]
+
+
 def test_poisson_run_holds_the_poisson_values_and_records_the_tightest():
     """Same schedule, Poisson sampling: the tutorial's numbers now hold; the once-per-epoch bound
     does not (an example may be drawn in several steps of an epoch); of record: pld, the smallest."""

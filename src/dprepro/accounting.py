@@ -1,11 +1,19 @@
 """Privacy accounting: every epsilon a paper might cite for one DP-SGD schedule, labelled with
 what it assumes and whether that holds for the training that was run.
 
-All values are for add-or-remove-one adjacency. The mathematics is dp_accounting's and
-tf-privacy's; only the legacy RDP -> (eps, delta) conversion is written here, because no
-installed library offers it any more. Each value states
+The mathematics is dp_accounting's and tf-privacy's; only the legacy RDP -> (eps, delta)
+conversion is written here, because no installed library offers it any more. Each value states
 - the sampling it assumes: `poisson` (each example in each step with probability q) or
   `once_per_epoch` (each example in exactly one step per epoch, no amplification);
+- the adjacency it is proved for (`ADJACENCY`): the Poisson values for adding or removing one
+  example; the once-per-epoch values for zero-out adjacency (one example's gradient replaced by zero,
+  the dataset's size kept). With shuffled fixed-size batches an added example shifts every later
+  batch of its epoch, and no once-per-epoch value is known to hold under add/remove (Chua et al.,
+  "How Private are DP-SGD Implementations?", ICML 2024, on shuffled batches); with the size fixed,
+  the permutation does not depend on the data, the example is in one step per epoch whichever
+  permutation was drawn, and the value holds even against an adversary who knows the permutation.
+  Replacing one example by another moves the clipped sum by up to 2 x l2_norm_clip: the
+  once-per-epoch values then need twice the sensitivity;
 - its sensitivity, in units of l2_norm_clip: 1, or 2 when a microbatch holds several examples
   (adding or removing one moves that microbatch's clipped gradient by up to 2 x l2_norm_clip);
 - the steps it counts and by which rule;
@@ -48,6 +56,10 @@ DESCRIPTIONS = {
                           "composed with one Gaussian mechanism per epoch (each example once per epoch, no "
                           "amplification): the once-per-epoch statement with the releases counted",
 }
+ADJACENCY = {"poisson": "add_remove", "once_per_epoch": "zero_out"}    # by the sampling a value assumes
+ADJACENCY_TEXT = {"add_remove": "add/remove adjacency",
+                  "zero_out": "zero-out adjacency: one example's gradient replaced by zero; not add/remove, "
+                              "where an added example shifts every later batch of its epoch"}
 ONLY_WITH_RELEASES = ("rdp_once_per_epoch",)  # present only when a spec releases something before training
 ACCOUNTANTS = tuple(n for n in DESCRIPTIONS if n not in ONLY_WITH_RELEASES)   # in every block
 CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
@@ -159,13 +171,15 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                           poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta, before))
             out[name + (DOUBLED if sensitivity == 2 else "")] = {
                 "epsilon": eps, "order": order, "sampling": "poisson", "sensitivity": sensitivity,
-                "steps": steps, "steps_rule": STEP_RULES[steps_rule], "counts_releases": True}
+                "adjacency": ADJACENCY["poisson"], "steps": steps, "steps_rule": STEP_RULES[steps_rule],
+                "counts_releases": True}
     for name, poisson in (("statement_once_per_epoch", False), ("statement_poisson", True)):
         eps = math.inf if noise_multiplier <= 0 else statement_epsilon(
             poisson, q, noise_multiplier, epochs, delta, doubled)
         out[name] = {"epsilon": eps, "order": None,
                      "sampling": "poisson" if poisson else "once_per_epoch",
                      "sensitivity": 2 if doubled else 1,
+                     "adjacency": ADJACENCY["poisson" if poisson else "once_per_epoch"],
                      "steps": int(math.ceil(epochs / q)) if poisson else int(math.ceil(epochs)),
                      "steps_rule": (STEP_RULES["ceil"] if poisson
                                     else "epochs: one Gaussian mechanism per epoch"),
@@ -174,7 +188,8 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
         eps = math.inf if noise_multiplier <= 0 else once_per_epoch_epsilon(
             noise_multiplier / (2 if doubled else 1), int(math.ceil(epochs)), delta, before)
         out["rdp_once_per_epoch"] = {"epsilon": eps, "order": None, "sampling": "once_per_epoch",
-                                     "sensitivity": 2 if doubled else 1, "steps": int(math.ceil(epochs)),
+                                     "sensitivity": 2 if doubled else 1, "adjacency": ADJACENCY["once_per_epoch"],
+                                     "steps": int(math.ceil(epochs)),
                                      "steps_rule": "epochs: one Gaussian mechanism per epoch",
                                      "counts_releases": True}
     return out
@@ -234,7 +249,8 @@ def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int
     sensitivity = "l2_norm_clip" if value["sensitivity"] == 1 else "2 x l2_norm_clip"
     bound = "" if value["sampling"] != "poisson" or value["steps"] == steps_trained else \
         f" (an upper bound: counts {value['steps']} steps, {steps_trained} trained)"
-    return True, f"holds for this run ({sampling} sampling, sensitivity {sensitivity}){bound}"
+    adjacency = ADJACENCY_TEXT[value.get("adjacency", ADJACENCY[value["sampling"]])]
+    return True, f"holds for this run ({sampling} sampling, sensitivity {sensitivity}, {adjacency}){bound}"
 
 
 def published_conventions(spec: Spec) -> dict:
