@@ -77,3 +77,42 @@ def test_report_puts_a_reproduction_beside_its_paper(tmp_path):
         (row,) = [line for line in lines if line.startswith(f"| {name} v1 |")]
         assert f"| 3 (rdp_legacy) | 98.1 % | {legacy:.3f}{'' if holds else '†'} |" in row, row
         assert f"| {100 * (acc - 0.981):+.2f} |" in row, row
+
+
+def test_report_shows_the_tuned_frontier(tmp_path):
+    """Every recorded search's choices beside their pinned runs: target, ε of record, ε with the
+    search, the test accuracy over seeds, and the figure."""
+    from conftest import ROOT
+    import json
+
+    pinned, results = ROOT / "results", tmp_path / "results"
+    (results / "sweeps" / "frontier" / "v1").mkdir(parents=True)
+    shutil.copy(pinned / "sweeps" / "frontier" / "v1" / "frontier.json", results / "sweeps" / "frontier" / "v1")
+    names = {}
+    for selection in sorted(pinned.glob("sweeps/tuned-*/v1/selection.json")):
+        record = json.loads(selection.read_text())
+        (results / "sweeps" / record["sweep"] / "v1").mkdir(parents=True)
+        shutil.copy(selection, results / "sweeps" / record["sweep"] / "v1")
+        for choice in record["choices"]:
+            name = f"{record['sweep']}-eps{choice['target']['epsilon']:g}"
+            (results / name / "v1").mkdir(parents=True)
+            shutil.copy(pinned / name / "v1" / "result.json", results / name / "v1" / "result.json")
+            names[name] = choice
+    assert len(names) >= 6
+    proc = run_cli("report", "--results", results)
+    assert proc.returncode == 0, proc.stderr
+    lines = (results / "README.md").read_text().splitlines()
+    assert "## Tuned frontier" in lines and "![tuned frontier](figures/tuned_frontier.png)" in lines
+    assert (results / "figures" / "tuned_frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name, choice in names.items():
+        result = json.loads((results / name / "v1" / "result.json").read_text())
+        eps = result["epsilon"]["accountants"]["pld"]["epsilon"]
+        target = choice["target"]
+        # The tuned table's row (the main table has one too, starting with the name).
+        (row,) = [line for line in lines if f"| {name} |" in line and not line.startswith(f"| {name} |")]
+        assert row.startswith(f"| {target['epsilon']:g} ({target['accountant']}) |")
+        assert f"| {100 * result['test_accuracy']['mean']:.2f} ± " in row and f"| {eps:.3f} (pld) |" in row
+        assert f"| {choice['epsilon_with_search']['epsilon']:.3f} |" in row
+        # The pinned run's ε of record is the target's or below it (rdp targets: pld is tighter; pld
+        # targets: calibrated to 1e-6 with the same accountant), and the search only adds to it.
+        assert eps <= target["epsilon"] + 1e-4 < choice["epsilon_with_search"]["epsilon"]
