@@ -80,14 +80,20 @@ def parser() -> argparse.ArgumentParser:
                                      "accountant's upper bound; exit 1 on a privacy bug (or no power)")
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--seeds", type=int, nargs="+", help="seeds to audit (default: the spec's first)")
-    c.add_argument("--canaries", type=int, default=1000, metavar="M", help="number of canaries (default 1000)")
+    c.add_argument("--canaries", type=int, default=None, metavar="M",
+                   help="number of canaries (default 1000; with --white-box 5000, at most the model's parameters)")
     c.add_argument("--canary-kind", choices=("synthetic", "mislabelled"), default="synthetic",
                    help="random binary images with random labels (default), or test images with a wrong label")
     c.add_argument("--confidence", type=float, default=0.95, help="confidence of the lower bound (default 0.95)")
     c.add_argument("--power", action="store_true",
                    help="also audit a twin trained without noise and clipping: its bound must be clearly higher")
-    c.add_argument("--plant-bug", action="store_true",
-                   help="train without noise and clipping but judge by the spec's claim: the bug check must fire")
+    c.add_argument("--plant-bug", nargs="?", const=True, default=False,
+                   choices=("noise-half", "noise-off", "clip-off", "noise-and-clip-off"), metavar="BUG",
+                   help="train a broken DP-SGD but judge by the spec's claim: the bug check must fire. Alone: "
+                        "without noise and clipping; BUG (engine fast): noise-half, noise-off, clip-off, "
+                        "noise-and-clip-off")
+    c.add_argument("--white-box", action="store_true",
+                   help="gradient canaries in the fast engine's step, scored from every step's noisy sum")
     c.add_argument("--out", type=Path, default=Path("runs"), help="audit.json goes to OUT/<name>/v<version>/ "
                                                                   "(default: runs)")
     c.add_argument("--logdir", type=Path, default=Path("runs"),
@@ -208,6 +214,8 @@ def precheck_audit(args) -> None:
     spec.with_overrides(seeds=args.seeds)
     if not 0 < args.confidence < 1:
         raise InputError(f"--confidence: must be between 0 and 1, got {args.confidence}")
+    if args.canaries is None:
+        args.canaries = 5000 if args.white_box else 1000
     if args.canaries < 2:
         raise InputError(f"--canaries: need at least 2, got {args.canaries}")
     if args.plant_bug and not spec.private:
@@ -225,7 +233,7 @@ def cmd_audit(args) -> int:
 
     audit, path = audit_run.run_audit(spec, data.data_dir(args.data_dir), args.out, args.logdir, args.seeds,
                                       args.canaries, args.confidence, args.power, args.plant_bug,
-                                      args.canary_kind)
+                                      args.canary_kind, args.white_box)
     print(audit_run.screen(audit, path))
     return 1 if audit_run.failed(audit) else 0
 

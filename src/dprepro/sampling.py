@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from dprepro.spec.typed import PAD_MULTIPLE, bucket_rows  # noqa: F401  (the spec computes the width)
-STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3, "normalization": 4, "pca": 5}
+STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3, "normalization": 4, "pca": 5, "canary": 6}
 
 
 class SecretKey:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from scipy.special import logsumexp
 
 from dprepro import accounting, files
-from dprepro.audit import bounds, canaries as canary_set, membership
+from dprepro.audit import bounds, canaries as canary_set, membership, whitebox
 from dprepro.audit.figure import roc_figure
 from dprepro.data import load_mnist
 from dprepro.errors import InputError
@@ -54,16 +54,17 @@ def margins(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def audit_one(spec: Spec, data, m: int, kind: str, seed: int, confidence: float, tries: int, label: str,
-              clipping_and_noise: bool = True, claim: bool = True) -> dict:
+              clipping_and_noise: bool = True, claim: bool = True, bug: str | None = None) -> dict:
     """Train `seed` of `spec`'s audit twin with m canaries (without noise and clipping unless
-    `clipping_and_noise`); score; bound; with `claim`, the accountant's value of the spec's claim
-    with the canaries counted in n."""
+    `clipping_and_noise`; broken by a planted `bug` of the fast engine); score; bound; with `claim`,
+    the accountant's value of the spec's claim with the canaries counted in n."""
     start = time.perf_counter()
     augmented, canaries = canary_set.split(data, m, seed, kind)
     n = len(augmented.x_train)
     trained = spec.audit_twin(n, clipping_and_noise or not spec.private)
     print(f"  {label}: {m} canaries, {int(canaries.included.sum())} in the training set (n = {n})", flush=True)
-    outcome, model = train(trained, augmented, seed, callbacks=[EpochLine(label, trained.training.epochs)])
+    outcome, model = train(trained, augmented, seed, callbacks=[EpochLine(label, trained.training.epochs)],
+                           prepare=(lambda model, key: plant(model, bug)) if bug else None)
     scores = margins(model, canaries.x, canaries.labels)
     delta = spec.privacy.delta or DEFAULT_DELTA
     canary_audit = bounds.audit_canaries(scores, canaries.included, delta, confidence, tries)
@@ -89,6 +90,59 @@ def audit_one(spec: Spec, data, m: int, kind: str, seed: int, confidence: float,
             "accountant": accountant,
             "test_accuracy": outcome["test_accuracy"], "train_accuracy": outcome["train_accuracy"],
             "steps": outcome["steps"], "wall_seconds": time.perf_counter() - start}
+
+
+# Planted into the fast engine's step (white- or black-box); the claim stays the spec's.
+BUGS = ("noise-and-clip-off", "noise-half", "noise-off", "clip-off")
+
+
+def plant(model, bug: str | None) -> None:
+    """Break the fast engine's step as `bug` says; the claim stays the spec's."""
+    if bug == "noise-half":
+        model.noise_multiplier *= 0.5
+    if bug in ("noise-off", "noise-and-clip-off"):
+        model.noise_multiplier = 0.0
+    if bug in ("clip-off", "noise-and-clip-off"):
+        model.clipping = False
+
+
+def white_box_one(spec: Spec, data, m: int, seed: int, confidence: float, tries: int, label: str,
+                  bug: str | None = None) -> dict:
+    """Train `seed` of `spec` (broken by `bug`, if any) with m gradient canaries in its DP-SGD step
+    (audit/whitebox.py); score them from every step's noisy sum; bound; the spec's own claim."""
+    start = time.perf_counter()
+    included = canary_set.coins(m, seed)
+    held = {}
+
+    def prepare(model, key):
+        model.build((None, *data.x_train.shape[1:]))
+        d = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        model.canaries = held["canaries"] = whitebox.GradientCanaries(
+            *whitebox.directions(m, d, seed), d, included, spec.q, spec.privacy.l2_norm_clip, key)
+        plant(model, bug)
+    print(f"  {label}: {m} gradient canaries, {int(included.sum())} in the training set"
+          + (f", PLANTED BUG {bug}" if bug else ""), flush=True)
+    outcome, model = train(spec, data, seed, callbacks=[EpochLine(label, spec.training.epochs)], prepare=prepare)
+    canary_audit = bounds.audit_canaries(held["canaries"].scores.numpy(), included, spec.privacy.delta,
+                                         confidence, tries)
+    members = label_log_probs(model, data.x_train, data.y_train.argmax(1))
+    nonmembers = label_log_probs(model, data.x_test, data.y_test.argmax(1))
+    fpr, tpr = membership.roc(members, nonmembers)
+    roc_fpr, roc_tpr = membership.thinned(fpr, tpr)
+    block = accounting.epsilon_block(spec)
+    record = block["of_record"]
+    accountant = {"name": record, "epsilon": block["accountants"][record]["epsilon"] if record else None,
+                  "label": block["accountants"][record]["label"] if record else "no value holds",
+                  "n": block["n"], "q": block["q"], "steps": block["steps"], "sampling": block["sampling"],
+                  "delta": block["delta"]}
+    return {"seed": seed, "canaries": canary_audit,
+            "membership": {**membership.summary(members, nonmembers),
+                           "bootstrap_95": membership.bootstrap(members, nonmembers, seed=seed),
+                           "members": len(members), "nonmembers": len(nonmembers),
+                           "roc": {"fpr": roc_fpr, "tpr": roc_tpr}},
+            "accountant": accountant, "test_accuracy": outcome["test_accuracy"],
+            "train_accuracy": outcome["train_accuracy"], "steps": outcome["steps"],
+            "wall_seconds": time.perf_counter() - start}
 
 
 def log_scalars(folder: Path, entry: dict, step: int) -> None:
@@ -155,14 +209,41 @@ def method(m: int, kind: str, confidence: float) -> dict:
                       "score: log-probability of the true label"}
 
 
+def white_box_method(m: int, confidence: float) -> dict:
+    """How a white-box audit was made, as audit.json records it."""
+    return {
+        "canaries": m, "kind": "gradient (white box)",
+        "source": f"{m} sparse random unit directions in parameter space ({whitebox.SUPPORT} coordinates each, "
+                  f"signs at random); each canary's gradient is {whitebox.NORM_IN_CLIPS:g} clips along its "
+                  f"direction, clipped by the engine's own rule",
+        "inclusion": "each canary in the training set with probability 1/2, independently (per seed); a canary in "
+                     "the set joins each step like an example (Poisson, the spec's q)",
+        "score": "sum over steps of the log-likelihood ratio of the noisy sum's projection on the canary's "
+                 "direction, in clips (in: N(1, s^2) with probability q, else N(0, s^2); s measured on each "
+                 "step's noisy sum)",
+        "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
+        "bound": "Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta; Bonferroni over "
+                 "the k tried and the seeds",
+        "confidence": confidence,
+        "membership": "members: the training examples; non-members: the test images; score: log-probability "
+                      "of the true label"}
+
+
 def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=None, m: int = 1000,
-              confidence: float = 0.95, power: bool = False, plant_bug: bool = False,
-              kind: str = "synthetic") -> tuple[dict, Path]:
+              confidence: float = 0.95, power: bool = False, plant_bug: bool | str = False,
+              kind: str = "synthetic", white_box: bool = False) -> tuple[dict, Path]:
     """Audit `spec` (its first seed unless `seeds`); return the audit and the path of audit.json.
-    `plant_bug`: train without noise and clipping but keep the spec's privacy claim (to see the bug
-    check fire)."""
+    `plant_bug`: True trains without noise and clipping, or one of BUGS breaks the fast engine's
+    step; the spec's privacy claim is kept (the bug check must fire). `white_box`: gradient canaries
+    in the DP-SGD step, scored from every step's noisy sum (audit/whitebox.py), instead of canary
+    images scored by the trained model."""
     # plan
     s = spec.with_overrides(seeds=seeds)
+    bug = ("noise-and-clip-off" if plant_bug is True else plant_bug) or None
+    if (white_box or isinstance(plant_bug, str)) and s.engine.name != "fast":
+        raise InputError(f"{s.path}: engine.name: {s.engine.name}; "
+                         + ("--white-box puts its canaries into the fast engine's step" if white_box else
+                            f"--plant-bug {plant_bug} breaks the fast engine's step") + ": audit with engine fast")
     if not 0 < confidence < 1:
         raise InputError(f"--confidence: {confidence} is not between 0 and 1")
     if s.data.features != "none":
@@ -170,7 +251,7 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
                          f"does not turn them into {s.data.features} features yet; audit a spec trained on pixels")
     data = load_mnist(data_dir, s.data.url, s.data.train_examples, s.data.test_examples)
     limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
-    if not 2 <= m <= limit:
+    if not white_box and not 2 <= m <= limit:
         raise InputError(f"--canaries: {m} canaries; need 2 to {limit} " + (
             f"(half of the spec's {len(data.x_test)} test images: the rest stay held out)" if kind == "mislabelled"
             else f"(at most as many as the spec's {len(data.x_train)} training examples)"))
@@ -179,19 +260,24 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     folder = files.run_folder(out_dir, s.name, s.version)
     path, logs = folder / "audit.json", files.run_folder(logdir, s.name, s.version) / "audit"
     print(f"dprepro audit: {s.name} v{s.version}, engine {s.engine.name}, {s.sampling} sampling, seeds {seeds}, "
-          f"{m} canaries, confidence {confidence:g}"
-          + (", PLANTED BUG: trained without noise and clipping, judged by the spec's claim" if plant_bug else "")
+          f"{m} {'gradient ' if white_box else ''}canaries{' (white box)' if white_box else ''}, confidence {confidence:g}"
+          + (f", PLANTED BUG {bug}: judged by the spec's claim" if bug else "")
           + (", with the no-noise power check" if power else ""), flush=True)
     started, t0, git = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter(), environment.git_state()
     with RunLock([folder, logs], f"audit of {s.name} v{s.version}"):
         # train
         entries, twins = [], []
         for seed in seeds:
-            runs = [(entries, f"seed {seed}", not plant_bug, True)]
+            legacy = plant_bug is True and not white_box       # the black-box audit's own twin, unclipped
+            runs = [(entries, f"seed {seed}", not legacy, True, None if legacy else bug)]
             if power:
-                runs.append((twins, f"seed {seed} no noise", False, False))
-            for kept, label, clipping_and_noise, claim in runs:
-                entry = audit_one(s, data, m, kind, seed, confidence, len(seeds), label, clipping_and_noise, claim)
+                runs.append((twins, f"seed {seed} no noise", False, False, "noise-and-clip-off"))
+            for kept, label, clipping_and_noise, claim, broken in runs:
+                if white_box:
+                    entry = white_box_one(s, data, m, seed, confidence, len(seeds), label, broken)
+                else:
+                    entry = audit_one(s, data, m, kind, seed, confidence, len(seeds), label, clipping_and_noise,
+                                      claim, None if not clipping_and_noise else broken)
                 log_scalars(logs / label.replace("seed ", "seed-").replace(" ", "-"), entry, s.training.epochs)
                 kept.append(entry)
                 print(describe(entry, label), flush=True)
@@ -199,7 +285,8 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
         audit = {
             "audit_schema": AUDIT_SCHEMA, "name": s.name, "version": s.version, "spec_path": spec.path,
             "spec_sha256": spec.sha256, "engine": s.engine.name, "engine_version": ENGINE_VERSIONS[s.engine.name],
-            "sampling": s.sampling, "planted_bug": plant_bug, "method": method(m, kind, confidence),
+            "sampling": s.sampling, "planted_bug": bug or False,
+            "method": white_box_method(m, confidence) if white_box else method(m, kind, confidence),
             "seeds": entries, "no_noise": twins or None,
             "summary": summarise(entries),
             "no_noise_summary": summarise(twins) if twins else None,

@@ -212,6 +212,8 @@ class FastDPSequential(tf.keras.Sequential):
         self.num_microbatches = num_microbatches
         self.expected_batch_size = expected_batch_size
         self.seed = seed
+        self.canaries = None     # a white-box audit's GradientCanaries (audit/whitebox.py), else None
+        self.clipping = True     # False only in an audit's planted clip-off bug
 
     def forward(self, x):
         """Logits, plus (layer, input, pre-activation output) of each layer with weights."""
@@ -246,21 +248,37 @@ class FastDPSequential(tf.keras.Sequential):
     def example_scale(self, parts: list, batch_size, mask=None) -> tf.Tensor:
         """[B]: the clip factor min(1, clip / norm) of each example's microbatch (0 if masked)."""
         norms = tf.sqrt(tf.add_n([part.squared_norms() for part in parts]))                 # [M]
-        clip = self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)                      # [M]
+        clip = self.clip_factors(norms)                                                      # [M]
         if self.num_microbatches is not None:
             clip = tf.repeat(clip, batch_size // self.num_microbatches)
         return clip if mask is None else clip * mask
 
-    def noisy_mean(self, grads: list) -> list:
-        """Add N(0, (clip * noise_multiplier)^2) to each clipped sum; divide by the number of
-        microbatches (Poisson sampling: by the expected batch size)."""
+    def clip_factors(self, norms: tf.Tensor) -> tf.Tensor:
+        """min(1, clip / norm) for each norm (1 for every norm under an audit's planted clip-off bug)."""
+        if not self.clipping:
+            return tf.ones_like(norms)
+        return self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)
+
+    def noisy_sum(self, grads: list) -> list:
+        """Add N(0, (clip * noise_multiplier)^2) to each clipped sum."""
         std = self.l2_norm_clip * self.noise_multiplier
-        m = self.expected_batch_size or self.num_microbatches
         if std == 0:
-            return [gr / m for gr in grads]
+            return grads
         step = self.optimizer.iterations
-        return [(gr + tf.random.stateless_normal(tf.shape(gr), stream_seed(self.seed, "noise", step, i),
-                                                 stddev=std, alg="philox")) / m for i, gr in enumerate(grads)]
+        return [gr + tf.random.stateless_normal(tf.shape(gr), stream_seed(self.seed, "noise", step, i),
+                                                stddev=std, alg="philox") for i, gr in enumerate(grads)]
+
+    def noisy_mean(self, grads: list) -> list:
+        """The noisy sum divided by the number of microbatches (Poisson sampling: by the expected
+        batch size). A white-box audit's canaries join the clipped sum before the noise and read
+        the noisy sum after it."""
+        if self.canaries is not None:
+            grads = self.canaries.inject(grads, self.optimizer.iterations, self.clip_factors)
+        noisy = self.noisy_sum(grads)
+        if self.canaries is not None:
+            self.canaries.observe(noisy)
+        m = self.expected_batch_size or self.num_microbatches
+        return [gr / m for gr in noisy]
 
     def train_step(self, data):
         x, y, mask = tf.keras.utils.unpack_x_y_sample_weight(data)                   # mask: Poisson padding

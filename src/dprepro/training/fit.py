@@ -43,7 +43,7 @@ def restore(model: tf.keras.Model, input_shape, weights: list, optimizer_weights
 
 
 def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
-          resume: dict | None = None, on_epoch=None) -> tuple[dict, tf.keras.Model]:
+          resume: dict | None = None, on_epoch=None, prepare=None) -> tuple[dict, tf.keras.Model]:
     """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress, weights,
     optimizer weights, and under secret randomness the key); after each epoch call
     `on_epoch(epochs_done, model, state, secret)` (secret: the key's words, or None). Return its
@@ -52,6 +52,8 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     key = draw_key(spec, seed, resume)                                 # sampling, noise, releases
     data, statistics = with_private_normalization(spec, data, key)    # this seed's release, if the spec has one
     model = build_model(spec, engine, key)
+    if prepare is not None:          # e.g. a white-box audit's gradient canaries (audit/whitebox.py)
+        prepare(model, key)
     epochs = spec.training.epochs
     first_epoch = resume["epoch"] if resume else 0
     if resume:
