@@ -68,28 +68,34 @@ def audit_one(spec: Spec, data, m: int, kind: str, seed: int, confidence: float,
     scores = margins(model, canaries.x, canaries.labels)
     delta = spec.privacy.delta or DEFAULT_DELTA
     canary_audit = bounds.audit_canaries(scores, canaries.included, delta, confidence, tries)
-    members = label_log_probs(model, data.x_train, data.y_train.argmax(1))
-    nonmembers = label_log_probs(model, augmented.x_test, augmented.y_test.argmax(1))
-    fpr, tpr = membership.roc(members, nonmembers)
-    roc_fpr, roc_tpr = membership.thinned(fpr, tpr)
-    accountant = None
-    if claim and spec.private:
-        block = accounting.epsilon_block(spec.audit_twin(n))
-        if block["steps"] != outcome["steps"]:
-            raise RuntimeError(f"trained {outcome['steps']} steps, accounted {block['steps']}")
-        record = block["of_record"]
-        accountant = {"name": record, "epsilon": block["accountants"][record]["epsilon"] if record else None,
-                      "label": block["accountants"][record]["label"] if record else "no value holds",
-                      "n": n, "q": block["q"], "steps": block["steps"], "sampling": block["sampling"],
-                      "delta": block["delta"]}
+    accountant = claim_of(spec.audit_twin(n), outcome) if claim and spec.private else None
     return {"seed": seed, "canaries": canary_audit,
-            "membership": {**membership.summary(members, nonmembers),
-                           "bootstrap_95": membership.bootstrap(members, nonmembers, seed=seed),
-                           "members": len(members), "nonmembers": len(nonmembers),
-                           "roc": {"fpr": roc_fpr, "tpr": roc_tpr}},
+            "membership": membership_entry(model, data.x_train, data.y_train, augmented.x_test, augmented.y_test, seed),
             "accountant": accountant,
             "test_accuracy": outcome["test_accuracy"], "train_accuracy": outcome["train_accuracy"],
             "steps": outcome["steps"], "wall_seconds": time.perf_counter() - start}
+
+
+def membership_entry(model, x_members, y_members, x_nonmembers, y_nonmembers, seed: int) -> dict:
+    """The loss-threshold membership inference of one audited model (score: log-probability of the true label)."""
+    members = label_log_probs(model, x_members, y_members.argmax(1))
+    nonmembers = label_log_probs(model, x_nonmembers, y_nonmembers.argmax(1))
+    fpr, tpr = membership.thinned(*membership.roc(members, nonmembers))
+    return {**membership.summary(members, nonmembers),
+            "bootstrap_95": membership.bootstrap(members, nonmembers, seed=seed),
+            "members": len(members), "nonmembers": len(nonmembers), "roc": {"fpr": fpr, "tpr": tpr}}
+
+
+def claim_of(spec: Spec, outcome: dict) -> dict:
+    """The accountant's value of record for the training done (the steps must be those trained)."""
+    block = accounting.epsilon_block(spec)
+    if block["steps"] != outcome["steps"]:
+        raise RuntimeError(f"trained {outcome['steps']} steps, accounted {block['steps']}")
+    record = block["of_record"]
+    return {"name": record, "epsilon": block["accountants"][record]["epsilon"] if record else None,
+            "label": block["accountants"][record]["label"] if record else "no value holds",
+            "n": block["n"], "q": block["q"], "steps": block["steps"], "sampling": block["sampling"],
+            "delta": block["delta"]}
 
 
 # Planted into the fast engine's step (white- or black-box); the claim stays the spec's.
@@ -125,22 +131,9 @@ def white_box_one(spec: Spec, data, m: int, seed: int, confidence: float, tries:
     outcome, model = train(spec, data, seed, callbacks=[EpochLine(label, spec.training.epochs)], prepare=prepare)
     canary_audit = bounds.audit_canaries(held["canaries"].scores.numpy(), included, spec.privacy.delta,
                                          confidence, tries)
-    members = label_log_probs(model, data.x_train, data.y_train.argmax(1))
-    nonmembers = label_log_probs(model, data.x_test, data.y_test.argmax(1))
-    fpr, tpr = membership.roc(members, nonmembers)
-    roc_fpr, roc_tpr = membership.thinned(fpr, tpr)
-    block = accounting.epsilon_block(spec)
-    record = block["of_record"]
-    accountant = {"name": record, "epsilon": block["accountants"][record]["epsilon"] if record else None,
-                  "label": block["accountants"][record]["label"] if record else "no value holds",
-                  "n": block["n"], "q": block["q"], "steps": block["steps"], "sampling": block["sampling"],
-                  "delta": block["delta"]}
     return {"seed": seed, "canaries": canary_audit,
-            "membership": {**membership.summary(members, nonmembers),
-                           "bootstrap_95": membership.bootstrap(members, nonmembers, seed=seed),
-                           "members": len(members), "nonmembers": len(nonmembers),
-                           "roc": {"fpr": roc_fpr, "tpr": roc_tpr}},
-            "accountant": accountant, "test_accuracy": outcome["test_accuracy"],
+            "membership": membership_entry(model, data.x_train, data.y_train, data.x_test, data.y_test, seed),
+            "accountant": claim_of(spec, outcome), "test_accuracy": outcome["test_accuracy"],
             "train_accuracy": outcome["train_accuracy"], "steps": outcome["steps"],
             "wall_seconds": time.perf_counter() - start}
 
