@@ -124,6 +124,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the tuned specs' seeds (default 0 1 2)")
     c.add_argument("--record", type=Path, metavar="DIR",
                    help="also write selection.json to DIR/sweeps/<name>/v<version>/ (the search's record, e.g. results)")
+    c.add_argument("--refit", action="store_true",
+                   help="also the chosen schedules trained on the whole training file (validation examples back in, "
+                        "noise calibrated again): recorded in selection.json, written as <sweep>-refit-eps<target>.yaml")
     c.set_defaults(command=cmd_select, command_name="select", precheck=precheck_select)
 
     c = sub.add_parser("compare", help="a fresh result.json against a pinned one; exit 1 on any FAIL")
@@ -282,14 +285,22 @@ def cmd_select(args) -> None:
     from dprepro.sweep import selection
 
     sweep = args.sweep_loaded
-    choices = selection.select(sweep, args.out)
+    choices = selection.select(sweep, args.out, refits=args.refit)
     cells = {c.name: c for c in sweep.cells}
-    written = [selection.write_selection(sweep, out, choices) for out in (args.out, args.record) if out]
-    if args.write_specs:
+    specs = {}
+    if args.write_specs:       # made before anything is written: a refit that cannot be made writes nothing
         for choice in choices:
-            path = args.write_specs / f"{selection.tuned_name(sweep, choice)}.yaml"
-            write_text(path, selection.tuned_spec(sweep, choice, cells[choice["chosen"]].spec, args.seeds))
-            written.append(path)
+            chosen = cells[choice["chosen"]].spec
+            specs[args.write_specs / f"{selection.tuned_name(sweep, choice)}.yaml"] = selection.tuned_spec(
+                sweep, choice, chosen, args.seeds)
+            if args.refit:
+                specs[args.write_specs / f"{choice['refit']['name']}.yaml"] = selection.tuned_spec(
+                    sweep, choice, chosen, args.seeds, refitted=selection.refit(
+                    choice, chosen, choice['refit']['noise_multiplier']))
+    written = [selection.write_selection(sweep, out, choices) for out in (args.out, args.record) if out]
+    for path, text in specs.items():
+        write_text(path, text)
+        written.append(path)
     print(selection.table(choices))
     print("eps of record: the chosen run alone (excludes the search); eps with search: every trial and one run of "
           "the chosen schedule composed")

@@ -8,6 +8,7 @@ import yaml
 
 from conftest import EXPERIMENTS, raw_spec, run_cli, typed
 from dprepro import accounting
+from dprepro.errors import InputError
 from dprepro.spec import load_spec
 from dprepro.sweep import selection
 
@@ -38,6 +39,36 @@ def test_the_search_epsilon_of_one_configuration_is_that_of_twice_its_steps():
     assert got["epsilon"] == pytest.approx(want, rel=1e-9)       # the same RDP sums: float rounding only
     shuffled = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")
     assert not selection.search_epsilon([shuffled], 1, shuffled, 1e-5)["holds"]
+
+
+def held_out_tutorial(train_examples=55000, validation_examples=5000):
+    raw = raw_spec("tutorial-15ep-poisson")
+    raw["data"].update(train_examples=train_examples, validation_examples=validation_examples)
+    return typed(raw, "held-out.yaml")
+
+
+def test_a_refit_trains_every_example_at_the_target_and_composes_with_its_trials():
+    """The refit puts the 5,000 validation examples back and calibrates again at the larger set's
+    rate; the trials, on the first 55,000, are a part of its examples, so the composition holds."""
+    trial = held_out_tutorial()
+    choice = {"target": {"accountant": "rdp", "epsilon": 3.0}}
+    refitted = selection.refit(choice, trial)
+    assert refitted.train_examples == 60000 and refitted.data.validation_examples is None
+    assert refitted.q == pytest.approx(250 / 60000)
+    eps = accounting.poisson_epsilon("rdp", refitted.q, refitted.privacy.noise_multiplier, refitted.steps_trained, 1e-5)[0]
+    # The noise is rounded up at the 4th decimal: epsilon at most the target, and within 0.01 of it
+    # (d eps / d sigma is about -5 here, so 1e-4 of noise moves epsilon by about 5e-4).
+    assert 2.99 < eps <= 3.0
+    assert selection.refit(choice, trial, refitted.privacy.noise_multiplier) == refitted     # no calibration
+    search = selection.search_epsilon([trial], 3, refitted, 1e-5)
+    assert search["holds"] and "not the 5000 validation examples that chose without noise" in search["label"]
+    # The other way round (trials on examples the chosen run does not train) the composition is not claimed.
+    assert not selection.search_epsilon([refitted], 1, trial, 1e-5)["holds"]
+
+
+def test_a_refit_refuses_a_split_that_is_not_the_whole_file():
+    with pytest.raises(InputError, match=r"held-out.yaml: data.train_examples: --refit needs .* \(60000\), got 20000 \+ 5000"):
+        selection.refit({"target": None}, held_out_tutorial(train_examples=20000))
 
 
 def test_select_refuses_a_sweep_without_validation_examples(tmp_path):

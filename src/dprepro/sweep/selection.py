@@ -13,10 +13,15 @@ the cell's name). The search's privacy cost is stated twice for each choice:
   validation score is recorded and may be published, so nothing less than the composition of all of
   them holds. (Papernot & Steinke 2022's bound for a random number of trials, releasing only the best,
   is tighter; it needs the trial count drawn at random and kept secret, which a recorded grid is not.)
-  It holds only if every trial was Poisson-sampled and trained the same examples.
+  It holds only if every trial was Poisson-sampled and trained a part of the chosen run's examples:
+  a run on a fixed part of the data set is DP for the whole with the same epsilon (an example outside
+  the part changes nothing), so trials on the first 55,000 compose with a refit on all 60,000.
 
 `tuned_spec` turns a choice into an ordinary experiment spec (the chosen cell with the pin's seeds),
-its description naming the search, so that `dprepro run` pins it like any other spec.
+its description naming the search, so that `dprepro run` pins it like any other spec. `refit` is the
+same schedule trained on every training example (the validation examples back in) with its noise
+calibrated again for the larger set. The validation examples chose the schedule without noise: no
+epsilon here covers that choice for them, and each choice's search record says so.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import yaml
 from dprepro import accounting, files
 from dprepro.errors import InputError
 from dprepro.spec import Spec
-from dprepro.sweep.sweep_spec import TARGET, Sweep
+from dprepro.spec.schema import DATASETS
+from dprepro.sweep.sweep_spec import NOISE_DECIMALS, TARGET, Sweep
 
 SEARCH_ACCOUNTANT = "rdp"
 
@@ -66,17 +72,45 @@ def search_epsilon(trials: list[Spec], seeds_per_trial: int, chosen: Spec, delta
         sigma = spec.privacy.noise_multiplier / (2 if spec.microbatch_size > 1 else 1)
         events.append(accounting.composed_event(spec.q, sigma, spec.steps_trained, accounting.releases(spec)))
     value = accounting.FRESH[SEARCH_ACCOUNTANT]().compose(dp_accounting.ComposedDpEvent(events)).get_epsilon(delta)
-    holds = all(s.poisson and s.train_examples == chosen.train_examples for s in [*trials, chosen])
+    # every run trains the file's first train_examples, so a smaller set is a part of the larger one
+    holds = all(s.poisson and s.train_examples <= chosen.train_examples for s in [*trials, chosen])
+    held_out = max(s.data.validation_examples or 0 for s in trials)
     return {"epsilon": float(value), "accountant": SEARCH_ACCOUNTANT, "delta": delta,
             "runs_composed": len(trials) * seeds_per_trial + 1,
             "holds": holds,
             "label": (f"the {len(trials)} configuration(s) tried x {seeds_per_trial} seed(s), then one run of the "
                       f"chosen one, composed ({SEARCH_ACCOUNTANT})"
-                      + ("" if holds else "; does not hold: a trial was not Poisson-sampled or trained other examples"))}
+                      + ("" if holds else "; does not hold: a trial was not Poisson-sampled or trained examples "
+                                          "the chosen run does not")
+                      + (f"; it covers the training examples, not the {held_out} validation examples that chose "
+                         f"without noise" if held_out else ""))}
 
 
-def select(sweep: Sweep, out: Path) -> list[dict]:
-    """One choice per target epsilon (ascending), each with its candidates and both epsilons."""
+def refit(choice: dict, chosen: Spec, noise_multiplier: float | None = None) -> Spec:
+    """The chosen schedule trained on the whole training file: the validation examples back in
+    (data.train_examples the file's size), the noise calibrated again (rounded up like the sweep's) so
+    that the run alone reaches the target at the larger set's sampling rate; without a target the
+    noise stays and the run's epsilon falls. InputError when the trials' training and validation
+    examples are not the whole file together (the refit would add examples nobody looked at).
+    `noise_multiplier`: the one already calibrated (choice["refit"]), to skip the calibration."""
+    held_out, size = chosen.data.validation_examples, DATASETS[chosen.data.dataset]["train"]
+    if not held_out or chosen.train_examples + held_out != size:
+        raise InputError(f"{chosen.path}: data.train_examples: --refit needs the trials' training and validation "
+                         f"examples to be the whole training file ({size}), got {chosen.train_examples} + "
+                         f"{held_out or 0}")
+    spec = chosen.replace({"data.train_examples": size, "data.validation_examples": None})
+    if noise_multiplier is not None:
+        spec = spec.replace({"privacy.noise_multiplier": noise_multiplier})
+    elif choice["target"] and spec.private:
+        sigma = accounting.calibrate(spec, choice["target"]["epsilon"], choice["target"]["accountant"])
+        spec = spec.replace({"privacy.noise_multiplier": math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS})
+    return spec
+
+
+def select(sweep: Sweep, out: Path, refits: bool = False) -> list[dict]:
+    """One choice per target epsilon (ascending), each with its candidates and both epsilons; with
+    `refits`, also the chosen schedule refitted on the whole training file (`refit`) and its search
+    epsilon, under the choice's "refit"."""
     results = cell_results(sweep, out)
     groups = {}
     for name, (cell, result) in results.items():
@@ -111,20 +145,30 @@ def select(sweep: Sweep, out: Path) -> list[dict]:
                                    "test_accuracy": r["test_accuracy"]["mean"]} for c, r in members),
                                  key=lambda c: -c["validation_accuracy"]),
         })
+        if refits:
+            spec = refit(choices[-1], best_cell.spec)
+            choices[-1]["refit"] = {
+                "name": tuned_name(sweep, choices[-1], refitted=True), "train_examples": spec.train_examples,
+                "noise_multiplier": spec.privacy.noise_multiplier if spec.private else None,
+                "epsilon_with_search": search_epsilon(trials, len(sweep.seeds), spec, spec.privacy.delta)
+                if spec.private else None}
     return choices
 
 
-def tuned_name(sweep: Sweep, choice: dict) -> str:
-    target = choice["target"]
-    return f"{sweep.name}-eps{target['epsilon']:g}" if target else f"{sweep.name}-best"
+def tuned_name(sweep: Sweep | str, choice: dict, refitted: bool = False) -> str:
+    """`<sweep>-eps<target>` (`<sweep>-best` without a target); `<sweep>-refit-eps<target>` refitted."""
+    target, name = choice["target"], sweep if isinstance(sweep, str) else sweep.name
+    name += "-refit" if refitted else ""
+    return f"{name}-eps{target['epsilon']:g}" if target else f"{name}-best"
 
 
-def tuned_spec(sweep: Sweep, choice: dict, chosen: Spec, seeds: list) -> str:
+def tuned_spec(sweep: Sweep, choice: dict, chosen: Spec, seeds: list, refitted: Spec | None = None) -> str:
     """The chosen cell as an experiment spec file of its own: name `<sweep>-eps<target>`, version 1,
-    the pin's seeds, the search named in its description and source."""
-    search = choice["epsilon_with_search"]
-    raw = chosen.to_dict()
-    raw.update(name=tuned_name(sweep, choice), version=1, seeds=list(seeds), expected={})
+    the pin's seeds, the search named in its description and source. With `refitted` (`refit` of the
+    chosen cell, recorded in choice["refit"]), that spec instead: `<sweep>-refit-eps<target>`."""
+    search = choice["refit"]["epsilon_with_search"] if refitted else choice["epsilon_with_search"]
+    raw = (refitted or chosen).to_dict()
+    raw.update(name=tuned_name(sweep, choice, refitted=bool(refitted)), version=1, seeds=list(seeds), expected={})
     raw["description"] = (
         f"The schedule chosen by sweep {sweep.name} v{sweep.version} ({sweep.path}) for "
         + (f"target {choice['target']['accountant']} epsilon {choice['target']['epsilon']:g}" if choice["target"]
@@ -132,8 +176,11 @@ def tuned_spec(sweep: Sweep, choice: dict, chosen: Spec, seeds: list) -> str:
         + f": cell {choice['chosen']} ({', '.join(f'{k} {v}' for k, v in choice['values'].items()) or 'the base'}; "
         f"noise multiplier {choice['noise_multiplier']} calibrated), the best validation accuracy "
         f"({choice['validation_accuracy']:.4f}, on the training file's last {chosen.data.validation_examples} "
-        f"examples, never trained on) of {choice['configurations']} configurations. Its epsilon of record "
-        f"excludes that search"
+        f"examples, never trained on) of {choice['configurations']} configurations."
+        + (f" Refitted: trained on all {refitted.train_examples} training examples (the validation examples back "
+           f"in), noise multiplier {refitted.privacy.noise_multiplier} calibrated again for them. The validation "
+           f"examples chose the schedule without noise; no epsilon covers that choice for them." if refitted else "")
+        + " Its epsilon of record excludes that search"
         + (f"; with it (every trial and one run of this schedule composed, {search['accountant']}) epsilon is "
            f"{search['epsilon']:.3f} at delta {search['delta']:g}." if search else "."))
     raw["source"] = f"dprepro's own search: `dprepro select {sweep.path}` (results/sweeps/{sweep.name}/v{sweep.version}/selection.json)."
@@ -159,4 +206,9 @@ def table(choices: list[dict]) -> str:
         search = f"{c['epsilon_with_search']['epsilon']:.3f}" if c["epsilon_with_search"] else "-"
         lines.append(f"{target:>10}  {c['chosen']:<44} {c['validation_accuracy']:>8.4f} "
                      f"{c['test_accuracy_of_the_trial']:>8.4f}  {record:>18}  {search:>16}  {c['configurations']}")
+        if c.get("refit"):
+            r = c["refit"]
+            search = f"{r['epsilon_with_search']['epsilon']:.3f}" if r["epsilon_with_search"] else "-"
+            lines.append(f"{'':>10}  refit: {r['train_examples']} examples, noise {r['noise_multiplier']}"
+                         f"{'':<14} {'':>8} {'':>8}  {'':>18}  {search:>16}  ({r['name']})")
     return "\n".join(lines)
