@@ -24,7 +24,7 @@ AUDIT_FLAGS ?= --power
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run audit pin-audits sweep tune pin-sweep pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run audit pin-audits pin-whitebox-audits sweep tune pin-sweep pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,14 @@ audit: $(STAMP) ## audit one spec: make audit EXP=tutorial-3ep-poisson [SEEDS="0
 pin-audits: $(STAMP) ## re-make the pinned audits (results/<name>/v<version>/audit.json; about 25 min on 2 cores)
 	for e in $(AUDITED); do $(BIN)/dprepro audit $(SPECS)/$$e.yaml --seeds 0 1 2 --out results --logdir runs/pinned \
 	  $$(case $$e in nonprivate*) ;; *) echo --power;; esac) || echo "make pin-audits: $$e: a check failed (see above)"; done
+
+# White-box audits (gradient canaries) of two tutorial specs and the frontier cell nearest epsilon 4;
+# each lands beside its pinned result as audit-whitebox.json (about 12 min on 2 cores).
+pin-whitebox-audits: $(STAMP) ## re-make the pinned white-box audits (results/.../audit-whitebox.json)
+	for e in tutorial-3ep-poisson tutorial-15ep-poisson; do $(BIN)/dprepro audit $(SPECS)/$$e.yaml --white-box \
+	  --seeds 0 1 2 --out results --logdir runs/pinned || echo "make pin-whitebox-audits: $$e: a check failed"; done
+	$(BIN)/dprepro audit results/sweeps/frontier/v1/specs/frontier-eps4.yaml --white-box --seeds 0 1 2 \
+	  --out results/sweeps/frontier/v1 --logdir runs/pinned || echo "make pin-whitebox-audits: frontier-eps4: a check failed"
 
 sweep: $(STAMP) ## run a sweep on Ray: make sweep [SWEEP=frontier] [ADDRESS=ray://HEAD:10001] (Ray started here if none)
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(SWEEP).yaml --out $(OUT) --logdir runs $(if $(ADDRESS),--address $(ADDRESS))

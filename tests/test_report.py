@@ -47,7 +47,8 @@ def test_report_shows_the_pinned_audit_and_the_sweep_frontier(tmp_path):
     (row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | v1 |")]
     assert f"(pld) | {audit['epsilon_lower_bound']:.3f} |" in row          # the audit column of the main table
     (audit_row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | poisson |")]
-    assert f"| {audit['accountant_epsilon']:.3f} (pld) | {audit['epsilon_lower_bound']:.3f} |" in audit_row
+    assert (f"| {audit['accountant_epsilon']:.3f} (pld) | {audit['epsilon_lower_bound']:.3f} | "
+            f"{audit['fdp_epsilon_lower_bound']:.3f} |") in audit_row
     assert "| passed | passed |" in audit_row and f"| {audit['mia_auc']:.4f} |" in audit_row
     frontier = json.loads((pinned / "sweeps" / "frontier" / "v1" / "frontier.json").read_text())["cells"]
     assert "## Sweep frontier v1" in text and "(sweeps/frontier/v1/frontier.png)" in text
@@ -94,25 +95,27 @@ def test_report_shows_the_tuned_frontier(tmp_path):
         (results / "sweeps" / record["sweep"] / "v1").mkdir(parents=True)
         shutil.copy(selection, results / "sweeps" / record["sweep"] / "v1")
         for choice in record["choices"]:
-            name = f"{record['sweep']}-eps{choice['target']['epsilon']:g}"
-            (results / name / "v1").mkdir(parents=True)
-            shutil.copy(pinned / name / "v1" / "result.json", results / name / "v1" / "result.json")
-            names[name] = choice
-    assert len(names) >= 6
+            pins = {f"{record['sweep']}-eps{choice['target']['epsilon']:g}": choice["epsilon_with_search"]}
+            if "refit" in choice:                  # the refit is pinned too, with its own search epsilon
+                pins[choice["refit"]["name"]] = choice["refit"]["epsilon_with_search"]
+            for name, search in pins.items():
+                (results / name / "v1").mkdir(parents=True)
+                shutil.copy(pinned / name / "v1" / "result.json", results / name / "v1" / "result.json")
+                names[name] = (choice["target"], search)
+    assert len(names) >= 8
     proc = run_cli("report", "--results", results)
     assert proc.returncode == 0, proc.stderr
     lines = (results / "README.md").read_text().splitlines()
     assert "## Tuned frontier" in lines and "![tuned frontier](figures/tuned_frontier.png)" in lines
     assert (results / "figures" / "tuned_frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for name, choice in names.items():
+    for name, (target, search) in names.items():
         result = json.loads((results / name / "v1" / "result.json").read_text())
         eps = result["epsilon"]["accountants"]["pld"]["epsilon"]
-        target = choice["target"]
         # The tuned table's row (the main table has one too, starting with the name).
         (row,) = [line for line in lines if f"| {name} |" in line and not line.startswith(f"| {name} |")]
         assert row.startswith(f"| {target['epsilon']:g} ({target['accountant']}) |")
         assert f"| {100 * result['test_accuracy']['mean']:.2f} ± " in row and f"| {eps:.3f} (pld) |" in row
-        assert f"| {choice['epsilon_with_search']['epsilon']:.3f} |" in row
+        assert f"| {search['epsilon']:.3f} |" in row
         # The pinned run's ε of record is the target's or below it (rdp targets: pld is tighter; pld
         # targets: calibrated to 1e-6 with the same accountant), and the search only adds to it.
-        assert eps <= target["epsilon"] + 1e-4 < choice["epsilon_with_search"]["epsilon"]
+        assert eps <= target["epsilon"] + 1e-4 < search["epsilon"]

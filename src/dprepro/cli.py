@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from dprepro.audit import PLANTED_BUGS
 from dprepro.errors import InputError
 from dprepro.files import run_folder, sweep_folder, write_text
 from dprepro.lock import Busy, RunLock
@@ -88,16 +89,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--power", action="store_true",
                    help="also audit a twin trained without noise and clipping: its bound must be clearly higher")
     c.add_argument("--plant-bug", nargs="?", const=True, default=False,
-                   choices=("noise-half", "noise-off", "clip-off", "noise-and-clip-off"), metavar="BUG",
+                   choices=PLANTED_BUGS, metavar="BUG",
                    help="train a broken DP-SGD but judge by the spec's claim: the bug check must fire. Alone: "
-                        "without noise and clipping; BUG (engine fast): noise-half, noise-off, clip-off, "
-                        "noise-and-clip-off")
+                        f"without noise and clipping; BUG (engine fast): {', '.join(PLANTED_BUGS)}")
     c.add_argument("--white-box", action="store_true",
                    help="gradient canaries in the fast engine's step, scored from every step's noisy sum")
-    c.add_argument("--out", type=Path, default=Path("runs"), help="audit.json goes to OUT/<name>/v<version>/ "
-                                                                  "(default: runs)")
+    c.add_argument("--out", type=Path, default=Path("runs"), help="audit.json (audit-whitebox.json with --white-box) goes to "
+                                                                  "OUT/<name>/v<version>/ (default: runs)")
     c.add_argument("--logdir", type=Path, default=Path("runs"),
-                   help="TensorBoard scalars: LOGDIR/<name>/v<version>/audit/ (default: runs)")
+                   help="TensorBoard scalars: LOGDIR/<name>/v<version>/audit/ (audit-whitebox/ with "
+                        "--white-box; default: runs)")
     c.add_argument("--data-dir", help="MNIST folder (default: $DPREPRO_DATA_DIR, else data/mnist)")
     c.set_defaults(command=cmd_audit, command_name="audit", precheck=precheck_audit)
 

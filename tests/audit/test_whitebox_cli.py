@@ -30,7 +30,7 @@ def white_box(spec, out, *extra, path="default"):
     env = SIMULATED_PATHS[path]
     proc = run_cli("audit", spec, "--white-box", "--out", out, "--logdir", out / "logs", *extra,
                    env=env, unset=[k for k in ARITHMETIC_ENV if k not in env])
-    path = out / "white-box-ci" / "v1" / "audit.json"
+    path = out / "white-box-ci" / "v1" / "audit-whitebox.json"
     return proc, (json.loads(path.read_text()) if path.is_file() else None)
 
 

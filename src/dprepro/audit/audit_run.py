@@ -98,12 +98,14 @@ def claim_of(spec: Spec, outcome: dict) -> dict:
             "delta": block["delta"]}
 
 
-# Planted into the fast engine's step (white- or black-box); the claim stays the spec's.
-BUGS = ("noise-and-clip-off", "noise-half", "noise-off", "clip-off")
-
+BOUND_TEXT = ("Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta (the verdict's); beside it, from "
+              "the same guesses, Mahloujifar, Melis, Chaudhuri (ICML 2025)'s f-DP bound refuting mu-GDP, as "
+              "epsilon at delta (assumes a Gaussian trade-off curve); each Bonferroni-corrected over the k tried "
+              "and the seeds")
 
 def plant(model, bug: str | None) -> None:
-    """Break the fast engine's step as `bug` says; the claim stays the spec's."""
+    """Break the fast engine's step as `bug` (one of audit.PLANTED_BUGS) says, white- or black-box;
+    the claim stays the spec's."""
     if bug == "noise-half":
         model.noise_multiplier *= 0.5
     if bug in ("noise-off", "noise-and-clip-off"):
@@ -176,7 +178,9 @@ def checks(entries: list[dict], twins: list[dict] | None) -> dict:
 def summarise(entries: list[dict]) -> dict:
     bound = max(entries, key=lambda e: e["canaries"]["epsilon_lower_bound"])
     eps = [e["accountant"]["epsilon"] for e in entries if e["accountant"] and e["accountant"]["epsilon"] is not None]
+    fdp = max(entries, key=lambda e: e["canaries"].get("fdp_epsilon_lower_bound", 0.0))
     return {"epsilon_lower_bound": bound["canaries"]["epsilon_lower_bound"], "lower_bound_seed": bound["seed"],
+            "fdp_epsilon_lower_bound": fdp["canaries"]["fdp_epsilon_lower_bound"], "fdp_lower_bound_seed": fdp["seed"],
             "accountant_epsilon": max(eps) if eps else None,
             "accountant": entries[0]["accountant"]["name"] if eps else None,
             **{f"mia_{key}": statistics.fmean(e["membership"][key] for e in entries)
@@ -195,8 +199,7 @@ def method(m: int, kind: str, confidence: float) -> dict:
         "score": "logit margin: log p(canary's label) - max over the other classes of log p "
                  "under the trained model (black box)",
         "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
-        "bound": "Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta; Bonferroni over "
-                 "the k tried and the seeds",
+        "bound": BOUND_TEXT,
         "confidence": confidence,
         "membership": "members: the training examples; non-members: the test images (without the canaries); "
                       "score: log-probability of the true label"}
@@ -215,8 +218,7 @@ def white_box_method(m: int, confidence: float) -> dict:
                  "direction, in clips (in: N(1, s^2) with probability q, else N(0, s^2); s measured on each "
                  "step's noisy sum)",
         "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
-        "bound": "Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta; Bonferroni over "
-                 "the k tried and the seeds",
+        "bound": BOUND_TEXT,
         "confidence": confidence,
         "membership": "members: the training examples; non-members: the test images; score: log-probability "
                       "of the true label"}
@@ -226,7 +228,7 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
               confidence: float = 0.95, power: bool = False, plant_bug: bool | str = False,
               kind: str = "synthetic", white_box: bool = False) -> tuple[dict, Path]:
     """Audit `spec` (its first seed unless `seeds`); return the audit and the path of audit.json.
-    `plant_bug`: True trains without noise and clipping, or one of BUGS breaks the fast engine's
+    `plant_bug`: True trains without noise and clipping, or one of audit.PLANTED_BUGS breaks the fast engine's
     step; the spec's privacy claim is kept (the bug check must fire). `white_box`: gradient canaries
     in the DP-SGD step, scored from every step's noisy sum (audit/whitebox.py), instead of canary
     images scored by the trained model."""
@@ -251,7 +253,8 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     seeds = list(s.seeds) if seeds else list(s.seeds[:1])
     power = power and s.private
     folder = files.run_folder(out_dir, s.name, s.version)
-    path, logs = folder / "audit.json", files.run_folder(logdir, s.name, s.version) / "audit"
+    kept_apart = "audit-whitebox" if white_box else "audit"       # a white-box audit does not replace the black-box one
+    path, logs = folder / f"{kept_apart}.json", files.run_folder(logdir, s.name, s.version) / kept_apart
     print(f"dprepro audit: {s.name} v{s.version}, engine {s.engine.name}, {s.sampling} sampling, seeds {seeds}, "
           f"{m} {'gradient ' if white_box else ''}canaries{' (white box)' if white_box else ''}, confidence {confidence:g}"
           + (f", PLANTED BUG {bug}: judged by the spec's claim" if bug else "")
@@ -289,15 +292,20 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": time.perf_counter() - t0,
         }
         files.write_json(path, audit)
-        roc_figure(audit, path.with_name("audit-roc.png"))
+        roc_figure(audit, roc_path(path))
     return audit, path
+
+
+def roc_path(path: Path) -> Path:
+    """audit.json's figure is audit-roc.png; audit-whitebox.json's is audit-whitebox-roc.png."""
+    return path.with_name(f"{path.stem}-roc.png")
 
 
 def describe(entry: dict, label: str) -> str:
     c, mi, acc = entry["canaries"], entry["membership"], entry["accountant"]
     claim = (f" | accountant {acc['epsilon']:.3f} ({acc['name']})" if acc and acc["epsilon"] is not None else "")
     return (f"  {label}: eps lower bound {c['epsilon_lower_bound']:.3f} "
-            f"({c['correct']}/{c['guesses']} correct at k={c['k']}){claim} | MIA AUC {mi['auc']:.4f}, "
+            f"({c['correct']}/{c['guesses']} correct at k={c['k']}), f-DP {c['fdp_epsilon_lower_bound']:.3f}{claim} | MIA AUC {mi['auc']:.4f}, "
             f"TPR {100 * mi['tpr_at_fpr_0.001']:.2f}% at 0.1% FPR | test acc {entry['test_accuracy']:.4f} | "
             f"{entry['wall_seconds']:.0f} s")
 
@@ -305,9 +313,11 @@ def describe(entry: dict, label: str) -> str:
 def screen(audit: dict, path: Path) -> str:
     """The one-screen summary printed at the end."""
     s = audit["summary"]
+    white = audit["method"]["kind"].endswith("(white box)")
     lines = [f"dprepro audit: {audit['name']} v{audit['version']} ({audit['sampling']} sampling, "
-             f"{audit['method']['canaries']} canaries, {len(audit['seeds'])} seed(s))",
-             f"  audited epsilon lower bound ({100 * audit['method']['confidence']:g}%): {s['epsilon_lower_bound']:.3f}",
+             f"{audit['method']['canaries']} {'gradient canaries, white box' if white else 'canaries'}, {len(audit['seeds'])} seed(s))",
+             f"  audited epsilon lower bound ({100 * audit['method']['confidence']:g}%): {s['epsilon_lower_bound']:.3f} "
+             f"(Steinke et al.); f-DP, Gaussian curve: {s['fdp_epsilon_lower_bound']:.3f}",
              f"  accountant epsilon of record: " + (f"{s['accountant_epsilon']:.3f} ({s['accountant']})"
                                                   if s["accountant_epsilon"] is not None else "none (non-private)"),
              f"  membership inference: AUC {s['mia_auc']:.4f}, TPR {100 * s['mia_tpr_at_fpr_0.001']:.2f}% at 0.1% FPR, "
@@ -318,7 +328,7 @@ def screen(audit: dict, path: Path) -> str:
     for check in ("bug", "power"):
         if audit["checks"][check]:
             lines.append(f"  {check} check: {audit['checks'][check]['text']}")
-    lines.append(f"  written: {path} and {path.with_name('audit-roc.png')} ({audit['wall_seconds']:.0f} s)")
+    lines.append(f"  written: {path} and {roc_path(path)} ({audit['wall_seconds']:.0f} s)")
     return "\n".join(lines)
 
 

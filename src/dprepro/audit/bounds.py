@@ -20,6 +20,8 @@ import math
 import numpy as np
 from scipy import optimize, stats
 
+from dprepro.audit import fdp
+
 EPSILON_CEILING = 50.0   # beyond this no finite number of canaries could tell; the search stops there
 
 
@@ -61,7 +63,8 @@ def audit_canaries(scores: np.ndarray, included: np.ndarray, delta: float, confi
                    tries_elsewhere: int = 1) -> dict:
     """Guess IN for the k highest and OUT for the k lowest scores, for each k of `guess_counts`;
     the bound of each k is taken at confidence 1 - (1 - confidence) / (len(ks) * tries_elsewhere)
-    (`tries_elsewhere`: further tests the caller maximises over, e.g. seeds). Returns the best."""
+    (`tries_elsewhere`: further tests the caller maximises over, e.g. seeds). Returns the best, and
+    beside it the best f-DP (Gaussian) bound of the same guesses (audit/fdp.py), equally corrected."""
     scores, included = np.asarray(scores, dtype=float), np.asarray(included, dtype=bool)
     m = len(scores)
     order = np.argsort(-scores, kind="stable")          # highest score first
@@ -71,8 +74,15 @@ def audit_canaries(scores: np.ndarray, included: np.ndarray, delta: float, confi
     for k in ks:
         correct = int(included[order[:k]].sum() + (~included[order[m - k:]]).sum())
         rows.append({"k": k, "guesses": 2 * k, "correct": correct,
-                     "epsilon_lower_bound": epsilon_lower_bound(m, 2 * k, correct, delta, per_test)})
+                     "epsilon_lower_bound": epsilon_lower_bound(m, 2 * k, correct, delta, per_test),
+                     "fdp_epsilon_lower_bound": fdp.epsilon_lower_bound(m, 2 * k, correct, delta, per_test)})
     best = max(rows, key=lambda row: row["epsilon_lower_bound"])
     return {"epsilon_lower_bound": best["epsilon_lower_bound"], "k": best["k"], "guesses": best["guesses"],
-            "correct": best["correct"], "canaries": m, "included": int(included.sum()), "delta": delta,
-            "confidence": confidence, "confidence_per_test": per_test, "tries": rows}
+            "correct": best["correct"], **fdp_best(rows), "canaries": m, "included": int(included.sum()),
+            "delta": delta, "confidence": confidence, "confidence_per_test": per_test, "tries": rows}
+
+
+def fdp_best(rows: list[dict]) -> dict:
+    """The best f-DP bound over the guess counts tried, and its k (rows of `audit_canaries`)."""
+    best = max(rows, key=lambda row: row["fdp_epsilon_lower_bound"])
+    return {"fdp_epsilon_lower_bound": best["fdp_epsilon_lower_bound"], "fdp_k": best["k"]}

@@ -30,6 +30,7 @@ def pinned_results(results_dir: Path) -> list[dict]:
         result = load_result(path)
         result["_path"] = str(path.relative_to(results_dir))
         result["_audit"] = pinned_audit(path.with_name("audit.json")) if path.name == "result.json" else None
+        result["_whitebox"] = pinned_audit(path.with_name("audit-whitebox.json")) if path.name == "result.json" else None
         found.append(result)
     return found
 
@@ -49,31 +50,52 @@ def audit_cell(audit: dict | None) -> str:
     return f"{audit['summary']['epsilon_lower_bound']:.3f}"
 
 
-def audit_table(results: list[dict]) -> list[str]:
-    """The privacy audits (`dprepro audit`, `make pin-audits`) of the pinned specs, one row each."""
-    audited = [r for r in results if r.get("_audit")]
+def audits_of_sweep_cells(results_dir: Path) -> list[tuple[str, str, dict, str]]:
+    """Audits pinned beside a pinned sweep's cell (results/sweeps/<sweep>/v<k>/<cell>/v<k>/audit*.json)."""
+    found = []
+    for path in sorted(Path(results_dir).glob("sweeps/*/v*/*/v*/audit*.json")):
+        if (audit := pinned_audit(path)) is not None:
+            found.append((audit["name"], str(path.relative_to(results_dir)), audit, f"{path.stem}-roc.png"))
+    return found
+
+
+def audit_table(results: list[dict], results_dir: Path | None = None) -> list[str]:
+    """The privacy audits (`dprepro audit`, `make pin-audits`, `make pin-whitebox-audits`) of the pinned
+    specs and sweep cells: one row per audit, black box (audit.json) and white box (audit-whitebox.json)."""
+    audited = [(r["name"], r["_path"], a, roc) for r in results
+               for a, roc in ((r.get("_audit"), "audit-roc.png"), (r.get("_whitebox"), "audit-whitebox-roc.png")) if a]
+    audited += audits_of_sweep_cells(results_dir) if results_dir else []
     if not audited:
         return []
     lines = ["## Privacy audits", "",
-             "`dprepro audit` (docs/audits.md): one training run per seed with canaries, each in",
-             "the training set on a fair coin; the lower bound is Steinke, Nasr and Jagielski's (2023) at 95 % confidence,",
-             "Bonferroni-corrected over the guess counts and the seeds. It is a lower bound for this black-box attack,",
-             "not an estimate of the true ε. \"no noise\": the same schedule and canaries trained without noise and",
-             "clipping (the power check needs it to exceed the DP run's bound by 1). MIA: members = training examples,",
-             "non-members = test images, score = the log-probability of the true label; mean over seeds.", "",
+             "`dprepro audit` (docs/audits.md): one training run per seed with canaries, each in the training set on a",
+             "fair coin. Black box: canary images scored by the trained model; white box (`--white-box`): gradient",
+             "canaries in the DP-SGD step, scored from every step's noisy sum. The lower bound is Steinke, Nasr and",
+             "Jagielski's (2023) at 95 % confidence, Bonferroni-corrected over the guess counts and the seeds; the",
+             "verdict (bug check) uses it. Beside it, from the same guesses and equally corrected, Mahloujifar, Melis",
+             "and Chaudhuri's (2025) f-DP bound, which refutes Gaussian trade-off curves (μ-GDP), shown as ε at the same δ.",
+             "Each is a lower bound for this attack, not an estimate of the true ε. \"no noise\": the same schedule and",
+             "canaries trained without noise and clipping (the power check needs it to exceed the DP run's bound by 1).",
+             "MIA: members = training examples, non-members = test images, score = the log-probability of the true",
+             "label; mean over seeds.", "",
              "| experiment | sampling | seeds | canaries | accountant ε of record | audited ε lower bound (95 %) | "
-             "no noise: lower bound | bug check | power check | MIA AUC | TPR at 0.1 % FPR | TPR at 1 % FPR | "
-             "s / audit | ROC |",
-             "|" + " --- |" * 14]
-    for r in audited:
-        a, s = r["_audit"], r["_audit"]["summary"]
+             "f-DP bound, Gaussian (95 %) | bound / ε | no noise: lower bound | bug check | power check | MIA AUC | "
+             "TPR at 0.1 % FPR | TPR at 1 % FPR | s / audit | ROC |",
+             "|" + " --- |" * 16]
+    for name, where, a, roc_name in audited:
+        s = a["summary"]
         t = a.get("no_noise_summary")
         checks = a.get("checks", {})
         verdict = {None: "–", True: "passed", False: "FAILED"}
-        eps = f"{s['accountant_epsilon']:.3f} ({s['accountant']})" if s.get("accountant_epsilon") is not None else "∞"
-        roc = Path(r["_path"]).with_name("audit-roc.png")
-        lines.append(f"| {r['name']} | {a['sampling']} | {len(a['seeds'])} | {a['method']['canaries']} "
+        claim = s.get("accountant_epsilon")
+        eps = f"{claim:.3f} ({s['accountant']})" if claim is not None else "∞"
+        fdp = s.get("fdp_epsilon_lower_bound")
+        ratio = (f"{s['epsilon_lower_bound'] / claim:.2f}" + (f" / {fdp / claim:.2f}" if fdp is not None else "")
+                 if claim else "–")
+        roc = Path(where).with_name(roc_name)
+        lines.append(f"| {name} | {a['sampling']} | {len(a['seeds'])} | {a['method']['canaries']} "
                      f"{a['method'].get('kind', '')} | {eps} | {s['epsilon_lower_bound']:.3f} | "
+                     + (f"{fdp:.3f}" if fdp is not None else "–") + f" | {ratio} | "
                      + (f"{t['epsilon_lower_bound']:.3f}" if t else "–") + " | "
                      + f"{verdict[(checks.get('bug') or {}).get('passed')]} | "
                      + f"{verdict[(checks.get('power') or {}).get('passed')]} | "
@@ -320,7 +342,7 @@ def write_report(results_dir) -> Path:
         *epsilon_notes(results),
         "",
         *reproduction_table(results),
-        *audit_table(results),
+        *audit_table(results, results_dir),
         *sweep_sections(results_dir),
         *tuned.table(results_dir, tuned_rows),
         *[f"![{n}](figures/{n})" for n in names],
