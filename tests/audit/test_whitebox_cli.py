@@ -46,6 +46,8 @@ def test_a_correct_dp_sgd_passes(white_box_spec, tmp_path):
     assert audit["method"]["kind"] == "gradient (white box)" and seed["canaries"]["canaries"] == 5000
     assert seed["canaries"]["epsilon_lower_bound"] <= seed["accountant"]["epsilon"]
     assert audit["checks"]["bug"]["passed"] and "bug check: passed" in proc.stdout
+    # The f-DP bound of the same guesses: at least Steinke's, and (a Gaussian curve assumed) no alarm either.
+    assert seed["canaries"]["epsilon_lower_bound"] <= seed["canaries"]["fdp_epsilon_lower_bound"] <= seed["accountant"]["epsilon"]
 
 
 @pytest.mark.long
@@ -61,6 +63,7 @@ def test_a_broken_dp_sgd_is_caught(white_box_spec, tmp_path, bug, path):
     (seed,) = audit["seeds"]
     assert audit["planted_bug"] == bug
     assert seed["canaries"]["epsilon_lower_bound"] > seed["accountant"]["epsilon"] == pytest.approx(TUTORIAL_15EP_PLD)
+    assert seed["canaries"]["fdp_epsilon_lower_bound"] >= seed["canaries"]["epsilon_lower_bound"]
     assert not audit["checks"]["bug"]["passed"] and "PRIVACY BUG" in proc.stdout
 
 
