@@ -186,6 +186,19 @@ def test_private_statistics_noise_has_the_scale_the_accountant_assumes(fifty):
     assert features.private_statistics(fifty, spec, 1)["mean"] != stats["mean"]
 
 
+def test_the_normalisation_in_slices_gives_the_whole_array_s_bits(fifty, monkeypatch):
+    """The float64 temporaries are made a slice of examples at a time (features.SLICE, for memory):
+    slices of 7 (not a divisor of 50) give exactly the release and the features of one slice of all,
+    so the pins made before the slicing stand."""
+    spec = private_spec()
+    monkeypatch.setattr(features, "SLICE", 1000)
+    whole = features.private_statistics(fifty, spec, 0)
+    whole_x = features.standardized(fifty, whole)
+    monkeypatch.setattr(features, "SLICE", 7)
+    assert features.private_statistics(fifty, spec, 0) == whole
+    assert features.standardized(fifty, whole).tobytes() == whole_x.tobytes()
+
+
 def test_the_normalisation_release_is_composed_into_every_epsilon_that_can_count_it():
     """Two Gaussian releases (noise 8) before the training: rdp, rdp_legacy and pld grow by their
     composition (RDP: their order-a divergence a / 8^2 added, as Tramer & Boneh compose it);
