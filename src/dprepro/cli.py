@@ -94,6 +94,10 @@ def parser() -> argparse.ArgumentParser:
                         f"without noise and clipping; BUG (engine fast): {', '.join(PLANTED_BUGS)}")
     c.add_argument("--white-box", action="store_true",
                    help="gradient canaries in the fast engine's step, scored from every step's noisy sum")
+    c.add_argument("--held-out", type=int, default=10_000, metavar="N",
+                   help="membership inference: the training file's last N images are kept out of training as "
+                        "non-members of the same distribution; the claim accounts the n trained (default 10000; "
+                        "0: non-members are the test images)")
     c.add_argument("--out", type=Path, default=Path("runs"), help="audit.json (audit-whitebox.json with --white-box) goes to "
                                                                   "OUT/<name>/v<version>/ (default: runs)")
     c.add_argument("--logdir", type=Path, default=Path("runs"),
@@ -237,7 +241,7 @@ def cmd_audit(args) -> int:
 
     audit, path = audit_run.run_audit(spec, data.data_dir(args.data_dir), args.out, args.logdir, args.seeds,
                                       args.canaries, args.confidence, args.power, args.plant_bug,
-                                      args.canary_kind, args.white_box)
+                                      args.canary_kind, args.white_box, args.held_out)
     print(audit_run.screen(audit, path))
     return 1 if audit_run.failed(audit) else 0
 

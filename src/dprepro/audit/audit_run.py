@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from dprepro.errors import InputError
 from dprepro.lock import RunLock
 from dprepro.records import environment
 from dprepro.spec import ENGINE_VERSIONS, Spec
+from dprepro.spec.schema import DATASETS
 from dprepro.training.callbacks import EpochLine
 from dprepro.training.fit import train
 
@@ -53,11 +55,12 @@ def margins(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return own - lp.max(axis=1)
 
 
-def audit_one(spec: Spec, data, m: int, kind: str, seed: int, confidence: float, tries: int, label: str,
-              clipping_and_noise: bool = True, claim: bool = True, bug: str | None = None) -> dict:
+def audit_one(spec: Spec, data, nonmembers, m: int, kind: str, seed: int, confidence: float, tries: int,
+              label: str, clipping_and_noise: bool = True, claim: bool = True, bug: str | None = None) -> dict:
     """Train `seed` of `spec`'s audit twin with m canaries (without noise and clipping unless
     `clipping_and_noise`; broken by a planted `bug` of the fast engine); score; bound; with `claim`,
-    the accountant's value of the spec's claim with the canaries counted in n."""
+    the accountant's value of the spec's claim with the canaries counted in n. `nonmembers`: the
+    membership inference's (x, y), or None for the test images left after the canaries."""
     start = time.perf_counter()
     augmented, canaries = canary_set.split(data, m, seed, kind)
     n = len(augmented.x_train)
@@ -70,7 +73,8 @@ def audit_one(spec: Spec, data, m: int, kind: str, seed: int, confidence: float,
     canary_audit = bounds.audit_canaries(scores, canaries.included, delta, confidence, tries)
     accountant = claim_of(spec.audit_twin(n), outcome) if claim and spec.private else None
     return {"seed": seed, "canaries": canary_audit,
-            "membership": membership_entry(model, data.x_train, data.y_train, augmented.x_test, augmented.y_test, seed),
+            "membership": membership_entry(model, data.x_train, data.y_train,
+                                           *(nonmembers or (augmented.x_test, augmented.y_test)), seed),
             "accountant": accountant,
             "test_accuracy": outcome["test_accuracy"], "train_accuracy": outcome["train_accuracy"],
             "steps": outcome["steps"], "wall_seconds": time.perf_counter() - start}
@@ -114,7 +118,7 @@ def plant(model, bug: str | None) -> None:
         model.clipping = False
 
 
-def white_box_one(spec: Spec, data, m: int, seed: int, confidence: float, tries: int, label: str,
+def white_box_one(spec: Spec, data, nonmembers, m: int, seed: int, confidence: float, tries: int, label: str,
                   bug: str | None = None) -> dict:
     """Train `seed` of `spec` (broken by `bug`, if any) with m gradient canaries in its DP-SGD step
     (audit/whitebox.py); score them from every step's noisy sum; bound; the spec's own claim."""
@@ -134,7 +138,8 @@ def white_box_one(spec: Spec, data, m: int, seed: int, confidence: float, tries:
     canary_audit = bounds.audit_canaries(held["canaries"].scores.numpy(), included, spec.privacy.delta,
                                          confidence, tries)
     return {"seed": seed, "canaries": canary_audit,
-            "membership": membership_entry(model, data.x_train, data.y_train, data.x_test, data.y_test, seed),
+            "membership": membership_entry(model, data.x_train, data.y_train,
+                                           *(nonmembers or (data.x_test, data.y_test)), seed),
             "accountant": claim_of(spec, outcome), "test_accuracy": outcome["test_accuracy"],
             "train_accuracy": outcome["train_accuracy"], "steps": outcome["steps"],
             "wall_seconds": time.perf_counter() - start}
@@ -200,9 +205,7 @@ def method(m: int, kind: str, confidence: float) -> dict:
                  "under the trained model (black box)",
         "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
         "bound": BOUND_TEXT,
-        "confidence": confidence,
-        "membership": "members: the training examples; non-members: the test images (without the canaries); "
-                      "score: log-probability of the true label"}
+        "confidence": confidence}
 
 
 def white_box_method(m: int, confidence: float) -> dict:
@@ -219,19 +222,47 @@ def white_box_method(m: int, confidence: float) -> dict:
                  "step's noisy sum)",
         "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
         "bound": BOUND_TEXT,
-        "confidence": confidence,
-        "membership": "members: the training examples; non-members: the test images; score: log-probability "
-                      "of the true label"}
+        "confidence": confidence}
+
+
+HELD_OUT = 10_000   # the membership inference's non-members: the training file's last this many images
+
+
+def held_out_spec(spec: Spec, held_out: int) -> Spec:
+    """The spec an audit trains: its first train_examples, but none of the training file's last
+    `held_out` images, which the membership inference keeps as non-members of the same distribution
+    (0: none kept; the test images are the non-members). Fewer examples trained means a larger q:
+    the claim is then the accountant's for the n actually trained."""
+    size = DATASETS[spec.data.dataset]["train"]
+    if held_out == 0:
+        return spec
+    if not 1 <= held_out < size:
+        raise InputError(f"--held-out: {held_out} images; need 0 to {size - 1} (of the training file's {size})")
+    trained = min(spec.train_examples, size - held_out)
+    if trained < spec.training.batch_size:
+        raise InputError(f"--held-out: {held_out} held out of {size} leaves {trained} training examples, fewer than "
+                         f"{spec.path}'s training.batch_size {spec.training.batch_size}")
+    return spec.replace({"data.train_examples": trained, "data.validation_examples": None})
+
+
+def membership_method(held_out: int, trained: int) -> dict:
+    return {"membership": (f"members: the {trained} training examples; non-members: the training file's last "
+                           f"{held_out} images, never trained on (the same distribution); " if held_out else
+                           "members: the training examples; non-members: the test images (a harder-to-fit "
+                           "distribution: AUC below 0.5 is that shift, not privacy); ")
+                          + "score: log-probability of the true label",
+            "held_out": held_out}
 
 
 def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=None, m: int = 1000,
               confidence: float = 0.95, power: bool = False, plant_bug: bool | str = False,
-              kind: str = "synthetic", white_box: bool = False) -> tuple[dict, Path]:
+              kind: str = "synthetic", white_box: bool = False, held_out: int = HELD_OUT) -> tuple[dict, Path]:
     """Audit `spec` (its first seed unless `seeds`); return the audit and the path of audit.json.
     `plant_bug`: True trains without noise and clipping, or one of audit.PLANTED_BUGS breaks the fast engine's
     step; the spec's privacy claim is kept (the bug check must fire). `white_box`: gradient canaries
     in the DP-SGD step, scored from every step's noisy sum (audit/whitebox.py), instead of canary
-    images scored by the trained model."""
+    images scored by the trained model. `held_out`: the membership inference's non-members, the
+    training file's last that many images, never trained on (`held_out_spec`; 0: the test images)."""
     # plan
     s = spec.with_overrides(seeds=seeds)
     bug = ("noise-and-clip-off" if plant_bug is True else plant_bug) or None
@@ -244,7 +275,10 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     if s.data.features != "none":
         raise InputError(f"{s.path}: data.features: the audit puts canary images into the training set and "
                          f"does not turn them into {s.data.features} features yet; audit a spec trained on pixels")
-    data = load_mnist(data_dir, s.data.url, s.data.train_examples, s.data.test_examples)
+    s = held_out_spec(s, held_out)
+    data = load_mnist(data_dir, s.data.url, s.data.train_examples, s.data.test_examples, held_out or None)
+    nonmembers = (data.x_val, data.y_val) if held_out else None
+    data = replace(data, x_val=None, y_val=None)        # not a validation set: training does not score it
     limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
     if not white_box and not 2 <= m <= limit:
         raise InputError(f"--canaries: {m} canaries; need 2 to {limit} " + (
@@ -270,10 +304,10 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
                 runs.append((twins, f"seed {seed} no noise", False, False, "noise-and-clip-off"))
             for kept, label, clipping_and_noise, claim, broken in runs:
                 if white_box:
-                    entry = white_box_one(s, data, m, seed, confidence, len(seeds), label, broken)
+                    entry = white_box_one(s, data, nonmembers, m, seed, confidence, len(seeds), label, broken)
                 else:
-                    entry = audit_one(s, data, m, kind, seed, confidence, len(seeds), label, clipping_and_noise,
-                                      claim, None if not clipping_and_noise else broken)
+                    entry = audit_one(s, data, nonmembers, m, kind, seed, confidence, len(seeds), label,
+                                      clipping_and_noise, claim, None if not clipping_and_noise else broken)
                 log_scalars(logs / label.replace("seed ", "seed-").replace(" ", "-"), entry, s.training.epochs)
                 kept.append(entry)
                 print(describe(entry, label), flush=True)
@@ -282,7 +316,9 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
             "audit_schema": AUDIT_SCHEMA, "name": s.name, "version": s.version, "spec_path": spec.path,
             "spec_sha256": spec.sha256, "engine": s.engine.name, "engine_version": ENGINE_VERSIONS[s.engine.name],
             "sampling": s.sampling, "planted_bug": bug or False,
-            "method": white_box_method(m, confidence) if white_box else method(m, kind, confidence),
+            "method": {**(white_box_method(m, confidence) if white_box else method(m, kind, confidence)),
+                       **membership_method(held_out, s.train_examples)},
+            "trained_examples": s.train_examples,
             "seeds": entries, "no_noise": twins or None,
             "summary": summarise(entries),
             "no_noise_summary": summarise(twins) if twins else None,
