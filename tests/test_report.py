@@ -1,6 +1,7 @@
 """results/README.md and the figures, generated from real result files."""
 
 import shutil
+from pathlib import Path
 
 from conftest import run_cli
 from dprepro.spec import ENGINE_VERSIONS
@@ -36,20 +37,35 @@ def test_report_shows_the_pinned_audit_and_the_sweep_frontier(tmp_path):
 
     pinned, results = ROOT / "results", tmp_path / "results"
     (results / "tutorial-15ep-poisson" / "v1").mkdir(parents=True)
-    for name in ("result.json", "audit.json"):
+    for name in ("result.json", "audit.json", "audit-whitebox.json"):
         shutil.copy(pinned / "tutorial-15ep-poisson" / "v1" / name, results / "tutorial-15ep-poisson" / "v1" / name)
     (results / "sweeps" / "frontier" / "v1").mkdir(parents=True)
     shutil.copy(pinned / "sweeps" / "frontier" / "v1" / "frontier.json", results / "sweeps" / "frontier" / "v1")
+    cell = Path("sweeps") / "frontier" / "v1" / "frontier-eps4" / "v1" / "audit-whitebox.json"  # beside a sweep cell
+    (results / cell).parent.mkdir(parents=True)
+    shutil.copy(pinned / cell, results / cell)
     proc = run_cli("report", "--results", results)
     assert proc.returncode == 0, proc.stderr
     text = (results / "README.md").read_text()
+    cell_audit = json.loads((pinned / cell).read_text())["summary"]
+    (cell_row,) = [line for line in text.splitlines() if line.startswith("| frontier-eps4 | poisson |")]
+    assert f"| {cell_audit['accountant_epsilon']:.3f} (pld) | {cell_audit['epsilon_lower_bound']:.3f} |" in cell_row
+    assert f"[png]({cell.with_name('audit-whitebox-roc.png')})" in cell_row
     audit = json.loads((pinned / "tutorial-15ep-poisson" / "v1" / "audit.json").read_text())["summary"]
     (row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | v1 |")]
     assert f"(pld) | {audit['epsilon_lower_bound']:.3f} |" in row          # the audit column of the main table
-    (audit_row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | poisson |")]
+    (audit_row,) = [line for line in text.splitlines()
+                    if line.startswith("| tutorial-15ep-poisson | poisson |") and "(white box)" not in line]
     assert (f"| {audit['accountant_epsilon']:.3f} (pld) | {audit['epsilon_lower_bound']:.3f} | "
             f"{audit['fdp_epsilon_lower_bound']:.3f} |") in audit_row
     assert "| passed | passed |" in audit_row and f"| {audit['mia_auc']:.4f} |" in audit_row
+    # The white-box audit's row beside it (issue 22, item 6): both bounds and bound / epsilon.
+    white = json.loads((pinned / "tutorial-15ep-poisson" / "v1" / "audit-whitebox.json").read_text())["summary"]
+    (white_row,) = [line for line in text.splitlines()
+                    if line.startswith("| tutorial-15ep-poisson | poisson |") and "(white box)" in line]
+    assert (f"| {white['accountant_epsilon']:.3f} (pld) | {white['epsilon_lower_bound']:.3f} | "
+            f"{white['fdp_epsilon_lower_bound']:.3f} | {white['epsilon_lower_bound'] / white['accountant_epsilon']:.2f} / "
+            f"{white['fdp_epsilon_lower_bound'] / white['accountant_epsilon']:.2f} |") in white_row
     frontier = json.loads((pinned / "sweeps" / "frontier" / "v1" / "frontier.json").read_text())["cells"]
     assert "## Sweep frontier v1" in text and "(sweeps/frontier/v1/frontier.png)" in text
     for cell in frontier:

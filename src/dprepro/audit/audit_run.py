@@ -225,29 +225,54 @@ def white_box_method(m: int, confidence: float) -> dict:
         "confidence": confidence}
 
 
-HELD_OUT = 10_000   # the membership inference's non-members: the training file's last this many images
+HELD_OUT = 10_000   # the membership inference's non-members: this many images of the training file, never trained on
+
+
+def held_out_split(spec: Spec, held_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices trained, indices held out) of the training file. The held-out images are a uniformly
+    random subset (a fixed, public draw: the file's order is not random — its last 10,000 images are
+    easier than the rest, as the test images are); they come from the images the spec does not train
+    when there are enough (its first train_examples are then trained as they are), else from the
+    whole file, and the spec trains the rest."""
+    size = DATASETS[spec.data.dataset]["train"]
+    if not 1 <= held_out < size:
+        raise InputError(f"--held-out: {held_out} images; need 0 to {size - 1} (of the training file's {size})")
+    rng = np.random.default_rng([22, held_out])
+    if spec.train_examples + held_out <= size:
+        out = rng.choice(np.arange(spec.train_examples, size), held_out, replace=False)
+        return np.arange(spec.train_examples), np.sort(out)
+    out = np.sort(rng.choice(size, held_out, replace=False))
+    return np.setdiff1d(np.arange(size), out), out
 
 
 def held_out_spec(spec: Spec, held_out: int) -> Spec:
-    """The spec an audit trains: its first train_examples, but none of the training file's last
-    `held_out` images, which the membership inference keeps as non-members of the same distribution
-    (0: none kept; the test images are the non-members). Fewer examples trained means a larger q:
-    the claim is then the accountant's for the n actually trained."""
-    size = DATASETS[spec.data.dataset]["train"]
+    """The spec an audit trains when `held_out` images are kept out (`held_out_split`; 0: the spec).
+    Fewer examples trained means a larger q: the claim is then the accountant's for the n trained."""
     if held_out == 0:
         return spec
-    if not 1 <= held_out < size:
-        raise InputError(f"--held-out: {held_out} images; need 0 to {size - 1} (of the training file's {size})")
-    trained = min(spec.train_examples, size - held_out)
-    if trained < spec.training.batch_size:
-        raise InputError(f"--held-out: {held_out} held out of {size} leaves {trained} training examples, fewer than "
+    trained, _ = held_out_split(spec, held_out)
+    if len(trained) < spec.training.batch_size:
+        raise InputError(f"--held-out: {held_out} held out leaves {len(trained)} training examples, fewer than "
                          f"{spec.path}'s training.batch_size {spec.training.batch_size}")
-    return spec.replace({"data.train_examples": trained, "data.validation_examples": None})
+    if len(trained) == spec.train_examples:
+        return spec
+    return spec.replace({"data.train_examples": len(trained), "data.validation_examples": None})
+
+
+def audit_data(spec: Spec, data_dir: Path, held_out: int):
+    """(the data the audit trains and tests on, the membership inference's non-members (x, y) or None)."""
+    if held_out == 0:
+        return load_mnist(data_dir, spec.data.url, spec.data.train_examples, spec.data.test_examples), None
+    full = load_mnist(data_dir, spec.data.url, None, spec.data.test_examples)
+    trained, out = held_out_split(spec, held_out)
+    return (replace(full, x_train=full.x_train[trained], y_train=full.y_train[trained]),
+            (full.x_train[out], full.y_train[out]))
 
 
 def membership_method(held_out: int, trained: int) -> dict:
-    return {"membership": (f"members: the {trained} training examples; non-members: the training file's last "
-                           f"{held_out} images, never trained on (the same distribution); " if held_out else
+    return {"membership": (f"members: the {trained} training examples; non-members: {held_out} images of the "
+                           f"training file drawn at random (fixed, public draw), never trained on (the same "
+                           f"distribution); " if held_out else
                            "members: the training examples; non-members: the test images (a harder-to-fit "
                            "distribution: AUC below 0.5 is that shift, not privacy); ")
                           + "score: log-probability of the true label",
@@ -275,10 +300,8 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     if s.data.features != "none":
         raise InputError(f"{s.path}: data.features: the audit puts canary images into the training set and "
                          f"does not turn them into {s.data.features} features yet; audit a spec trained on pixels")
+    data, nonmembers = audit_data(s, data_dir, held_out)
     s = held_out_spec(s, held_out)
-    data = load_mnist(data_dir, s.data.url, s.data.train_examples, s.data.test_examples, held_out or None)
-    nonmembers = (data.x_val, data.y_val) if held_out else None
-    data = replace(data, x_val=None, y_val=None)        # not a validation set: training does not score it
     limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
     if not white_box and not 2 <= m <= limit:
         raise InputError(f"--canaries: {m} canaries; need 2 to {limit} " + (
