@@ -106,7 +106,7 @@ test: $(STAMP) ## the test suite CI runs (everything but `slow`)
 # resume) are the same code on the same lock and run in `make test`.
 IMAGE_TESTS := tests/test_environment.py tests/test_cli.py tests/test_spec.py tests/test_data.py tests/test_model.py \
   tests/test_pipeline.py tests/test_gpu_ready.py tests/test_citation.py tests/audit/test_bounds.py \
-  tests/audit/test_membership.py tests/sweep/test_sweep_spec.py
+  tests/audit/test_fdp.py tests/audit/test_membership.py tests/sweep/test_sweep_spec.py
 
 test-container: $(STAMP) ## the image's own check (no `slow`, no `long`), as CI runs it in the image
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not long" $(IMAGE_TESTS)

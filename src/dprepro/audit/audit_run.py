@@ -228,16 +228,18 @@ def white_box_method(m: int, confidence: float) -> dict:
 HELD_OUT = 10_000   # the membership inference's non-members: this many images of the training file, never trained on
 
 
-def held_out_split(spec: Spec, held_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices trained, indices held out) of the training file. The held-out images are a uniformly
-    random subset (a fixed, public draw: the file's order is not random — its last 10,000 images are
-    easier than the rest, as the test images are); they come from the images the spec does not train
-    when there are enough (its first train_examples are then trained as they are), else from the
-    whole file, and the spec trains the rest."""
+def held_out_split(spec: Spec, held_out: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(indices trained, indices held out) of the training file for the audited `seed`. The held-out
+    images are a uniformly random subset, the seed's own public draw: the file's order is not random
+    (its last 10,000 images are easier than the rest, as the test images are), and one draw shared by
+    every seed would shift all their AUCs alike (a draw's own offset, measured with a model trained on
+    all 60,000: -0.003). They come from the images the spec does not train when there are enough (its
+    first train_examples are then trained as they are), else from the whole file, and the spec
+    trains the rest: as many examples whatever the seed."""
     size = DATASETS[spec.data.dataset]["train"]
     if not 1 <= held_out < size:
         raise InputError(f"--held-out: {held_out} images; need 0 to {size - 1} (of the training file's {size})")
-    rng = np.random.default_rng([22, held_out])
+    rng = np.random.default_rng([22, held_out, seed])
     if spec.train_examples + held_out <= size:
         out = rng.choice(np.arange(spec.train_examples, size), held_out, replace=False)
         return np.arange(spec.train_examples), np.sort(out)
@@ -259,20 +261,20 @@ def held_out_spec(spec: Spec, held_out: int) -> Spec:
     return spec.replace({"data.train_examples": len(trained), "data.validation_examples": None})
 
 
-def audit_data(spec: Spec, data_dir: Path, held_out: int):
-    """(the data the audit trains and tests on, the membership inference's non-members (x, y) or None)."""
+def seed_data(full, spec: Spec, held_out: int, seed: int):
+    """(the data seed `seed`'s audit trains and tests on, its membership inference's non-members (x, y)
+    or None) from `full`: the whole training file when images are held out, else the spec's data."""
     if held_out == 0:
-        return load_mnist(data_dir, spec.data.url, spec.data.train_examples, spec.data.test_examples), None
-    full = load_mnist(data_dir, spec.data.url, None, spec.data.test_examples)
-    trained, out = held_out_split(spec, held_out)
+        return full, None
+    trained, out = held_out_split(spec, held_out, seed)
     return (replace(full, x_train=full.x_train[trained], y_train=full.y_train[trained]),
             (full.x_train[out], full.y_train[out]))
 
 
 def membership_method(held_out: int, trained: int) -> dict:
     return {"membership": (f"members: the {trained} training examples; non-members: {held_out} images of the "
-                           f"training file drawn at random (fixed, public draw), never trained on (the same "
-                           f"distribution); " if held_out else
+                           f"training file drawn at random (each seed its own public draw), never trained on "
+                           f"(the same distribution); " if held_out else
                            "members: the training examples; non-members: the test images (a harder-to-fit "
                            "distribution: AUC below 0.5 is that shift, not privacy); ")
                           + "score: log-probability of the true label",
@@ -300,7 +302,9 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     if s.data.features != "none":
         raise InputError(f"{s.path}: data.features: the audit puts canary images into the training set and "
                          f"does not turn them into {s.data.features} features yet; audit a spec trained on pixels")
-    data, nonmembers = audit_data(s, data_dir, held_out)
+    full = load_mnist(data_dir, s.data.url, None if held_out else s.data.train_examples, s.data.test_examples)
+    asked = s                                        # its own examples: where the held-out images are drawn
+    data, _ = seed_data(full, asked, held_out, 0)    # as many examples for every seed: for the checks below
     s = held_out_spec(s, held_out)
     limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
     if not white_box and not 2 <= m <= limit:
@@ -321,6 +325,7 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
         # train
         entries, twins = [], []
         for seed in seeds:
+            data, nonmembers = seed_data(full, asked, held_out, seed)
             legacy = plant_bug is True and not white_box       # the black-box audit's own twin, unclipped
             runs = [(entries, f"seed {seed}", not legacy, True, None if legacy else bug)]
             if power:
