@@ -16,9 +16,9 @@ def test_the_shipped_specs():
                        "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
                        "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
                        "tramer-boneh-scatternet-linear", "tramer-boneh-scatternet-linear-poisson",
-                       "tuned-cnn-tanh-eps3", "tuned-scatternet-linear-eps0.5", "tuned-scatternet-linear-eps1", "tuned-scatternet-linear-eps2",
+                       "tuned-cnn-tanh-eps3", "tuned-cnn-tanh-refit-eps3", "tuned-scatternet-linear-eps0.5", "tuned-scatternet-linear-eps1", "tuned-scatternet-linear-eps2",
                        "tuned-scatternet-linear-eps3", "tuned-scatternet-linear-eps4", "tuned-scatternet-linear-eps8",
-                       "tuned-scatternet-linear-refined-eps3",
+                       "tuned-scatternet-linear-refined-eps3", "tuned-scatternet-linear-refined-refit-eps3",
                        "tutorial-15ep", "tutorial-15ep-poisson", "tutorial-1ep",
                        "tutorial-3ep", "tutorial-3ep-poisson", "tutorial-5ep"]
 
