@@ -83,3 +83,29 @@ def test_each_step_adds_the_log_likelihood_ratio_of_its_projections():
     assert c.scores.numpy() == pytest.approx(want, rel=1e-4)
     c.observe(noisy)
     assert c.scores.numpy() == pytest.approx(2 * want, rel=1e-4)
+
+
+def test_the_engine_shows_the_auditor_the_noisy_sum_less_the_training_examples_clipped_sum():
+    """The auditor may know the other examples' sampling (audit/whitebox.py), so it scores the residual
+    R = noisy sum - training clipped sum. With no noise and q = 1 the residual is exactly the one canary
+    in the set, cut to one clip, R = clip u_0: x = 1 on its own direction, s^2 = 1 / d, its score d / 2;
+    the other's x is u_0's overlap with its direction. Were the training sum (large, random) left in,
+    neither would hold."""
+    from dprepro.training.fast_dp import FastDPSequential
+
+    d_in, d_out = 40, 5
+    model = FastDPSequential(l2_norm_clip=0.5, noise_multiplier=0.0, num_microbatches=None, expected_batch_size=4,
+                             layers=[tf.keras.layers.InputLayer(input_shape=(d_in,)), tf.keras.layers.Dense(d_out)])
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
+    d = d_in * d_out + d_out
+    c = canaries([1, 0], q=1.0, clip=0.5, d=d, seed=3)
+    model.canaries = c
+    rng = np.random.default_rng(0)
+    training_sum = [tf.constant(rng.normal(size=w.shape) * 3, tf.float32) for w in model.trainable_weights]
+    mean = model.noisy_mean(training_sum)
+    x = dense(c) @ dense(c)[0]                                  # <R, u_j> / clip
+    assert x[0] == pytest.approx(1) and c.scores.numpy()[0] == pytest.approx(d / 2, rel=1e-4)
+    assert c.scores.numpy()[1] == pytest.approx((2 * x[1] - 1) * d / 2, rel=1e-4, abs=1e-3)
+    # what the optimizer gets is unchanged: (training sum + the canary's clip * u) / 4
+    flat = np.concatenate([m.numpy().ravel() for m in mean]) * 4 - np.concatenate([t.numpy().ravel() for t in training_sum])
+    assert flat == pytest.approx(0.5 * dense(c)[0], abs=1e-5)

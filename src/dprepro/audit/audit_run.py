@@ -217,9 +217,14 @@ def white_box_method(m: int, confidence: float) -> dict:
                   f"direction, clipped by the engine's own rule",
         "inclusion": "each canary in the training set with probability 1/2, independently (per seed); a canary in "
                      "the set joins each step like an example (Poisson, the spec's q)",
-        "score": "sum over steps of the log-likelihood ratio of the noisy sum's projection on the canary's "
+        "score": "sum over steps of the log-likelihood ratio of the residual's projection on the canary's "
                  "direction, in clips (in: N(1, s^2) with probability q, else N(0, s^2); s measured on each "
-                 "step's noisy sum)",
+                 "step's residual); the residual is the noisy sum less the training examples' clipped sum, "
+                 "which an auditor holding the iterates, the examples and their sampling computes",
+        "threat_model": "the auditor knows every iterate, the training examples and which of them each step "
+                        "sampled; only the noise and the canaries' coins and sampling are secret. DP-SGD's "
+                        "epsilon holds against it (the subsampled Gaussian's analysis conditions on the others' "
+                        "sample)",
         "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
         "bound": BOUND_TEXT,
         "confidence": confidence}

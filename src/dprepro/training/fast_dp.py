@@ -270,13 +270,14 @@ class FastDPSequential(tf.keras.Sequential):
 
     def noisy_mean(self, grads: list) -> list:
         """The noisy sum divided by the number of microbatches (Poisson sampling: by the expected
-        batch size). A white-box audit's canaries join the clipped sum before the noise and read
-        the noisy sum after it."""
+        batch size). A white-box audit's canaries join the clipped sum before the noise; its
+        auditor reads the noisy sum less the training examples' clipped sum (audit/whitebox.py)."""
+        training_sum = grads
         if self.canaries is not None:
             grads = self.canaries.inject(grads, self.optimizer.iterations, self.clip_factors)
         noisy = self.noisy_sum(grads)
         if self.canaries is not None:
-            self.canaries.observe(noisy)
+            self.canaries.observe([n - g for n, g in zip(noisy, training_sum)])
         m = self.expected_batch_size or self.num_microbatches
         return [gr / m for gr in noisy]
 
