@@ -36,8 +36,9 @@ def white_box(spec, out, *extra, path="default"):
 
 @pytest.mark.long
 def test_a_correct_dp_sgd_passes(white_box_spec, tmp_path):
-    """Measured bound 0.340, f-DP 0.433 (default path; the auditor scoring the noisy sum less the
-    training examples' clipped sum) against the claim 0.853: no false alarm."""
+    """Measured bound 0.340, f-DP 0.433, on all three arithmetic paths (the auditor scores the noisy sum
+    less the training examples' clipped sum, which removes the paths' differences) against the claim
+    0.853: no false alarm."""
     proc, audit = white_box(white_box_spec, tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (seed,) = audit["seeds"]

@@ -183,7 +183,7 @@ def checks(entries: list[dict], twins: list[dict] | None) -> dict:
 def summarise(entries: list[dict]) -> dict:
     bound = max(entries, key=lambda e: e["canaries"]["epsilon_lower_bound"])
     eps = [e["accountant"]["epsilon"] for e in entries if e["accountant"] and e["accountant"]["epsilon"] is not None]
-    fdp = max(entries, key=lambda e: e["canaries"].get("fdp_epsilon_lower_bound", 0.0))
+    fdp = max(entries, key=lambda e: e["canaries"]["fdp_epsilon_lower_bound"])
     return {"epsilon_lower_bound": bound["canaries"]["epsilon_lower_bound"], "lower_bound_seed": bound["seed"],
             "fdp_epsilon_lower_bound": fdp["canaries"]["fdp_epsilon_lower_bound"], "fdp_lower_bound_seed": fdp["seed"],
             "accountant_epsilon": max(eps) if eps else None,
@@ -292,9 +292,10 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     """Audit `spec` (its first seed unless `seeds`); return the audit and the path of audit.json.
     `plant_bug`: True trains without noise and clipping, or one of audit.PLANTED_BUGS breaks the fast engine's
     step; the spec's privacy claim is kept (the bug check must fire). `white_box`: gradient canaries
-    in the DP-SGD step, scored from every step's noisy sum (audit/whitebox.py), instead of canary
-    images scored by the trained model. `held_out`: the membership inference's non-members, the
-    training file's last that many images, never trained on (`held_out_spec`; 0: the test images)."""
+    in the DP-SGD step, scored from every step's noisy sum less the training examples' clipped sum
+    (audit/whitebox.py), instead of canary images scored by the trained model. `held_out`: the
+    membership inference's non-members, that many images of the training file drawn at random per
+    seed, never trained on (`held_out_split`; 0: the test images)."""
     # plan
     s = spec.with_overrides(seeds=seeds)
     bug = ("noise-and-clip-off" if plant_bug is True else plant_bug) or None
@@ -309,13 +310,12 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
                          f"does not turn them into {s.data.features} features yet; audit a spec trained on pixels")
     full = load_mnist(data_dir, s.data.url, None if held_out else s.data.train_examples, s.data.test_examples)
     asked = s                                        # its own examples: where the held-out images are drawn
-    data, _ = seed_data(full, asked, held_out, 0)    # as many examples for every seed: for the checks below
-    s = held_out_spec(s, held_out)
-    limit = len(data.x_test) // 2 if kind == "mislabelled" else len(data.x_train)
+    s = held_out_spec(s, held_out)                   # as many examples trained for every seed
+    limit = len(full.x_test) // 2 if kind == "mislabelled" else s.train_examples
     if not white_box and not 2 <= m <= limit:
         raise InputError(f"--canaries: {m} canaries; need 2 to {limit} " + (
-            f"(half of the spec's {len(data.x_test)} test images: the rest stay held out)" if kind == "mislabelled"
-            else f"(at most as many as the spec's {len(data.x_train)} training examples)"))
+            f"(half of the spec's {len(full.x_test)} test images: the rest stay held out)" if kind == "mislabelled"
+            else f"(at most as many as the spec's {s.train_examples} training examples)"))
     seeds = list(s.seeds) if seeds else list(s.seeds[:1])
     power = power and s.private
     folder = files.run_folder(out_dir, s.name, s.version)

@@ -77,12 +77,9 @@ def audit_canaries(scores: np.ndarray, included: np.ndarray, delta: float, confi
                      "epsilon_lower_bound": epsilon_lower_bound(m, 2 * k, correct, delta, per_test),
                      "fdp_epsilon_lower_bound": fdp.epsilon_lower_bound(m, 2 * k, correct, delta, per_test)})
     best = max(rows, key=lambda row: row["epsilon_lower_bound"])
+    best_fdp = max(rows, key=lambda row: row["fdp_epsilon_lower_bound"])     # its own k
     return {"epsilon_lower_bound": best["epsilon_lower_bound"], "k": best["k"], "guesses": best["guesses"],
-            "correct": best["correct"], **fdp_best(rows), "canaries": m, "included": int(included.sum()),
+            "correct": best["correct"], "fdp_epsilon_lower_bound": best_fdp["fdp_epsilon_lower_bound"],
+            "fdp_k": best_fdp["k"], "canaries": m, "included": int(included.sum()),
             "delta": delta, "confidence": confidence, "confidence_per_test": per_test, "tries": rows}
 
-
-def fdp_best(rows: list[dict]) -> dict:
-    """The best f-DP bound over the guess counts tried, and its k (rows of `audit_canaries`)."""
-    best = max(rows, key=lambda row: row["fdp_epsilon_lower_bound"])
-    return {"fdp_epsilon_lower_bound": best["fdp_epsilon_lower_bound"], "fdp_k": best["k"]}
