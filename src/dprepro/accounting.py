@@ -339,6 +339,20 @@ MIN_NOISE, MAX_NOISE = 1e-2, 1e4   # how far it widens the search when the targe
 #                                    the RDP numerics of dp_accounting fail; epsilon there is below 1e-3 already)
 
 
+def is_calibration(spec: Spec, noise: float, target_epsilon: float, accountant: str, decimals: int) -> bool:
+    """Whether `noise` is what `calibrate` gives for the spec's schedule, rounded up at `decimals`:
+    the accountant's epsilon at it is within the target, and one step (10^-decimals) lower it is
+    above. Two epsilon evaluations instead of a search: a sweep reuses a cell's noise written by an
+    earlier run of it only after this check."""
+    sensitivity = 2 if spec.microbatch_size > 1 else 1
+    step = 10 ** -decimals
+
+    def eps(noise_multiplier):
+        return poisson_epsilon(accountant, spec.q, noise_multiplier / sensitivity, spec.steps_trained,
+                               spec.privacy.delta, releases(spec))[0]
+
+    return noise > step and eps(noise) <= target_epsilon < eps(noise - step)
+
 def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> float:
     """The noise multiplier at which the spec's schedule (steps as trained, Poisson sampling) reaches
     `target_epsilon`, with the spec's sensitivity: when a microbatch holds several examples, adding or

@@ -63,6 +63,30 @@ def test_cell_file_is_an_ordinary_spec_with_the_same_hash(tmp_path):
         assert load_spec(path).sha256 == cell.spec.sha256
 
 
+
+def test_a_written_cells_noise_is_reused_only_when_it_checks(tmp_path, monkeypatch):
+    """`load_sweep(..., written=OUT)` takes a cell's noise from the cell spec an earlier sweep wrote
+    there, after two epsilon evaluations (accounting.is_calibration) instead of a search. A written
+    noise one step (1e-4) too high, whose epsilon is still within the target, fails the check and is
+    calibrated again; so is an unreadable file. The cells come out the same either way."""
+    fresh = load_sweep(FRONTIER)
+    out = tmp_path / "out"
+    specs = out / "sweeps" / "frontier" / "v1" / "specs"
+    specs.mkdir(parents=True)
+    for cell in fresh.cells:
+        (specs / f"{cell.name}.yaml").write_text(cell_yaml(cell))
+    raw = yaml.safe_load((specs / "frontier-eps2.yaml").read_text())
+    raw["privacy"]["noise_multiplier"] = round(raw["privacy"]["noise_multiplier"] + 1e-4, 4)
+    (specs / "frontier-eps2.yaml").write_text(yaml.safe_dump(raw))
+    (specs / "frontier-eps1.yaml").write_text("privacy: [not a spec")
+    calibrated, real = [], accounting.calibrate
+    monkeypatch.setattr(accounting, "calibrate", lambda spec, *a: calibrated.append(spec.name) or real(spec, *a))
+    again = load_sweep(FRONTIER, written=out)
+    assert [c.spec.sha256 for c in again.cells] == [c.spec.sha256 for c in fresh.cells]
+    assert calibrated == ["frontier-eps1", "frontier-eps2"]
+    assert load_sweep(FRONTIER, written=tmp_path / "nothing-here").cells[3].spec.sha256 == fresh.cells[3].spec.sha256
+    assert len(calibrated) == 7
+
 @pytest.mark.parametrize("changes, field", [
     ({"colour": "red"}, "colour"),
     ({"schema": 2}, "schema"),

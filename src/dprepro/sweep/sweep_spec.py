@@ -63,8 +63,12 @@ class Sweep:
     cells: list
 
 
-def load_sweep(path) -> Sweep:
-    """Read, validate and expand a sweep file; InputError naming the file and the field on any fault."""
+def load_sweep(path, written: Path | None = None) -> Sweep:
+    """Read, validate and expand a sweep file; InputError naming the file and the field on any fault.
+    `written`: the OUT folder of an earlier `dprepro sweep` of it. A cell's noise found in the cell
+    spec it wrote there (OUT/sweeps/<name>/v<version>/specs/) is reused when it checks as the
+    calibration's (accounting.is_calibration: two epsilon evaluations instead of a search); any
+    other cell is calibrated."""
     path = str(path)
     raw = read_yaml(path, "sweep")
 
@@ -106,7 +110,8 @@ def load_sweep(path) -> Sweep:
     cells = list(itertools.product(*axes))
     if len(cells) > MAX_CELLS:
         fail("grid", f"{len(cells)} cells; at most {MAX_CELLS}")
-    sweep = {"name": raw["name"], "version": raw["version"], "seeds": seeds}
+    sweep = {"name": raw["name"], "version": raw["version"], "seeds": seeds,
+             "written": written_noises(written, raw["name"], raw["version"])}
     expanded = [_cell(dict(zip(grid, combo)), base, sweep, path, fail) for combo in cells]
     if raw.get("nonprivate", False):
         expanded.append(_nonprivate_cell(base, sweep, path, fail))
@@ -171,17 +176,34 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
 
         accountant, target = values[TARGET]
         spec = _replaced(base, changes, where)   # the cell's schedule, to calibrate its noise
-        try:
-            sigma = accounting.calibrate(spec, target, accountant)
-        except ValueError as e:
-            fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
-        noise = math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
+        noise = sweep["written"].get(name)
+        if noise is None or not accounting.is_calibration(spec, noise, target, accountant, NOISE_DECIMALS):
+            try:
+                sigma = accounting.calibrate(spec, target, accountant)
+            except ValueError as e:
+                fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
+            noise = math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
         changes["privacy.noise_multiplier"] = noise
         described.append(f"noise_multiplier {noise} (calibrated: {accountant} epsilon {target:g} at delta "
                          f"{spec.privacy.delta:g})")
     changes["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} "
                               f"with " + "; ".join(described) + ".")
     return Cell(name, values, _replaced(base, changes, where), values.get(DATA_DIR))
+
+
+def written_noises(out: Path | None, name: str, version: int) -> dict:
+    """{cell name: noise multiplier} of the cell specs an earlier sweep wrote under `out` (none if
+    `out` is None); a file that cannot be read, or holds no number there, is left out."""
+    folder = Path(out) / "sweeps" / name / f"v{version}" / "specs" if out is not None else None
+    found = {}
+    for path in sorted(folder.glob("*.yaml")) if folder is not None and folder.is_dir() else []:
+        try:
+            noise = yaml.safe_load(path.read_text())["privacy"]["noise_multiplier"]
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            continue
+        if isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise):
+            found[path.stem] = float(noise)
+    return found
 
 
 def _nonprivate_cell(base: Spec, sweep: dict, path: str, fail) -> Cell:
