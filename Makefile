@@ -69,9 +69,9 @@ sweep: $(STAMP) ## run a sweep on Ray: make sweep [SWEEP=frontier] [ADDRESS=ray:
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(SWEEP).yaml --out $(OUT) --logdir runs $(if $(ADDRESS),--address $(ADDRESS))
 
 TUNE ?= tuned-scatternet-linear
-tune: $(STAMP) ## the tuning search on Ray (runs/sweeps/$(TUNE)/; 54 trials, about 80 min on 2 cores), then per target the best on validation: experiments/$(TUNE)-eps<t>.yaml and results/sweeps/$(TUNE)/v<version>/selection.json
+tune: $(STAMP) ## the tuning search on Ray (runs/sweeps/$(TUNE)/; 54 trials, about 80 min on 2 cores), then per target the best on validation: experiments/$(TUNE)-eps<t>.yaml and results/sweeps/$(TUNE)/v<version>/selection.json; SELECT_FLAGS=--refit adds the refits on all 60,000
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(TUNE).yaml --cpus-per-run 1
-	$(BIN)/dprepro select $(SPECS)/sweeps/$(TUNE).yaml --write-specs $(SPECS) --record results
+	$(BIN)/dprepro select $(SPECS)/sweeps/$(TUNE).yaml --write-specs $(SPECS) --record results $(SELECT_FLAGS)
 
 pin-sweep: $(STAMP) ## re-make the pinned frontier (results/sweeps/frontier/, models and logs beside; about 20 min)
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/frontier.yaml --out results --logdir results
