@@ -344,7 +344,7 @@ def is_calibration(spec: Spec, noise: float, target_epsilon: float, accountant: 
     the accountant's epsilon at it is within the target, and one step (10^-decimals) lower it is
     above. Two epsilon evaluations instead of a search: a sweep reuses a cell's noise written by an
     earlier run of it only after this check."""
-    sensitivity = 2 if spec.microbatch_size > 1 else 1
+    sensitivity = noise_sensitivity(spec)
     step = 10 ** -decimals
 
     def eps(noise_multiplier):
@@ -352,6 +352,13 @@ def is_calibration(spec: Spec, noise: float, target_epsilon: float, accountant: 
                                spec.privacy.delta, releases(spec))[0]
 
     return noise > step and eps(noise) <= target_epsilon < eps(noise - step)
+
+
+def noise_sensitivity(spec: Spec) -> int:
+    """How many clips one example can move its microbatch's clipped gradient: 2 when a microbatch
+    holds several examples (add/remove replaces a clipped mean), else 1. The noise a target needs
+    scales with it."""
+    return 2 if spec.microbatch_size > 1 else 1
 
 def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> float:
     """The noise multiplier at which the spec's schedule (steps as trained, Poisson sampling) reaches
@@ -362,7 +369,7 @@ def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> flo
     if not spec.private:
         raise ValueError("a non-private spec has no noise to calibrate")
     q, steps, delta, before = spec.q, spec.steps_trained, spec.privacy.delta, releases(spec)
-    sensitivity = 2 if spec.microbatch_size > 1 else 1
+    sensitivity = noise_sensitivity(spec)
 
     def eps(sigma):
         return poisson_epsilon(accountant, q, sigma, steps, delta, before)[0]

@@ -93,10 +93,11 @@ def parser() -> argparse.ArgumentParser:
                    help="train a broken DP-SGD but judge by the spec's claim: the bug check must fire. Alone: "
                         f"without noise and clipping; BUG (engine fast): {', '.join(PLANTED_BUGS)}")
     c.add_argument("--white-box", action="store_true",
-                   help="gradient canaries in the fast engine's step, scored from every step's noisy sum")
+                   help="gradient canaries in the fast engine's step, scored from every step's noisy sum less the "
+                        "training examples' clipped sum")
     c.add_argument("--held-out", type=int, default=10_000, metavar="N",
-                   help="membership inference: the training file's last N images are kept out of training as "
-                        "non-members of the same distribution; the claim accounts the n trained (default 10000; "
+                   help="membership inference: N images of the training file, drawn at random per seed, are kept "
+                        "out of training as non-members of the same distribution; the claim accounts the n trained (default 10000; "
                         "0: non-members are the test images)")
     c.add_argument("--out", type=Path, default=Path("runs"), help="audit.json (audit-whitebox.json with --white-box) goes to "
                                                                   "OUT/<name>/v<version>/ (default: runs)")

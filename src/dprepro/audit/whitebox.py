@@ -30,9 +30,9 @@ x_t ~ N(0, s_t^2); in, with probability q, N(1, s_t^2):
 
     score_j = sum_t log(1 - q + q exp((2 x_t - 1) / (2 s_t^2)))
 
-This needs no knowledge of which steps sampled a canary (the canaries' sampling is part of the guarantee).
-Any score gives a valid bound; this one is the likelihood-ratio test of one step's residual. The scores go to the same one-run bound as the black-box audit (bounds.py). The
-claim is the spec's: a canary is one more example at the spec's q and clip, so the spec's epsilon
+This needs no knowledge of which steps sampled a canary (the canaries' sampling is part of the
+guarantee). Any score gives a valid bound; this one is the likelihood-ratio test of one step's
+residual. The scores go to the same one-run bound as the black-box audit (bounds.py). The claim is the spec's: a canary is one more example at the spec's q and clip, so the spec's epsilon
 covers it.
 """
 

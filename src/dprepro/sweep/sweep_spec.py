@@ -194,9 +194,10 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
 def written_noises(out: Path | None, name: str, version: int) -> dict:
     """{cell name: noise multiplier} of the cell specs an earlier sweep wrote under `out` (none if
     `out` is None); a file that cannot be read, or holds no number there, is left out."""
-    folder = Path(out) / "sweeps" / name / f"v{version}" / "specs" if out is not None else None
+    if out is None:
+        return {}
     found = {}
-    for path in sorted(folder.glob("*.yaml")) if folder is not None and folder.is_dir() else []:
+    for path in sorted((Path(out) / "sweeps" / name / f"v{version}" / "specs").glob("*.yaml")):   # none if absent
         try:
             noise = yaml.safe_load(path.read_text())["privacy"]["noise_multiplier"]
         except (OSError, yaml.YAMLError, TypeError, KeyError):
