@@ -24,7 +24,7 @@ AUDIT_FLAGS ?= --power
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run audit pin-audits pin-whitebox-audits sweep tune pin-sweep pin pin-tutorial report bench bench-paths test test-container docker-build docker-reproduce docker-test docker-ci test-slow tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run audit pin-audits pin-whitebox-audits sweep tune pin-sweep pin pin-tutorial report bench bench-paths test test-rest test-full coverage test-container docker-build docker-reproduce docker-test docker-ci tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -98,8 +98,28 @@ validate: $(STAMP) ## validate every spec
 epsilon: $(STAMP) ## print every accountant's epsilon for every private spec
 	$(BIN)/dprepro epsilon $(ALL_SPECS)
 
-test: $(STAMP) ## the test suite CI runs (everything but `slow`)
-	$(BIN)/python -m pytest -m "not slow"
+# Two tiers (docs/testing.md). Quick: `make test`, between two edits (the budget: 10 minutes on 2 cores).
+# Full: `make test-full` = the quick tier + `make test-rest` (the tests marked `full`), as CI runs them.
+# Each prints its 15 slowest tests. WORKERS=N runs N pytest processes (pytest-xdist; tests that start
+# Ray clusters stay in one of them); the default is what CI uses.
+WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest --durations=15 $(if $(filter-out 1,$(WORKERS)),-n $(WORKERS) --dist loadgroup)
+
+test: $(STAMP) ## the quick tier: every test not marked `full` (the README's test command; CI runs it first)
+	$(PYTEST) -m "not full"
+
+test-rest: $(STAMP) ## the full tier's own tests (marked `full`): full-data training, Ray, other arithmetic paths, audits
+	$(PYTEST) -m full
+
+test-full: $(STAMP) ## both tiers, each test once: the quick tier, then the rest (what CI runs)
+	$(MAKE) test
+	$(MAKE) test-rest
+
+coverage: $(STAMP) ## statement coverage of src/dprepro by both tiers (subprocesses and Ray workers included)
+	rm -rf .coverage-data && mkdir -p .coverage-data
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage run -m pytest -p no:cacheprovider -q
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage combine -q
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage report | tail -1
 
 # What the image must show by itself: its packages are the lock's, the CLI, specs, data, model and GPU-ready ops,
 # a run end to end, the audit statistics and sweep files. The numerics (engines, accounting, compare, fuzzing,
@@ -108,11 +128,8 @@ IMAGE_TESTS := tests/test_environment.py tests/test_cli.py tests/test_spec.py te
   tests/test_pipeline.py tests/test_gpu_ready.py tests/test_citation.py tests/audit/test_bounds.py \
   tests/audit/test_fdp.py tests/audit/test_membership.py tests/sweep/test_sweep_spec.py
 
-test-container: $(STAMP) ## the image's own check (no `slow`, no `long`), as CI runs it in the image
-	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not long" $(IMAGE_TESTS)
-
-test-slow: $(STAMP) ## the slow tests only (full-data training)
-	$(BIN)/python -m pytest -m slow
+test-container: $(STAMP) ## the image's own check (the quick tier of IMAGE_TESTS), as CI runs it in the image
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=5 -m "not full" $(IMAGE_TESTS)
 
 tensorboard: $(STAMP) ## serve your runs (runs/) and the pinned ones (results/) on http://localhost:$(PORT)
 	@mkdir -p runs
@@ -144,5 +161,5 @@ docker-ci: ## build the Dockerfile on a local base with a private dockerd and ru
 	bash scripts/ci-docker.sh
 
 clean: ## remove runs/, caches and the venv (never data/ or results/)
-	rm -rf runs $(VENV) .pytest_cache build src/*.egg-info
+	rm -rf runs $(VENV) .pytest_cache .coverage-data build src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

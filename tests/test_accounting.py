@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from conftest import EXPERIMENTS, run_cli
+from conftest import EXPERIMENTS, run_cli_in_process
 from dprepro import accounting
 from dprepro.spec import load_spec
 
@@ -214,8 +214,10 @@ def test_nonprivate_spec_has_no_block():
     assert accounting.epsilon_block(spec) is None and accounting.epsilon_curve(spec) == {}
 
 
-@pytest.mark.parametrize("name", ["rdp_legacy", "rdp", "pld"])
+@pytest.mark.parametrize("name", ["rdp_legacy", "rdp", pytest.param("pld", marks=pytest.mark.full)])
 def test_calibration_round_trip(name):
+    """pld's search takes 40 s (a PLD per step of the bisection): full tier; the quick tier calibrates
+    with pld in test_calibrate_a_small_reachable_target."""
     spec = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")
     sigma = accounting.calibrate(spec, 1.0, name)
     got = accounting.epsilons(60000, 250, sigma, 3, 1e-5)[name]["epsilon"]
@@ -223,7 +225,7 @@ def test_calibration_round_trip(name):
 
 
 def test_cli_epsilon_table():
-    proc = run_cli("epsilon", EXPERIMENTS / "tutorial-15ep.yaml", EXPERIMENTS / "nonprivate-3ep.yaml",
+    proc = run_cli_in_process("epsilon", EXPERIMENTS / "tutorial-15ep.yaml", EXPERIMENTS / "nonprivate-3ep.yaml",
                    EXPERIMENTS / "tutorial-5ep.yaml")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -239,14 +241,14 @@ def test_cli_epsilon_table():
 
 
 def test_cli_epsilon_json_and_curve():
-    proc = run_cli("epsilon", "--json", "--epochs-range", EXPERIMENTS / "tutorial-3ep.yaml")
+    proc = run_cli_in_process("epsilon", "--json", "--epochs-range", EXPERIMENTS / "tutorial-3ep.yaml")
     rows = json.loads(proc.stdout)
     assert rows[0]["epsilon"]["accountants"]["rdp"]["epsilon"] == pytest.approx(0.5631726, rel=1e-6)
     assert len(rows[0]["curve"]["pld"]) == 3
 
 
 def test_cli_calibrate():
-    proc = run_cli("calibrate", "--target-epsilon", "1.18", "--accountant", "rdp_legacy",
+    proc = run_cli_in_process("calibrate", "--target-epsilon", "1.18", "--accountant", "rdp_legacy",
                    EXPERIMENTS / "tutorial-15ep.yaml")
     assert proc.returncode == 0, proc.stderr
     sigma = float(proc.stdout.split("noise_multiplier ")[1].split()[0])
@@ -254,7 +256,7 @@ def test_cli_calibrate():
 
 
 def test_cli_calibrate_bad_target():
-    proc = run_cli("calibrate", "--target-epsilon", "-1", EXPERIMENTS / "tutorial-3ep.yaml")
+    proc = run_cli_in_process("calibrate", "--target-epsilon", "-1", EXPERIMENTS / "tutorial-3ep.yaml")
     assert proc.returncode == 2 and proc.stderr.strip() == "--target-epsilon: must be positive, got -1.0"
 
 
@@ -262,11 +264,11 @@ def test_cli_zero_noise_reports_infinity(write_spec):
     raw = __import__("conftest").raw_spec("tutorial-3ep")
     raw["privacy"]["noise_multiplier"] = 0.0
     path = write_spec(raw)
-    proc = run_cli("epsilon", path)
+    proc = run_cli_in_process("epsilon", path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(" inf ") == 5 and "of record (smallest that holds): statement_once_per_epoch inf" \
         in proc.stdout
-    rows = json.loads(run_cli("epsilon", "--json", path).stdout)
+    rows = json.loads(run_cli_in_process("epsilon", "--json", path).stdout)
     assert {v["epsilon"] for v in rows[0]["epsilon"]["accountants"].values()} == {"inf"}
 
 
@@ -274,7 +276,7 @@ def test_cli_zero_noise_reports_infinity(write_spec):
 # traceback. A target any accountant can reach gets its answer; one it cannot is one line, exit 2.
 def test_calibrate_a_small_reachable_target():
     """epsilon 0.005 over the 15-epoch Poisson schedule needs noise ~239 (PLD), beyond the old bracket."""
-    proc = run_cli("calibrate", "--target-epsilon", "0.005", "--accountant", "pld",
+    proc = run_cli_in_process("calibrate", "--target-epsilon", "0.005", "--accountant", "pld",
                    EXPERIMENTS / "tutorial-15ep-poisson.yaml")
     assert proc.returncode == 0, proc.stderr
     sigma = float(proc.stdout.split("noise_multiplier ")[1].split()[0])
@@ -287,11 +289,11 @@ def test_calibrate_a_small_reachable_target():
 def test_calibrate_an_unreachable_target_is_one_line():
     """RDP over tf-privacy's orders (largest 512) cannot go below ~0.008 at any noise: the target
     0.005 is refused in one line naming the flag, and the line points to the accountant that can."""
-    proc = run_cli("calibrate", "--target-epsilon", "0.005", EXPERIMENTS / "tutorial-15ep-poisson.yaml")
+    proc = run_cli_in_process("calibrate", "--target-epsilon", "0.005", EXPERIMENTS / "tutorial-15ep-poisson.yaml")
     assert proc.returncode == 2 and proc.stdout == ""
     line, = proc.stderr.strip().splitlines()
     assert line.startswith("--target-epsilon: epsilon 0.005 is out of reach") and "pld" in line
-    proc = run_cli("calibrate", "--target-epsilon", "1e9", EXPERIMENTS / "tutorial-15ep-poisson.yaml")
+    proc = run_cli_in_process("calibrate", "--target-epsilon", "1e9", EXPERIMENTS / "tutorial-15ep-poisson.yaml")
     assert proc.returncode == 2 and "below 0.01" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 

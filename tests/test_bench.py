@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli_in_process
 
 FAST_PHASES = ("forward+backward", "per-layer norms", "clip factors", "clipped sum", "noise",
                "optimizer", "full step", "sum of phases")
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_bench_runs_and_writes_json(tmp_path):
-    proc = run_cli("bench", "experiments/smoke.yaml", "--steps", "3", "--repeats", "2",
+    proc = run_cli_in_process("bench", "experiments/smoke.yaml", "--steps", "3", "--repeats", "2",
                    "--tutorial-steps", "1", "--no-epoch", "--label", "ci", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "ci.json").read_text())
@@ -34,11 +34,11 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert "ratio" in proc.stdout and "fast step, ms:" in proc.stdout
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_bench_paths_writes_one_record_per_path(tmp_path):
-    proc = run_cli("bench", "experiments/smoke.yaml", "--paths", "--engines", "none", "fast",
+    proc = run_cli_in_process("bench", "experiments/smoke.yaml", "--paths", "--engines", "none", "fast",
                    "--steps", "2", "--repeats", "1", "--no-epoch", "--no-breakdown",
-                   "--label", "ci", "--out", tmp_path, timeout=900)
+                   "--label", "ci", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     combined = json.loads((tmp_path / "ci-paths.json").read_text())
     assert list(combined["paths"]) == ["default", "onednn-avx2", "onednn-off"]
@@ -52,19 +52,19 @@ def test_bench_paths_writes_one_record_per_path(tmp_path):
 
 
 def test_bench_bad_steps_is_exit_2():
-    proc = run_cli("bench", "--steps", "0")
+    proc = run_cli_in_process("bench", "--steps", "0")
     assert proc.returncode == 2 and proc.stderr.strip() == "--steps: must be >= 1, got 0"
 
 
 def test_bench_unknown_row_is_exit_2():
-    proc = run_cli("bench", "--engines", "none", "turbo")
+    proc = run_cli_in_process("bench", "--engines", "none", "turbo")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("--engines: each of anchor none fast fast-poisson vectorized vectorized-poisson "
                                    "tutorial at most once, got none turbo")
 
 
 def test_bench_batch_size_out_of_range_is_exit_2():
-    proc = run_cli("bench", "experiments/smoke.yaml", "--batch-size", "2501")
+    proc = run_cli_in_process("bench", "experiments/smoke.yaml", "--batch-size", "2501")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "--batch-size: must be from 1 to 2500 (the training set), got 2501"
 

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import DATA, EXPERIMENTS, run_cli
+from conftest import DATA, EXPERIMENTS, run_cli_in_process
 from dprepro import data
 from dprepro.errors import InputError
 
@@ -60,7 +60,7 @@ def test_corrupted_file_via_cli_is_exit_2_one_line(copy_of_data, tmp_path):
     content[1000] ^= 0xFF  # one flipped byte
     target.write_bytes(bytes(content))
     out = tmp_path / "out"
-    proc = run_cli("run", EXPERIMENTS / "smoke.yaml", "--data-dir", copy_of_data, "--out", out, "--logdir", out)
+    proc = run_cli_in_process("run", EXPERIMENTS / "smoke.yaml", "--data-dir", copy_of_data, "--out", out, "--logdir", out)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"{target}: corrupted MNIST file: sha256 ")
@@ -79,7 +79,7 @@ def test_data_dir_order(monkeypatch, tmp_path):
 def test_env_var_is_used_by_the_cli(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = run_cli("run", EXPERIMENTS / "smoke.yaml", "--out", tmp_path / "o", "--logdir", tmp_path / "o",
+    proc = run_cli_in_process("run", EXPERIMENTS / "smoke.yaml", "--out", tmp_path / "o", "--logdir", tmp_path / "o",
                    env={data.ENV_VAR: str(empty)})
     assert proc.returncode == 2 and proc.stderr.strip().startswith(f"{empty}/train-images-idx3-ubyte.gz: MNIST file missing")
 

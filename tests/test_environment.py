@@ -76,10 +76,11 @@ def test_installed_packages_are_the_locked_versions():
     assert not wrong, f"installed versions differ from requirements.lock (locked, installed): {wrong}"
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_a_wheel_with_another_hash_stops_the_install(tmp_path):
     """pip, given the lock's entry for absl-py, downloads it; given the same entry with one hash
-    digit changed, refuses the same file (what a substituted or corrupted wheel meets)."""
+    digit changed, refuses the same file (what a substituted or corrupted wheel meets). It needs the
+    package index: full tier (so not in the image's own run)."""
     version, hashes = lock_entries()["absl-py"]
     good = f"absl-py=={version} " + " ".join(f"--hash=sha256:{h}" for h in hashes)
     bad = f"absl-py=={version} " + " ".join(f"--hash=sha256:{'0' if h[0] != '0' else '1'}{h[1:]}" for h in hashes)

@@ -110,11 +110,12 @@ def test_load_data_gives_the_model_its_inputs(tmp_path, monkeypatch):
     np.testing.assert_array_equal(pixels.y_train, data.y_train)
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_a_scatternet_spec_runs_and_its_model_evaluates_exactly(write_spec, tmp_path):
     """`dprepro run` on a ScatterNet spec (smoke scale): features computed (and cached), the head
-    trained with DP-SGD, and `dprepro evaluate` rebuilds it on the same features: EXACT."""
-    from conftest import run_cli
+    trained with DP-SGD, and `dprepro evaluate` rebuilds it on the same features: EXACT. (The
+    scattering of 2,500 images takes most of its 20 s: full tier.)"""
+    from conftest import run_cli_in_process
 
     raw = raw_spec("smoke")
     raw.update(name="smoke-scatternet")
@@ -124,7 +125,7 @@ def test_a_scatternet_spec_runs_and_its_model_evaluates_exactly(write_spec, tmp_
     raw["training"].update(momentum=0.9)
     spec = write_spec(raw, "smoke-scatternet.yaml")
     env = {"DPREPRO_CACHE_DIR": str(tmp_path / "cache")}
-    proc = run_cli("run", spec, "--out", tmp_path, "--logdir", tmp_path, env=env)
+    proc = run_cli_in_process("run", spec, "--out", tmp_path, "--logdir", tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ScatterNet of the 2500 train images" in proc.stderr
     result = json.loads((tmp_path / "smoke-scatternet" / "v1" / "result.json").read_text())
@@ -133,10 +134,10 @@ def test_a_scatternet_spec_runs_and_its_model_evaluates_exactly(write_spec, tmp_
     block = result["epsilon"]
     assert len(block["releases"]) == 2 and not block["accountants"]["statement_once_per_epoch"]["holds_for_this_run"]
     assert "not what was released privately" in block["accountants"]["statement_once_per_epoch"]["label"]
-    evaluated = run_cli("evaluate", tmp_path / "smoke-scatternet" / "v1" / "result.json", env=env)
+    evaluated = run_cli_in_process("evaluate", tmp_path / "smoke-scatternet" / "v1" / "result.json", env=env)
     assert evaluated.returncode == 0 and "EXACT" in evaluated.stdout, evaluated.stdout + evaluated.stderr
     assert "ScatterNet of" not in evaluated.stderr                  # the cached features
-    audit = run_cli("audit", spec, "--out", tmp_path / "audit", env=env)   # not built for features yet: said
+    audit = run_cli_in_process("audit", spec, "--out", tmp_path / "audit", env=env)   # not built for features yet: said
     assert audit.returncode == 2 and audit.stderr.strip().splitlines()[-1] == (
         f"{spec}: data.features: the audit puts canary images into the training set and does not turn them "
         f"into scatternet features yet; audit a spec trained on pixels")
@@ -291,12 +292,11 @@ def test_fast_step_through_the_fixed_projection_equals_tf_privacy(two_hundred):
         np.testing.assert_allclose(f, v, atol=1e-6, rtol=0)
 
 
-@pytest.mark.long
 def test_a_dp_pca_spec_runs_and_evaluates_exactly(write_spec, tmp_path):
     """`dprepro run` on Abadi et al.'s setup at smoke scale (DP-PCA to 60 dimensions, MLP, linear
     learning-rate decay): the release is composed into the ε block, the projection travels in
     model.npz, and `dprepro evaluate` gives the recorded numbers exactly."""
-    from conftest import run_cli
+    from conftest import run_cli_in_process
 
     raw = raw_spec("smoke")
     raw.update(name="smoke-dp-pca")
@@ -305,11 +305,11 @@ def test_a_dp_pca_spec_runs_and_evaluates_exactly(write_spec, tmp_path):
     raw["training"].update(learning_rate=0.1, learning_rate_schedule="linear", final_learning_rate=0.052)
     raw["privacy"].update(l2_norm_clip=4.0, noise_multiplier=4.0)
     spec = write_spec(raw, "smoke-dp-pca.yaml")
-    proc = run_cli("run", spec, "--out", tmp_path, "--logdir", tmp_path)
+    proc = run_cli_in_process("run", spec, "--out", tmp_path, "--logdir", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "smoke-dp-pca" / "v1" / "result.json").read_text())
     assert len(result["epsilon"]["releases"]) == 1 and result["test_accuracy"]["mean"] > 0.3
-    evaluated = run_cli("evaluate", tmp_path / "smoke-dp-pca" / "v1" / "result.json")
+    evaluated = run_cli_in_process("evaluate", tmp_path / "smoke-dp-pca" / "v1" / "result.json")
     assert evaluated.returncode == 0 and "EXACT" in evaluated.stdout, evaluated.stdout + evaluated.stderr
 
 

@@ -2,11 +2,14 @@
 targets collect tests, every writer goes through the one atomic writer."""
 
 import ast
+import itertools
 import re
 import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
+
+import pytest
 
 from conftest import ROOT
 
@@ -38,12 +41,27 @@ def test_every_imported_package_is_declared():
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
 
 
-def test_make_test_slow_collects_tests():
-    """Defect 4: `make test-slow` selected no test (nothing was marked slow), so pytest exited 5."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:cacheprovider"],
+def recipe(target: str) -> str:
+    """The recipe lines of one Makefile target."""
+    lines = (ROOT / "Makefile").read_text().split(f"\n{target}:", 1)[1].splitlines()[1:]
+    return "\n".join(line for line in itertools.takewhile(lambda ln: ln.startswith("\t"), lines))
+
+
+@pytest.mark.full
+def test_the_two_tiers_split_the_suite_and_each_collects_tests():
+    """`make test` runs the tests not marked `full`, `make test-rest` those marked `full`, and CI runs
+    both, in that order: every test once. Each tier selects tests (defect 4 of 0.5.0: `make test-slow`
+    selected none, so pytest exited 5)."""
+    assert '$(PYTEST) -m "not full"' in recipe("test") and "$(PYTEST) -m full" in recipe("test-rest")
+    assert "$(MAKE) test\n\t$(MAKE) test-rest" in recipe("test-full")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("make test\n") < ci.index("make test-rest\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "full", "--collect-only", "-q", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert re.search(r"^(\d+)/\d+ tests collected", proc.stdout, re.M), proc.stdout[-500:]
+    selected, total, deselected = map(int, re.search(r"^(\d+)/(\d+) tests collected \((\d+) deselected\)",
+                                                     proc.stdout, re.M).groups())
+    assert selected > 0 and deselected > 0 and selected + deselected == total, proc.stdout[-500:]
 
 
 def test_every_writer_uses_the_atomic_writer():

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import EXPERIMENTS, raw_spec, run_cli
+from conftest import EXPERIMENTS, raw_spec, run_cli, run_cli_in_process
 from dprepro.files import write_json as write_json_atomic
 
 SMOKE = EXPERIMENTS / "smoke.yaml"
@@ -64,7 +64,7 @@ def test_tensorboard_scalars_and_hparams(smoke_runs):
 
 
 def test_nonprivate_override_is_rejected_without_training(tmp_path):
-    proc = run_cli("run", SMOKE, "--engine", "none", "--out", tmp_path / "o", "--logdir", tmp_path / "o")
+    proc = run_cli_in_process("run", SMOKE, "--engine", "none", "--out", tmp_path / "o", "--logdir", tmp_path / "o")
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("engine.name: engine 'none' trains without privacy but privacy.enabled is true")
     assert not (tmp_path / "o").exists()
@@ -84,10 +84,10 @@ def test_infinite_epsilon_is_written_as_text(tmp_path):
     assert json.loads((tmp_path / "x.json").read_text()) == {"epsilon": "inf"}
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_engine_override_gets_its_own_files(tmp_path):
-    """The tutorial's own engine end to end (10 slow steps); written beside, not over, the default."""
-    proc = run_cli("run", SMOKE, "--engine", "tutorial", "--out", tmp_path, "--logdir", tmp_path / "logs")
+    """The tutorial's own engine end to end (10 slow steps, 40 s); written beside, not over, the default."""
+    proc = run_cli_in_process("run", SMOKE, "--engine", "tutorial", "--out", tmp_path, "--logdir", tmp_path / "logs")
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "smoke" / "v1" / "result-tutorial.json").read_text())
     assert r["run"]["engine"] == "tutorial" and r["seeds"][0]["steps"] == 10
@@ -100,7 +100,7 @@ def test_nonprivate_run_end_to_end(write_spec, tmp_path):
     """The smoke data with plain SGD: no epsilon block, a note saying so, no epsilon scalars."""
     raw = raw_spec("smoke")
     raw.update(name="smoke-nonprivate", privacy={"enabled": False}, engine={"name": "none"})
-    proc = run_cli("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
+    proc = run_cli_in_process("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
     assert proc.returncode == 0, proc.stderr
     assert "non-private (no epsilon)" in proc.stdout
     r = json.loads((tmp_path / "smoke-nonprivate" / "v1" / "result.json").read_text())
@@ -110,8 +110,11 @@ def test_nonprivate_run_end_to_end(write_spec, tmp_path):
     assert not [t for t in EventAccumulator(str(event_file)).Reload().Tags()["tensors"] if t.startswith("epsilon/")]
 
 
+@pytest.mark.full
 def test_xla_run_end_to_end(write_spec, tmp_path):
-    """XLA on: the run works (op determinism off, said on stderr and in the result)."""
+    """XLA on: the run works (op determinism off, said on stderr and in the result). A process of its
+    own: op determinism, once on in a process (as in this one), stays on, and XLA has no deterministic
+    MaxPool gradient."""
     raw = raw_spec("smoke")
     raw["engine"]["use_xla"] = True
     proc = run_cli("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
@@ -158,7 +161,7 @@ def test_poisson_run_end_to_end(write_spec, tmp_path):
     path = write_spec(raw)
     runs = []
     for engine_name, out in (("fast", tmp_path / "a"), ("fast", tmp_path / "b"), ("vectorized", tmp_path / "c")):
-        proc = run_cli("run", path, "--engine", engine_name, "--out", out, "--logdir", out / "logs")
+        proc = run_cli_in_process("run", path, "--engine", engine_name, "--out", out, "--logdir", out / "logs")
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append((proc, json.loads(next(out.glob("smoke-poisson/v1/result*.json")).read_text())))
     proc, r = runs[0]
@@ -192,7 +195,7 @@ def test_batch_that_does_not_divide_n_is_accounted_as_trained(write_spec, tmp_pa
     raw = raw_spec("smoke")
     raw["training"]["batch_size"] = 240
     raw["privacy"]["num_microbatches"] = 240
-    proc = run_cli("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
+    proc = run_cli_in_process("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "smoke" / "v1" / "result.json").read_text())
     assert r["seeds"][0]["steps"] == r["epsilon"]["steps"] == r["epsilon"]["accountants"]["rdp"]["steps"] == 10

@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import run_cli_in_process
 from dprepro.spec import ENGINE_VERSIONS
 
 
@@ -11,7 +11,7 @@ def test_report_from_a_real_result(smoke_runs, tmp_path):
     results = tmp_path / "results"
     (results / "smoke" / "v1").mkdir(parents=True)
     shutil.copy(smoke_runs[0][0] / "smoke" / "v1" / "result.json", results / "smoke" / "v1" / "result.json")
-    proc = run_cli("report", "--results", results)
+    proc = run_cli_in_process("report", "--results", results)
     assert proc.returncode == 0, proc.stderr
     text = (results / "README.md").read_text()
     acc = smoke_runs[0][2]["test_accuracy"]["mean"]
@@ -27,7 +27,7 @@ def test_report_from_a_real_result(smoke_runs, tmp_path):
 
 
 def test_report_without_results_is_exit_2(tmp_path):
-    proc = run_cli("report", "--results", tmp_path)
+    proc = run_cli_in_process("report", "--results", tmp_path)
     assert proc.returncode == 2 and "no pinned result files" in proc.stderr
 
 
@@ -44,7 +44,7 @@ def test_report_shows_the_pinned_audit_and_the_sweep_frontier(tmp_path):
     cell = Path("sweeps") / "frontier" / "v1" / "frontier-eps4" / "v1" / "audit-whitebox.json"  # beside a sweep cell
     (results / cell).parent.mkdir(parents=True)
     shutil.copy(pinned / cell, results / cell)
-    proc = run_cli("report", "--results", results)
+    proc = run_cli_in_process("report", "--results", results)
     assert proc.returncode == 0, proc.stderr
     text = (results / "README.md").read_text()
     cell_audit = json.loads((pinned / cell).read_text())["summary"]
@@ -83,7 +83,7 @@ def test_report_puts_a_reproduction_beside_its_paper(tmp_path):
     for name in ("tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson"):
         (results / name / "v1").mkdir(parents=True)
         shutil.copy(pinned / name / "v1" / "result.json", results / name / "v1" / "result.json")
-    proc = run_cli("report", "--results", results)
+    proc = run_cli_in_process("report", "--results", results)
     assert proc.returncode == 0, proc.stderr
     lines = (results / "README.md").read_text().splitlines()
     assert "## Reproductions of published results" in lines
@@ -124,7 +124,7 @@ def test_report_shows_the_tuned_frontier(tmp_path):
                 shutil.copy(pinned / name / "v1" / "result.json", results / name / "v1" / "result.json")
                 names[name] = (choice["target"], search)
     assert len(names) >= 8
-    proc = run_cli("report", "--results", results)
+    proc = run_cli_in_process("report", "--results", results)
     assert proc.returncode == 0, proc.stderr
     lines = (results / "README.md").read_text().splitlines()
     assert "## Tuned frontier" in lines and "![tuned frontier](figures/tuned_frontier.png)" in lines

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CLI, raw_spec, run_cli
+from conftest import CLI, raw_spec, run_cli, run_cli_in_process
 from dprepro.training import checkpoint
 
 
@@ -48,7 +48,7 @@ def folder(out, name="smoke-resume"):
     return out / name / "v1"
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_kill_9_then_rerun_equals_an_uninterrupted_run(write_spec, tmp_path):
     """Seed 1 is killed (SIGKILL) right after its first checkpoint; the rerun keeps seed 0,
     resumes seed 1 after epoch 1, and ends with the uninterrupted run's histories and weights, bit
@@ -56,7 +56,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(write_spec, tmp_path):
     schedule; tanh), which the resumed optimizer must pick up where it stopped."""
     spec = smoke3(write_spec, model={"activation": "tanh"},
                   training={"momentum": 0.9, "learning_rate_schedule": "linear", "final_learning_rate": 0.05})
-    full = run_cli("run", spec, "--out", tmp_path / "full", "--logdir", tmp_path / "full")
+    full = run_cli_in_process("run", spec, "--out", tmp_path / "full", "--logdir", tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]
 
     cut = tmp_path / "cut"
@@ -87,18 +87,18 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(write_spec, tmp_path):
     assert not list(cut.rglob("*.tmp"))
 
     # the saved models give the recorded numbers exactly
-    evaluated = run_cli("evaluate", folder(cut) / "result.json")
+    evaluated = run_cli_in_process("evaluate", folder(cut) / "result.json")
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     assert evaluated.stdout.count("EXACT") == 2
     recorded = json.loads((folder(cut) / "result.json").read_text())["seeds"][1]["model"]
     assert recorded["sha256"] == __import__("hashlib").sha256(
         (folder(cut) / "seed-1" / "model.npz").read_bytes()).hexdigest()
     np.savez(folder(cut) / "seed-1" / "model.npz", *[w + 1e-3 for w in weights(folder(cut) / "seed-1" / "model.npz")])
-    tampered = run_cli("evaluate", folder(cut) / "result.json")
+    tampered = run_cli_in_process("evaluate", folder(cut) / "result.json")
     assert tampered.returncode == 2 and "is not the recorded" in tampered.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_a_second_run_into_the_same_folder_stops_and_touches_nothing(write_spec, tmp_path):
     spec = smoke3(write_spec, seeds=(0,))
     out = tmp_path / "out"
@@ -139,12 +139,12 @@ def test_cli_refuses_a_foreign_checkpoint_and_restart_discards_it(write_spec, tm
     spec = write_spec(raw)
     seed_dir = tmp_path / "smoke" / "v1" / "seed-0"
     checkpoint.save(seed_dir, checkpoint.identity("f" * 64, "fast", 4, 0), 1, [np.ones(3)], [], {})
-    proc = run_cli("run", spec, "--out", tmp_path, "--logdir", tmp_path)
+    proc = run_cli_in_process("run", spec, "--out", tmp_path, "--logdir", tmp_path)
     assert proc.returncode == 2 and "checkpoint of another run: spec_sha256" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(str(seed_dir / checkpoint.FILE) + ": checkpoint of")
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "smoke" / "v1" / "result.json").exists()
-    proc = run_cli("run", spec, "--out", tmp_path, "--logdir", tmp_path, "--restart")
+    proc = run_cli_in_process("run", spec, "--out", tmp_path, "--logdir", tmp_path, "--restart")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (seed_dir / checkpoint.FILE).exists() and (seed_dir / "model.npz").exists()
 
@@ -177,14 +177,13 @@ def test_a_lock_of_another_host_is_never_taken_over(tmp_path):
 def test_an_unwritable_output_folder_is_one_line_before_any_training(write_spec, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    proc = run_cli("run", write_spec(raw_spec("smoke")), "--out", blocker / "out", "--logdir", tmp_path / "logs")
+    proc = run_cli_in_process("run", write_spec(raw_spec("smoke")), "--out", blocker / "out", "--logdir", tmp_path / "logs")
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert "cannot write: Not a directory" in line and "Traceback" not in proc.stderr
     assert not (tmp_path / "logs").exists()
 
 
-@pytest.mark.long
 def test_a_full_output_folder_leaves_no_partial_result_and_keeps_the_seeds(write_spec, tmp_path):
     """`--out` on a 4 KiB tmpfs (one page): the lock fits, the result file does not. One line,
     exit 2, no result.json and no temporary file in OUT, the seed's seed.json and model kept."""
@@ -194,7 +193,7 @@ def test_a_full_output_folder_leaves_no_partial_result_and_keeps_the_seeds(write
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
-        proc = run_cli("run", write_spec(raw_spec("smoke")), "--out", full, "--logdir", tmp_path / "logs")
+        proc = run_cli_in_process("run", write_spec(raw_spec("smoke")), "--out", full, "--logdir", tmp_path / "logs")
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
         line = proc.stderr.strip().splitlines()[-1]
         assert "cannot write: No space left on device" in line and "Traceback" not in proc.stderr

@@ -56,7 +56,14 @@ def mutate(path, value, raw=None):
     return raw
 
 
-DELETE = object()
+class _Delete:
+    """The marker "remove this field" (its name in test ids, the same in every pytest process)."""
+
+    def __repr__(self):
+        return "DELETE"
+
+
+DELETE = _Delete()
 BAD = [
     # (field to change, new value, field named in the error, words in the error)
     ("training.epocs", 3, "training.epocs", "unknown field"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import DATA, raw_spec, run_cli, typed
+from conftest import DATA, raw_spec, run_cli_in_process, typed
 from dprepro import accounting
 from dprepro.data import load_mnist
 from dprepro.errors import InputError
@@ -54,7 +54,7 @@ def test_a_run_scores_its_validation_examples_every_epoch(write_spec, tmp_path):
     raw["name"] = "smoke-validation"
     raw["data"].update(train_examples=2000, validation_examples=1000)
     raw["training"]["epochs"] = 2
-    proc = run_cli("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path)
+    proc = run_cli_in_process("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "validation acc" in proc.stdout
     result = json.loads((tmp_path / "smoke-validation" / "v1" / "result.json").read_text())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import raw_spec, run_cli
+from conftest import raw_spec, run_cli_in_process
 
 M = 200   # canaries
 
@@ -28,10 +28,10 @@ def audit_spec(write_spec):
 
 
 def audit(spec, out, *extra):
-    return run_cli("audit", spec, "--canaries", M, "--out", out, "--logdir", out / "logs", *extra)
+    return run_cli_in_process("audit", spec, "--canaries", M, "--out", out, "--logdir", out / "logs", *extra)
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_dp_run_passes_the_bug_check_and_the_attack_has_power(audit_spec, tmp_path):
     proc = audit(audit_spec, tmp_path, "--power")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -64,7 +64,7 @@ def test_dp_run_passes_the_bug_check_and_the_attack_has_power(audit_spec, tmp_pa
         assert {"audit/epsilon_lower_bound", "audit/mia_auc", "audit/mia_tpr_at_fpr_0.001"} <= set(tags)
 
 
-@pytest.mark.long
+@pytest.mark.full
 def test_a_planted_bug_is_caught(audit_spec, tmp_path):
     proc = audit(audit_spec, tmp_path, "--plant-bug")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -83,7 +83,7 @@ def test_a_planted_bug_is_caught(audit_spec, tmp_path):
     (("--held-out", "59900"), "--held-out: 59900 held out leaves 100 training examples, fewer than"),
 ])
 def test_bad_audit_input_is_one_line_and_writes_nothing(audit_spec, tmp_path, args, field):
-    proc = run_cli("audit", audit_spec, *args, "--out", tmp_path / "out", "--logdir", tmp_path / "logs")
+    proc = run_cli_in_process("audit", audit_spec, *args, "--out", tmp_path / "out", "--logdir", tmp_path / "logs")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and field in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
 
@@ -131,5 +131,5 @@ def test_the_held_out_images_are_a_random_part_of_the_training_file():
 
 def test_plant_bug_needs_a_claim(tmp_path):
     from conftest import EXPERIMENTS
-    proc = run_cli("audit", EXPERIMENTS / "nonprivate-3ep.yaml", "--plant-bug", "--out", tmp_path / "out")
+    proc = run_cli_in_process("audit", EXPERIMENTS / "nonprivate-3ep.yaml", "--plant-bug", "--out", tmp_path / "out")
     assert proc.returncode == 2 and "privacy.enabled" in proc.stderr and not (tmp_path / "out").exists()

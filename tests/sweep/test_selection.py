@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from conftest import EXPERIMENTS, raw_spec, run_cli, typed
+from conftest import EXPERIMENTS, raw_spec, run_cli, run_cli_in_process, typed
 from dprepro import accounting
 from dprepro.errors import InputError
 from dprepro.spec import load_spec
@@ -72,25 +72,26 @@ def test_a_refit_refuses_a_split_that_is_not_the_whole_file():
 
 
 def test_select_refuses_a_sweep_without_validation_examples(tmp_path):
-    proc = run_cli("select", tuning_files(tmp_path, validation=False), "--out", tmp_path)
+    proc = run_cli_in_process("select", tuning_files(tmp_path, validation=False), "--out", tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().endswith(
         "has no data.validation_examples: a sweep chooses on validation examples, never on the test set")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "sweeps").exists()
 
 
 def test_select_before_the_sweep_ran_names_the_missing_result(tmp_path):
-    proc = run_cli("select", tuning_files(tmp_path), "--out", tmp_path)
+    proc = run_cli_in_process("select", tuning_files(tmp_path), "--out", tmp_path)
     assert proc.returncode == 2 and "no result of cell tiny-tune-eps2-learning_rate0.01" in proc.stderr
     assert not (tmp_path / "sweeps" / "tiny-tune" / "v1" / "selection.json").exists()
 
 
-@pytest.mark.long
+@pytest.mark.full
+@pytest.mark.xdist_group("ray")       # one pytest worker starts every Ray cluster: `ray stop` ends them all
 def test_a_tuning_sweep_chooses_on_validation_and_writes_pinnable_specs(tmp_path):
     path = tuning_files(tmp_path)
     out = tmp_path / "out"
     proc = run_cli("sweep", path, "--out", out, "--logdir", out, "--cpus-per-run", "1", env=QUIET, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_cli("select", path, "--out", out, "--write-specs", tmp_path / "tuned", "--record", tmp_path / "record")
+    proc = run_cli_in_process("select", path, "--out", out, "--write-specs", tmp_path / "tuned", "--record", tmp_path / "record")
     assert proc.returncode == 0, proc.stderr[-3000:]
     chosen = json.loads((out / "sweeps" / "tiny-tune" / "v1" / "selection.json").read_text())["choices"]
     assert json.loads((tmp_path / "record" / "sweeps" / "tiny-tune" / "v1" / "selection.json").read_text())["choices"] == chosen

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import CLI, EXPERIMENTS
 
-pytestmark = pytest.mark.long
+pytestmark = [pytest.mark.full, pytest.mark.xdist_group("ray")]   # one pytest worker runs every Ray test
 QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 

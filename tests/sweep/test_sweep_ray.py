@@ -12,7 +12,7 @@ import yaml
 
 from conftest import CLI, DATA, EXPERIMENTS, run_cli
 
-pytestmark = pytest.mark.long
+pytestmark = [pytest.mark.full, pytest.mark.xdist_group("ray")]   # one pytest worker runs every Ray test
 RAY = CLI.with_name("ray")
 QUIET = {"RAY_USAGE_STATS_ENABLED": "0"}
 

@@ -136,7 +136,9 @@ def test_a_batch_size_axis_keeps_the_bases_examples_per_microbatch(tmp_path):
     assert both.cells[0].spec.microbatch_size == 2          # named on the grid: as written
 
 
+@pytest.mark.full
 def test_the_tuned_frontier_search_expands_and_holds_validation_examples_out():
+    """54 cells, each calibrated (14 s): full tier; the frontier's expansion is in the quick one."""
     sweep = load_sweep(EXPERIMENTS / "sweeps" / "tuned-scatternet-linear.yaml")
     assert len(sweep.cells) == 54 and sweep.base.data.validation_examples == 5000
     assert {c.spec.train_examples for c in sweep.cells} == {55000} and all(c.spec.poisson for c in sweep.cells)
