@@ -103,7 +103,8 @@ epsilon: $(STAMP) ## print every accountant's epsilon for every private spec
 # Each prints its 15 slowest tests. WORKERS=N runs N pytest processes (pytest-xdist; tests that start
 # Ray clusters stay in one of them); the default is what CI uses.
 WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest --durations=15 $(if $(filter-out 1,$(WORKERS)),-n $(WORKERS) --dist loadgroup)
+XDIST := $(if $(filter-out 1,$(WORKERS)),-n $(WORKERS) --dist loadgroup)
+PYTEST := $(BIN)/python -m pytest --durations=15 $(XDIST)
 
 test: $(STAMP) ## the quick tier: every test not marked `full` (the README's test command; CI runs it first)
 	$(PYTEST) -m "not full"
@@ -117,9 +118,9 @@ test-full: $(STAMP) ## both tiers, each test once: the quick tier, then the rest
 
 coverage: $(STAMP) ## statement coverage of src/dprepro by both tiers (subprocesses and Ray workers included)
 	rm -rf .coverage-data && mkdir -p .coverage-data
-	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage run -m pytest -p no:cacheprovider -q
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage run -m pytest -p no:cacheprovider -q $(XDIST)
 	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage combine -q
-	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage report | tail -1
+	COVERAGE_FILE=$(CURDIR)/.coverage-data/cov $(BIN)/python -m coverage report
 
 # What the image must show by itself: its packages are the lock's, the CLI, specs, data, model and GPU-ready ops,
 # a run end to end, the audit statistics and sweep files. The numerics (engines, accounting, compare, fuzzing,
