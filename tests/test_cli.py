@@ -49,3 +49,34 @@ def test_no_cuda_factory_errors_on_the_console():
         import pytest
         pytest.skip("this TensorFlow build prints no CUDA factory errors here: nothing to filter")
     assert "E external" not in proc.stderr
+
+
+def test_the_cli_in_this_process_says_what_the_console_script_says(tmp_path):
+    """Most tests call the CLI in the pytest process (conftest.run_cli_in_process) instead of starting
+    the console script: both give the same exit status, standard output and standard error, for a
+    result, for bad input and for a usage error; and the in-process call refuses another arithmetic
+    path, which only a fresh process can take."""
+    import pytest
+
+    from conftest import run_cli, run_cli_in_process
+
+    for args in (("epsilon", EXPERIMENTS / "smoke.yaml"),
+                 ("run", tmp_path / "no-such-spec.yaml", "--out", tmp_path / "out"),
+                 ("run", "--engine", "turbo", EXPERIMENTS / "smoke.yaml")):
+        console, here = run_cli(*args, cwd=tmp_path), run_cli_in_process(*args, cwd=tmp_path)
+        assert (here.returncode, here.stdout, here.stderr) == (console.returncode, console.stdout, console.stderr)
+    with pytest.raises(ValueError, match="arithmetic path"):
+        run_cli_in_process("epsilon", EXPERIMENTS / "smoke.yaml", env={"TF_ENABLE_ONEDNN_OPTS": "0"})
+
+
+def test_the_in_process_capture_takes_python_and_cpp_writes_in_order():
+    """What C++ code writes to file descriptors 1 and 2 (TensorFlow's log lines) is part of the
+    in-process call's output, in order with Python's, as a process's would be."""
+    from conftest import _captured_output
+
+    with _captured_output() as got:
+        print("python out")
+        os.write(1, b"c++ out\n")
+        os.write(2, b"c++ err\n")
+        print("python err", file=sys.stderr)
+    assert got == ["python out\nc++ out\n", "c++ err\npython err\n"]

@@ -55,7 +55,8 @@ def test_the_two_tiers_split_the_suite_and_each_collects_tests():
     assert '$(PYTEST) -m "not full"' in recipe("test") and "$(PYTEST) -m full" in recipe("test-rest")
     assert "$(MAKE) test\n\t$(MAKE) test-rest" in recipe("test-full")
     ci = (ROOT / ".ci" / "run").read_text()
-    assert ci.index("make test\n") < ci.index("make test-rest\n")
+    assert "\nmake test\n" in ci and "\nmake test-rest\n" in ci, "CI runs both tiers"
+    assert ci.index("\nmake test\n") < ci.index("\nmake test-rest\n"), "the quick tier first"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "full", "--collect-only", "-q", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
