@@ -132,6 +132,23 @@ def write_spec(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def mnist():
+    """All of MNIST, read and checked once per session (tests of the loader itself read their own)."""
+    from dprepro.data import load_mnist
+
+    return load_mnist(DATA)
+
+
+def first_examples(full, train_examples: int, test_examples: int):
+    """The first examples of `full`, as load_mnist(DATA, train_examples, test_examples) gives them
+    (the same values: the normalisation is per pixel)."""
+    import dataclasses
+
+    return dataclasses.replace(full, x_train=full.x_train[:train_examples], y_train=full.y_train[:train_examples],
+                               x_test=full.x_test[:test_examples], y_test=full.y_test[:test_examples])
+
+
+@pytest.fixture(scope="session")
 def smoke_runs(tmp_path_factory):
     """The smoke spec run twice with the same seed, each by the console script in a fresh process
     and into its own folder, once per session: [(out, proc, result)]. Tests that need a trained

@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import raw_spec, typed
+from conftest import first_examples, raw_spec, typed
 from dprepro.training import engines as engine
-from dprepro.data import load_mnist
 
 
 @pytest.fixture(scope="module")
-def batch():
-    data = load_mnist(__import__("conftest").DATA, train_examples=8, test_examples=1)
+def batch(mnist):
+    data = first_examples(mnist, 8, 1)
     return data.x_train, data.y_train
 
 

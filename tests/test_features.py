@@ -8,12 +8,11 @@ import pytest
 
 from conftest import DATA, raw_spec, typed
 from dprepro import features
-from dprepro.data import load_mnist
 
 
 @pytest.fixture(scope="module")
-def images():
-    return load_mnist(DATA, train_examples=16, test_examples=1).x_train
+def images(mnist):
+    return mnist.x_train[:16]
 
 
 def test_scattering_has_81_channels_of_7x7_and_each_image_its_own(images):
@@ -155,8 +154,8 @@ def private_spec(clip_mean=0.2, clip_square=0.05, noise=8.0, n=50):
 
 
 @pytest.fixture(scope="module")
-def fifty():
-    return features.scattering(load_mnist(DATA, train_examples=50, test_examples=1).x_train)
+def fifty(mnist):
+    return features.scattering(mnist.x_train[:50])
 
 
 def test_private_statistics_without_noise_or_clipping_are_the_exact_ones(fifty):
@@ -238,8 +237,8 @@ def pca_spec(noise=7.0, dimensions=10, n=200):
 
 
 @pytest.fixture(scope="module")
-def two_hundred():
-    return load_mnist(DATA, train_examples=200, test_examples=1).x_train
+def two_hundred(mnist):
+    return mnist.x_train[:200]
 
 
 def test_dp_pca_without_noise_is_the_top_principal_subspace(two_hundred):

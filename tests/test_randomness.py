@@ -8,9 +8,8 @@ import secrets
 import numpy as np
 import pytest
 
-from conftest import DATA, raw_spec, run_cli, typed
+from conftest import DATA, first_examples, raw_spec, typed
 from dprepro import accounting
-from dprepro.data import load_mnist
 from dprepro.errors import InputError
 from dprepro.sampling import SecretKey
 from dprepro.training import checkpoint, pipeline
@@ -52,9 +51,9 @@ def test_the_key_never_shows():
         json.dumps({"key": key})
 
 
-def test_two_secret_runs_of_one_seed_differ_and_a_reproducible_one_repeats(tmp_path):
+def test_two_secret_runs_of_one_seed_differ_and_a_reproducible_one_repeats(mnist):
     """One epoch (10 steps) each: its loss already tells the draws apart."""
-    data = load_mnist(DATA, train_examples=1000, test_examples=500)
+    data = first_examples(mnist, 1000, 500)
     spec = typed(secret_raw(epochs=1))
     first, second = (train(spec, data, 0)[0]["history"]["train_loss"] for _ in range(2))
     assert first != second                                    # fresh entropy each time, same seed
@@ -64,10 +63,10 @@ def test_two_secret_runs_of_one_seed_differ_and_a_reproducible_one_repeats(tmp_p
     assert again[0] == again[1] and again[0] not in (first, second)
 
 
-def test_a_secret_run_resumes_with_its_key_exactly(tmp_path):
+def test_a_secret_run_resumes_with_its_key_exactly(mnist, tmp_path):
     """Kill after epoch 1 (here: the epoch-1 checkpoint kept), resume: the same as not stopping, which
     only holds if the checkpoint carried the key (a new key would draw other batches and noise)."""
-    data = load_mnist(DATA, train_examples=1000, test_examples=500)
+    data = first_examples(mnist, 1000, 500)
     spec = typed(secret_raw())
     ident = checkpoint.identity(spec.sha256, "fast", 5, 0)
     saved = {}
