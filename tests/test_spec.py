@@ -70,6 +70,7 @@ BAD = [
     ("surprise", 1, "surprise", "unknown field"),
     ("training.epochs", "3", "training.epochs", "must be an integer"),
     ("training.learning_rate", "fast", "training.learning_rate", "must be a finite number"),
+    ("training.optimizer", "adam", "training.optimizer", "unknown optimizer 'adam' (known: sgd)"),
     ("privacy.delta", "1e-5", "privacy.delta", "write 1.0e-5"),
     ("training.batch_size", 0, "training.batch_size", "must be positive"),
     ("training.batch_size", 70000, "training.batch_size", "larger than the training set"),
