@@ -85,6 +85,7 @@ BAD = [
     ("training.epochs", 1.5, "training.epochs", "must be an integer"),
     ("privacy.delta", 0.0, "privacy.delta", "(0, 1)"),
     ("privacy.delta", 1.0, "privacy.delta", "(0, 1)"),
+    ("privacy.delta", 1 / 60000, "privacy.delta", "below 1/n = 1/60000 for the 60000 examples trained"),
     ("model.name", "resnet", "model.name", "unknown model"),
     ("engine.name", "turbo", "engine.name", "unknown engine"),
     ("engine.name", "none", "engine.name", "without privacy"),

@@ -335,6 +335,9 @@ def _check_values(s: dict, fail, extra_train_examples: int = 0, unclipped: bool 
              f"batch_size {training['batch_size']} is not divisible by {privacy['num_microbatches']}")
     if not 0 < privacy["delta"] < 1:
         fail("privacy.delta", f"must be in (0, 1), got {privacy['delta']}")
+    if privacy["delta"] * data["train_examples"] >= 1:   # at delta >= 1/n one example may be published outright
+        fail("privacy.delta", f"must be below 1/n = 1/{data['train_examples']} for the {data['train_examples']} examples "
+                              f"trained (at delta >= 1/n the guarantee allows publishing one example), got {privacy['delta']:g}")
     if data["sampling"] == "poisson":
         if privacy["num_microbatches"] != training["batch_size"]:
             fail("privacy.num_microbatches",
