@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dprepro.audit import PLANTED_BUGS
-from dprepro.errors import InputError
+from dprepro.errors import InputError, RunCheckFailed
 from dprepro.files import run_folder, sweep_folder, write_text
 from dprepro.lock import Busy, RunLock
 from dprepro.spec import ENGINES, load_spec
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
                 with startup_noise_filtered():
                     import tensorflow  # noqa: F401  (loaded once here, without its harmless start-up errors)
             return args.command(args) or 0
-    except (InputError, Busy) as e:
+    except (InputError, Busy, RunCheckFailed) as e:
         print(e, file=sys.stderr)
         return e.exit_code
     except OSError as e:      # e.g. an unwritable or full output folder: nothing partial is left

@@ -1,4 +1,5 @@
-"""The one error type the CLI turns into a one-line message and exit code 2."""
+"""The error types the CLI turns into a one-line message: bad input (exit code 2) and a run that did
+not do what its spec and its epsilon say (exit code 1)."""
 
 
 class InputError(Exception):
@@ -10,6 +11,17 @@ class InputError(Exception):
     """
 
     exit_code = 2
+
+
+class RunCheckFailed(Exception):
+    """A run did not do what its spec says, so the spec's epsilon would not count what ran (e.g. the
+    optimizer applied another number of steps than the accountant counts).
+
+    The message is one line naming the seed and what differs. Raised before that seed's record
+    (seed.json, model) is written, so the seed is never taken for finished.
+    """
+
+    exit_code = 1
 
 
 def shown(value) -> str:

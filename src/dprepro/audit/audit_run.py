@@ -22,7 +22,7 @@ from dprepro import accounting, files
 from dprepro.audit import bounds, canaries as canary_set, membership, whitebox
 from dprepro.audit.figure import roc_figure
 from dprepro.data import load_mnist
-from dprepro.errors import InputError
+from dprepro.errors import InputError, RunCheckFailed
 from dprepro.lock import RunLock
 from dprepro.records import environment
 from dprepro.spec import ENGINE_VERSIONS, Spec
@@ -91,10 +91,12 @@ def membership_entry(model, x_members, y_members, x_nonmembers, y_nonmembers, se
 
 
 def claim_of(spec: Spec, outcome: dict) -> dict:
-    """The accountant's value of record for the training done (the steps must be those trained)."""
+    """The accountant's value of record for the training done: the block must count the steps the
+    optimizer applied (outcome["steps"], read from its counter by fit.train)."""
     block = accounting.epsilon_block(spec)
     if block["steps"] != outcome["steps"]:
-        raise RuntimeError(f"trained {outcome['steps']} steps, accounted {block['steps']}")
+        raise RunCheckFailed(f"seed {outcome['seed']}: the optimizer applied {outcome['steps']} steps, "
+                             f"the claim counts {block['steps']}")
     record = block["of_record"]
     return {"name": record, "epsilon": block["accountants"][record]["epsilon"] if record else None,
             "label": block["accountants"][record]["label"] if record else "no value holds",

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from dprepro import sampling
 from dprepro.features import private_projection, with_private_normalization
+from dprepro.errors import RunCheckFailed
 from dprepro.spec import Spec
 from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
@@ -42,12 +43,19 @@ def restore(model: tf.keras.Model, input_shape, weights: list, optimizer_weights
     model.optimizer.set_weights(optimizer_weights)
 
 
+def applied_steps(model: tf.keras.Model) -> int:
+    """The steps the model's optimizer applied: its own counter, which every engine's step advances
+    once and a checkpoint carries (a resumed run's earlier steps included)."""
+    return int(model.optimizer.iterations.numpy())
+
+
 def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
           resume: dict | None = None, on_epoch=None, prepare=None) -> tuple[dict, tf.keras.Model]:
     """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress, weights,
     optimizer weights, and under secret randomness the key); after each epoch call
     `on_epoch(epochs_done, model, state, secret)` (secret: the key's words, or None). Return its
-    outcome (history of per-epoch metrics, final metrics, timings) and the trained model."""
+    outcome (history of per-epoch metrics, final metrics, the steps applied, timings) and the trained
+    model; RunCheckFailed if the optimizer applied other steps than the spec plans and its epsilon counts."""
     seed_everything(seed, spec.engine.use_xla)                        # weight init: from the seed in both modes
     key = draw_key(spec, seed, resume)                                 # sampling, noise, releases
     data, statistics = with_private_normalization(spec, data, key)    # this seed's release, if the spec has one
@@ -80,12 +88,16 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
         state = progress.state()
     else:
         state = resume["progress"]
+    applied = applied_steps(model)
+    if applied != spec.steps_trained:       # before the caller writes the seed's record
+        raise RunCheckFailed(f"seed {seed}: the optimizer applied {applied} steps, the spec plans {spec.steps_trained} "
+                             f"(the steps its epsilon counts); the seed is not recorded as finished")
     history = {"epoch": list(range(1, epochs + 1)), **state["history"]}
     outcome = {
         "seed": seed,
         "test_accuracy": history["test_accuracy"][-1], "test_loss": history["test_loss"][-1],
         "train_accuracy": history["train_accuracy"][-1], "train_loss": history["train_loss"][-1],
-        "steps": spec.steps_trained,
+        "steps": applied,
         "history": history,
         "epoch_seconds": state["epoch_seconds"],
         "wall_seconds": state["wall_seconds"],
