@@ -94,7 +94,7 @@ def test_an_audit_holding_images_out_accounts_the_examples_it_trains():
     spec's 0.853 on 60,000). --held-out 0 audits the spec as it is."""
     from conftest import EXPERIMENTS
     from dprepro import accounting
-    from dprepro.audit.audit_run import held_out_spec
+    from dprepro.audit.held_out import held_out_spec
     from dprepro.spec import load_spec
 
     spec = load_spec(EXPERIMENTS / "tutorial-15ep-poisson.yaml")
@@ -114,7 +114,7 @@ def test_the_held_out_images_are_a_random_part_of_the_training_file():
     spec does not train. Each seed draws its own (public: a function of the seed), so that one draw's
     offset (-0.003 in AUC, measured) does not shift every seed alike; the same seed, the same draw."""
     from conftest import EXPERIMENTS
-    from dprepro.audit.audit_run import held_out_split
+    from dprepro.audit.held_out import held_out_split
     from dprepro.spec import load_spec
 
     spec = load_spec(EXPERIMENTS / "tutorial-15ep-poisson.yaml")

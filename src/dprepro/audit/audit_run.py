@@ -11,7 +11,6 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,13 @@ from scipy.special import logsumexp
 from dprepro import accounting, files
 from dprepro.audit import bounds, canaries as canary_set, membership, whitebox
 from dprepro.audit.figure import roc_figure
+from dprepro.audit.held_out import HELD_OUT, held_out_spec, seed_data
+from dprepro.audit.methods import membership_method, method, white_box_method
 from dprepro.data import load_mnist
 from dprepro.errors import InputError, RunCheckFailed
 from dprepro.lock import RunLock
 from dprepro.records import environment
 from dprepro.spec import ENGINE_VERSIONS, Spec
-from dprepro.spec.schema import DATASETS
 from dprepro.training.callbacks import EpochLine
 from dprepro.training.fit import train
 
@@ -103,11 +103,6 @@ def claim_of(spec: Spec, outcome: dict) -> dict:
             "n": block["n"], "q": block["q"], "steps": block["steps"], "sampling": block["sampling"],
             "delta": block["delta"]}
 
-
-BOUND_TEXT = ("Steinke, Nasr, Jagielski (NeurIPS 2023), Theorem 3.1 with delta (the verdict's); beside it, from "
-              "the same guesses, Mahloujifar, Melis, Chaudhuri (ICML 2025)'s f-DP bound refuting mu-GDP, as "
-              "epsilon at delta (assumes a Gaussian trade-off curve); each Bonferroni-corrected over the k tried "
-              "and the seeds")
 
 def plant(model, bug: str | None) -> None:
     """Break the fast engine's step as `bug` (one of audit.PLANTED_BUGS) says, white- or black-box;
@@ -194,98 +189,6 @@ def summarise(entries: list[dict]) -> dict:
                for key in ("auc", "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "advantage")},
             "test_accuracy": statistics.fmean(e["test_accuracy"] for e in entries),
             "seconds_per_audit": statistics.fmean(e["wall_seconds"] for e in entries)}
-
-
-def method(m: int, kind: str, confidence: float) -> dict:
-    """How the audit was made, as audit.json records it."""
-    return {
-        "canaries": m, "kind": kind,
-        "source": (f"the last {m} MNIST test images, each with a fixed wrong label" if kind == "mislabelled"
-                   else f"{m} random binary images (pixels on with probability {canary_set.PIXEL_ON}), random labels"),
-        "inclusion": "each canary in the training set with probability 1/2, independently (per seed)",
-        "score": "logit margin: log p(canary's label) - max over the other classes of log p "
-                 "under the trained model (black box)",
-        "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
-        "bound": BOUND_TEXT,
-        "confidence": confidence}
-
-
-def white_box_method(m: int, confidence: float) -> dict:
-    """How a white-box audit was made, as audit.json records it."""
-    return {
-        "canaries": m, "kind": "gradient (white box)",
-        "source": f"{m} sparse random unit directions in parameter space ({whitebox.SUPPORT} coordinates each, "
-                  f"signs at random); each canary's gradient is {whitebox.NORM_IN_CLIPS:g} clips along its "
-                  f"direction, clipped by the engine's own rule",
-        "inclusion": "each canary in the training set with probability 1/2, independently (per seed); a canary in "
-                     "the set joins each step like an example (Poisson, the spec's q)",
-        "score": "sum over steps of the log-likelihood ratio of the residual's projection on the canary's "
-                 "direction, in clips (in: N(1, s^2) with probability q, else N(0, s^2); s measured on each "
-                 "step's residual); the residual is the noisy sum less the training examples' clipped sum, "
-                 "which an auditor holding the iterates, the examples and their sampling computes",
-        "threat_model": "the auditor knows every iterate, the training examples and which of them each step "
-                        "sampled; only the noise and the canaries' coins and sampling are secret. DP-SGD's "
-                        "epsilon holds against it (the subsampled Gaussian's analysis conditions on the others' "
-                        "sample)",
-        "guesses": f"IN for the k highest scores, OUT for the k lowest, k in {bounds.guess_counts(m)}",
-        "bound": BOUND_TEXT,
-        "confidence": confidence}
-
-
-HELD_OUT = 10_000   # the membership inference's non-members: this many images of the training file, never trained on
-
-
-def held_out_split(spec: Spec, held_out: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(indices trained, indices held out) of the training file for the audited `seed`. The held-out
-    images are a uniformly random subset, the seed's own public draw: the file's order is not random
-    (its last 10,000 images are easier than the rest, as the test images are), and one draw shared by
-    every seed would shift all their AUCs alike (a draw's own offset, measured with a model trained on
-    all 60,000: -0.003). They come from the images the spec does not train when there are enough (its
-    first train_examples are then trained as they are), else from the whole file, and the spec
-    trains the rest: as many examples whatever the seed."""
-    size = DATASETS[spec.data.dataset]["train"]
-    if not 1 <= held_out < size:
-        raise InputError(f"--held-out: {held_out} images; need 0 to {size - 1} (of the training file's {size})")
-    rng = np.random.default_rng([22, held_out, seed])
-    if spec.train_examples + held_out <= size:
-        out = rng.choice(np.arange(spec.train_examples, size), held_out, replace=False)
-        return np.arange(spec.train_examples), np.sort(out)
-    out = np.sort(rng.choice(size, held_out, replace=False))
-    return np.setdiff1d(np.arange(size), out), out
-
-
-def held_out_spec(spec: Spec, held_out: int) -> Spec:
-    """The spec an audit trains when `held_out` images are kept out (`held_out_split`; 0: the spec).
-    Fewer examples trained means a larger q: the claim is then the accountant's for the n trained."""
-    if held_out == 0:
-        return spec
-    trained, _ = held_out_split(spec, held_out)
-    if len(trained) < spec.training.batch_size:
-        raise InputError(f"--held-out: {held_out} held out leaves {len(trained)} training examples, fewer than "
-                         f"{spec.path}'s training.batch_size {spec.training.batch_size}")
-    if len(trained) == spec.train_examples:
-        return spec
-    return spec.replace({"data.train_examples": len(trained), "data.validation_examples": None})
-
-
-def seed_data(full, spec: Spec, held_out: int, seed: int):
-    """(the data seed `seed`'s audit trains and tests on, its membership inference's non-members (x, y)
-    or None) from `full`: the whole training file when images are held out, else the spec's data."""
-    if held_out == 0:
-        return full, None
-    trained, out = held_out_split(spec, held_out, seed)
-    return (replace(full, x_train=full.x_train[trained], y_train=full.y_train[trained]),
-            (full.x_train[out], full.y_train[out]))
-
-
-def membership_method(held_out: int, trained: int) -> dict:
-    return {"membership": (f"members: the {trained} training examples; non-members: {held_out} images of the "
-                           f"training file drawn at random (each seed its own public draw), never trained on "
-                           f"(the same distribution); " if held_out else
-                           "members: the training examples; non-members: the test images (a harder-to-fit "
-                           "distribution: AUC below 0.5 is that shift, not privacy); ")
-                          + "score: log-probability of the true label",
-            "held_out": held_out}
 
 
 def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=None, m: int = 1000,
