@@ -6,7 +6,7 @@ import math
 import pytest
 
 from conftest import EXPERIMENTS, run_cli_in_process
-from dprepro import accounting
+from dprepro import accounting, calibration
 from dprepro.spec import load_spec
 
 # (epochs, noise) -> (rdp_legacy, its order, rdp, its order, pld); n 60000, batch 250, delta 1e-5
@@ -219,7 +219,7 @@ def test_calibration_round_trip(name):
     """pld's search takes 40 s (a PLD per step of the bisection): full tier; the quick tier calibrates
     with pld in test_calibrate_a_small_reachable_target."""
     spec = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")
-    sigma = accounting.calibrate(spec, 1.0, name)
+    sigma = calibration.calibrate(spec, 1.0, name)
     got = accounting.epsilons(60000, 250, sigma, 3, 1e-5)[name]["epsilon"]
     assert got == pytest.approx(1.0, abs=1e-3)
 
@@ -301,7 +301,7 @@ def test_calibrate_an_unreachable_target_is_one_line():
 def test_calibrate_doubles_the_noise_when_microbatches_hold_several_examples():
     one = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")               # 250 microbatches of 1 example
     two = one.replace({"privacy.num_microbatches": 125})              # 125 microbatches of 2
-    sigma_one, sigma_two = accounting.calibrate(one, 1.0), accounting.calibrate(two, 1.0)
+    sigma_one, sigma_two = calibration.calibrate(one, 1.0), calibration.calibrate(two, 1.0)
     assert sigma_two == pytest.approx(2 * sigma_one, rel=1e-9)
     block = accounting.epsilon_block(two.replace({"privacy.noise_multiplier": sigma_two}))
     doubled = block["accountants"]["rdp_doubled"]

@@ -204,7 +204,7 @@ def test_the_normalisation_release_is_composed_into_every_epsilon_that_can_count
     composition (RDP: their order-a divergence a / 8^2 added, as Tramer & Boneh compose it);
     tf-privacy's statements cannot count them and do not hold; calibration accounts for them."""
     import dp_accounting
-    from dprepro import accounting
+    from dprepro import accounting, calibration
 
     spec = private_spec(n=2500)
     plain = typed({**spec.to_dict(), "data": {**spec.to_dict()["data"], "normalization": "none",
@@ -220,11 +220,11 @@ def test_the_normalisation_release_is_composed_into_every_epsilon_that_can_count
     assert with_release["rdp"]["epsilon"] == pytest.approx(by_hand.get_epsilon(spec.privacy.delta), rel=1e-9)
     for name in ("statement_once_per_epoch", "statement_poisson"):
         assert not with_release[name]["holds_for_this_run"]
-    sigma = accounting.calibrate(spec, 20.0, "rdp")
+    sigma = calibration.calibrate(spec, 20.0, "rdp")
     calibrated = spec.replace({"privacy.noise_multiplier": sigma})
     reached = accounting.epsilon_block(calibrated)["accountants"]["rdp"]["epsilon"]
     assert 19.99 <= reached <= 20.0          # calibrate lands on the safe side, within its noise tolerance 1e-6
-    assert sigma > accounting.calibrate(plain, 20.0, "rdp")        # the releases leave less budget to training
+    assert sigma > calibration.calibrate(plain, 20.0, "rdp")        # the releases leave less budget to training
 
 
 def pca_spec(noise=7.0, dimensions=10, n=200):
@@ -313,8 +313,8 @@ def test_a_dp_pca_spec_runs_and_evaluates_exactly(write_spec, tmp_path):
 
 
 def test_a_target_the_releases_alone_exceed_is_said_in_one_line():
-    from dprepro import accounting
+    from dprepro import calibration
 
     with pytest.raises(ValueError) as e:
-        accounting.calibrate(private_spec(n=2500), 0.2, "rdp")
+        calibration.calibrate(private_spec(n=2500), 0.2, "rdp")
     assert "the 2 release(s) before training alone spend most of it" in str(e.value) and "\n" not in str(e.value)

@@ -64,6 +64,15 @@ ONLY_WITH_RELEASES = ("rdp_once_per_epoch",)  # present only when a spec release
 ACCOUNTANTS = tuple(n for n in DESCRIPTIONS if n not in ONLY_WITH_RELEASES)   # in every block
 CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
 DOUBLED = "_doubled"   # suffix of a CALIBRATABLE value with sensitivity 2 x l2_norm_clip
+
+
+def microbatch_sensitivity(microbatch_size: int) -> int:
+    """The sensitivity rule, in units of l2_norm_clip: how far adding or removing one example can move
+    its microbatch's clipped gradient. 2 when a microbatch holds several examples (it replaces a
+    clipped mean), else 1. Every noise multiplier a Poisson accountant sees is divided by it."""
+    return 2 if microbatch_size > 1 else 1
+
+
 STEP_RULES = {
     "trained": "epochs * floor(n / batch_size): the steps trained (the last incomplete batch is dropped)",
     "ceil": "ceil(epochs * n / batch_size): tf-privacy 0.9.0's count",
@@ -163,7 +172,8 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
     multiplier <= 0 gives eps = inf everywhere.
     """
     q, steps = batch_size / n, count_steps(n, batch_size, epochs, steps_rule)
-    doubled = microbatch_size > 1
+    run_sensitivity = microbatch_sensitivity(microbatch_size)
+    doubled = run_sensitivity == 2
     out = {}
     for name in CALIBRATABLE:
         for sensitivity in ((1, 2) if doubled else (1,)):
@@ -178,7 +188,7 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
             poisson, q, noise_multiplier, epochs, delta, doubled)
         out[name] = {"epsilon": eps, "order": None,
                      "sampling": "poisson" if poisson else "once_per_epoch",
-                     "sensitivity": 2 if doubled else 1,
+                     "sensitivity": run_sensitivity,
                      "adjacency": ADJACENCY["poisson" if poisson else "once_per_epoch"],
                      "steps": int(math.ceil(epochs / q)) if poisson else int(math.ceil(epochs)),
                      "steps_rule": (STEP_RULES["ceil"] if poisson
@@ -186,9 +196,9 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                      "counts_releases": not before}
     if before:        # the statements cannot count the releases: the same assumption, with them composed
         eps = math.inf if noise_multiplier <= 0 else once_per_epoch_epsilon(
-            noise_multiplier / (2 if doubled else 1), int(math.ceil(epochs)), delta, before)
+            noise_multiplier / run_sensitivity, int(math.ceil(epochs)), delta, before)
         out["rdp_once_per_epoch"] = {"epsilon": eps, "order": None, "sampling": "once_per_epoch",
-                                     "sensitivity": 2 if doubled else 1, "adjacency": ADJACENCY["once_per_epoch"],
+                                     "sensitivity": run_sensitivity, "adjacency": ADJACENCY["once_per_epoch"],
                                      "steps": int(math.ceil(epochs)),
                                      "steps_rule": "epochs: one Gaussian mechanism per epoch",
                                      "counts_releases": True}
@@ -235,7 +245,7 @@ def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int
         reasons.append("assumes Poisson sampling; this run used shuffling")
     if value["sampling"] == "once_per_epoch" and sampling != "shuffle":
         reasons.append("assumes each example once per epoch; Poisson sampling may use one several times")
-    if value["sensitivity"] < (2 if microbatch_size > 1 else 1):
+    if value["sensitivity"] < microbatch_sensitivity(microbatch_size):
         reasons.append(f"assumes sensitivity l2_norm_clip; with {microbatch_size} examples per microbatch, "
                        f"adding or removing one can move a clipped microbatch gradient by 2 x l2_norm_clip")
     if value["sampling"] == "poisson" and value["steps"] < steps_trained:
@@ -332,70 +342,3 @@ def epsilon_curve(spec: Spec) -> dict:
         return {}
     per_epoch = [epsilons(**{**s, "epochs": e}) for e in range(1, spec.training.epochs + 1)]
     return {name: [v[name]["epsilon"] for v in per_epoch] for name in per_epoch[0]}
-
-
-BRACKET = (0.1, 100.0)                  # where calibrate looks first (the frontier's cells were made with it)
-MIN_NOISE, MAX_NOISE = 1e-2, 1e4   # how far it widens the search when the target lies outside (beyond 1e4
-#                                    the RDP numerics of dp_accounting fail; epsilon there is below 1e-3 already)
-
-
-def is_calibration(spec: Spec, noise: float, target_epsilon: float, accountant: str, decimals: int) -> bool:
-    """Whether `noise` is what `calibrate` gives for the spec's schedule, rounded up at `decimals`:
-    the accountant's epsilon at it is within the target, and one step (10^-decimals) lower it is
-    above. Two epsilon evaluations instead of a search: a sweep reuses a cell's noise written by an
-    earlier run of it only after this check."""
-    sensitivity = noise_sensitivity(spec)
-    step = 10 ** -decimals
-
-    def eps(noise_multiplier):
-        return poisson_epsilon(accountant, spec.q, noise_multiplier / sensitivity, spec.steps_trained,
-                               spec.privacy.delta, releases(spec))[0]
-
-    return noise > step and eps(noise) <= target_epsilon < eps(noise - step)
-
-
-def noise_sensitivity(spec: Spec) -> int:
-    """How many clips one example can move its microbatch's clipped gradient: 2 when a microbatch
-    holds several examples (add/remove replaces a clipped mean), else 1. The noise a target needs
-    scales with it."""
-    return 2 if spec.microbatch_size > 1 else 1
-
-def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> float:
-    """The noise multiplier at which the spec's schedule (steps as trained, Poisson sampling) reaches
-    `target_epsilon`, with the spec's sensitivity: when a microbatch holds several examples, adding or
-    removing one moves its clipped gradient by up to 2 x l2_norm_clip, so the noise needed is twice
-    that of one example per microbatch. ValueError, in one line, when no noise multiplier from
-    MIN_NOISE to MAX_NOISE (the spec's limit) reaches it."""
-    if not spec.private:
-        raise ValueError("a non-private spec has no noise to calibrate")
-    q, steps, delta, before = spec.q, spec.steps_trained, spec.privacy.delta, releases(spec)
-    sensitivity = noise_sensitivity(spec)
-
-    def eps(sigma):
-        return poisson_epsilon(accountant, q, sigma, steps, delta, before)[0]
-
-    def search(low, high):
-        return dp_accounting.calibrate_dp_mechanism(
-            FRESH[accountant], lambda sigma: composed_event(q, sigma, steps, before), target_epsilon, delta,
-            bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=1e-6)
-
-    # Only the high end is checked first: epsilon at large noise is cheap (PLD at noise 0.1 costs ~15 s,
-    # and the search evaluates its ends itself).
-    low, high = BRACKET
-    if (at_high := eps(high)) > target_epsilon:
-        low, high = BRACKET[1], MAX_NOISE / sensitivity
-        if (at_high := eps(high)) > target_epsilon:
-            raise ValueError(f"epsilon {target_epsilon:g} is out of reach: noise multiplier {MAX_NOISE:g} still gives "
-                             f"{accountant} epsilon {at_high:.3g} ({steps} steps, q {q:.4g}, delta {delta:g})"
-                             + (f"; the {len(before)} release(s) before training alone spend most of it: lower "
-                                f"their cost (more noise on them) or raise the target" if before else
-                                "; the RDP conversion bottoms out over its orders: try the pld accountant"
-                                if accountant != "pld" else ""))
-        return sensitivity * search(low, high)
-    try:
-        return sensitivity * search(low, high)
-    except ValueError:              # not bracketed at the low end: the target needs less noise than 0.1
-        if (at_low := eps(MIN_NOISE)) < target_epsilon:
-            raise ValueError(f"epsilon {target_epsilon:g} needs a noise multiplier below {MIN_NOISE:g} "
-                             f"({accountant} epsilon there: {at_low:.3g}); train without privacy instead") from None
-        return sensitivity * search(MIN_NOISE, BRACKET[0])

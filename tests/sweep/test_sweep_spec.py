@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import EXPERIMENTS, ROOT, run_cli
-from dprepro import accounting
+from dprepro import accounting, calibration
 from dprepro.errors import InputError
 from dprepro.spec import load_spec
 from dprepro.sweep.sweep_spec import cell_yaml, load_sweep
@@ -66,7 +66,7 @@ def test_cell_file_is_an_ordinary_spec_with_the_same_hash(tmp_path):
 
 def test_a_written_cells_noise_is_reused_only_when_it_checks(tmp_path, monkeypatch):
     """`load_sweep(..., written=OUT)` takes a cell's noise from the cell spec an earlier sweep wrote
-    there, after two epsilon evaluations (accounting.is_calibration) instead of a search. A written
+    there, after two epsilon evaluations (calibration.is_calibration) instead of a search. A written
     noise one step (1e-4) too high, whose epsilon is still within the target, fails the check and is
     calibrated again; so is an unreadable file. The cells come out the same either way."""
     fresh = load_sweep(FRONTIER)
@@ -79,8 +79,8 @@ def test_a_written_cells_noise_is_reused_only_when_it_checks(tmp_path, monkeypat
     raw["privacy"]["noise_multiplier"] = round(raw["privacy"]["noise_multiplier"] + 1e-4, 4)
     (specs / "frontier-eps2.yaml").write_text(yaml.safe_dump(raw))
     (specs / "frontier-eps1.yaml").write_text("privacy: [not a spec")
-    calibrated, real = [], accounting.calibrate
-    monkeypatch.setattr(accounting, "calibrate", lambda spec, *a: calibrated.append(spec.name) or real(spec, *a))
+    calibrated, real = [], calibration.calibrate
+    monkeypatch.setattr(calibration, "calibrate", lambda spec, *a: calibrated.append(spec.name) or real(spec, *a))
     again = load_sweep(FRONTIER, written=out)
     assert [c.spec.sha256 for c in again.cells] == [c.spec.sha256 for c in fresh.cells]
     assert calibrated == ["frontier-eps1", "frontier-eps2"]

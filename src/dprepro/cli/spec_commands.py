@@ -55,7 +55,7 @@ def add_calibrate(sub) -> None:
 
 
 def cmd_calibrate(args) -> None:
-    from dprepro import accounting
+    from dprepro import accounting, calibration
 
     spec = load_spec(args.spec)
     if not spec.private:
@@ -63,11 +63,11 @@ def cmd_calibrate(args) -> None:
     if not args.target_epsilon > 0 or not math.isfinite(args.target_epsilon):
         raise InputError(f"--target-epsilon: must be positive, got {args.target_epsilon}")
     try:
-        sigma = accounting.calibrate(spec, args.target_epsilon, args.accountant)
+        sigma = calibration.calibrate(spec, args.target_epsilon, args.accountant)
     except ValueError as e:
         raise InputError(f"--target-epsilon: {e}") from None
     doubled = " (twice the noise of one example per microbatch: sensitivity 2 x l2_norm_clip)" \
-        if spec.microbatch_size > 1 else ""
+        if accounting.microbatch_sensitivity(spec.microbatch_size) == 2 else ""
     print(f"{spec.path}: noise_multiplier {sigma:.6f} reaches epsilon {args.target_epsilon:g} "
           f"({args.accountant}) at delta {spec.privacy.delta:g} over {spec.training.epochs} epochs, "
           f"{spec.microbatch_size} example(s) per microbatch{doubled}")

@@ -33,11 +33,11 @@ from pathlib import Path
 import dp_accounting
 import yaml
 
-from dprepro import accounting, files
+from dprepro import accounting, calibration, files
 from dprepro.errors import InputError
 from dprepro.spec import Spec
 from dprepro.spec.schema import DATASETS
-from dprepro.sweep.sweep_spec import NOISE_DECIMALS, TARGET, Sweep
+from dprepro.sweep.sweep_spec import TARGET, Sweep
 
 SEARCH_ACCOUNTANT = "rdp"
 
@@ -69,7 +69,7 @@ def search_epsilon(trials: list[Spec], seeds_per_trial: int, chosen: Spec, delta
     """The composition of every trial (each seed a release) and one more run of `chosen`."""
     events = []
     for spec in [*trials] * seeds_per_trial + [chosen]:
-        sigma = spec.privacy.noise_multiplier / (2 if spec.microbatch_size > 1 else 1)
+        sigma = spec.privacy.noise_multiplier / accounting.microbatch_sensitivity(spec.microbatch_size)
         events.append(accounting.composed_event(spec.q, sigma, spec.steps_trained, accounting.releases(spec)))
     value = accounting.FRESH[SEARCH_ACCOUNTANT]().compose(dp_accounting.ComposedDpEvent(events)).get_epsilon(delta)
     # every run trains the file's first train_examples, so a smaller set is a part of the larger one
@@ -102,8 +102,8 @@ def refit(choice: dict, chosen: Spec, noise_multiplier: float | None = None) -> 
     if noise_multiplier is not None:
         spec = spec.replace({"privacy.noise_multiplier": noise_multiplier})
     elif choice["target"] and spec.private:
-        sigma = accounting.calibrate(spec, choice["target"]["epsilon"], choice["target"]["accountant"])
-        spec = spec.replace({"privacy.noise_multiplier": math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS})
+        spec = spec.replace({"privacy.noise_multiplier": calibration.calibrated_noise(
+            spec, choice["target"]["epsilon"], choice["target"]["accountant"])})
     return spec
 
 

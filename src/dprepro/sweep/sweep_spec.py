@@ -38,7 +38,6 @@ FIELDS = {"schema", "name", "version", "description", "base", "grid", "nonprivat
 TARGET = "target_epsilon"
 DATA_DIR = "data_dir"
 CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
-NOISE_DECIMALS = 4     # calibrated noise multipliers are rounded up to this: epsilon at most the target
 MAX_CELLS = 1000
 
 
@@ -67,7 +66,7 @@ def load_sweep(path, written: Path | None = None) -> Sweep:
     """Read, validate and expand a sweep file; InputError naming the file and the field on any fault.
     `written`: the OUT folder of an earlier `dprepro sweep` of it. A cell's noise found in the cell
     spec it wrote there (OUT/sweeps/<name>/v<version>/specs/) is reused when it checks as the
-    calibration's (accounting.is_calibration: two epsilon evaluations instead of a search); any
+    calibration's (calibration.is_calibration: two epsilon evaluations instead of a search); any
     other cell is calibrated."""
     path = str(path)
     raw = read_yaml(path, "sweep")
@@ -172,17 +171,16 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
                    expected={})                   # the base's published values are not the cell's
     where = f"{path}: cell {name}"
     if TARGET in values:
-        from dprepro import accounting
+        from dprepro import calibration
 
         accountant, target = values[TARGET]
         spec = _replaced(base, changes, where)   # the cell's schedule, to calibrate its noise
         noise = sweep["written"].get(name)
-        if noise is None or not accounting.is_calibration(spec, noise, target, accountant, NOISE_DECIMALS):
+        if noise is None or not calibration.is_calibration(spec, noise, target, accountant):
             try:
-                sigma = accounting.calibrate(spec, target, accountant)
+                noise = calibration.calibrated_noise(spec, target, accountant)
             except ValueError as e:
                 fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
-            noise = math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
         changes["privacy.noise_multiplier"] = noise
         described.append(f"noise_multiplier {noise} (calibrated: {accountant} epsilon {target:g} at delta "
                          f"{spec.privacy.delta:g})")
