@@ -190,7 +190,7 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                      "sampling": "poisson" if poisson else "once_per_epoch",
                      "sensitivity": run_sensitivity,
                      "adjacency": ADJACENCY["poisson" if poisson else "once_per_epoch"],
-                     "steps": int(math.ceil(epochs / q)) if poisson else int(math.ceil(epochs)),
+                     "steps": count_steps(n, batch_size, epochs, "ceil") if poisson else int(math.ceil(epochs)),
                      "steps_rule": (STEP_RULES["ceil"] if poisson
                                     else "epochs: one Gaussian mechanism per epoch"),
                      "counts_releases": not before}
