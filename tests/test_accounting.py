@@ -6,7 +6,7 @@ import math
 import pytest
 
 from conftest import EXPERIMENTS, run_cli_in_process
-from dprepro import accounting, calibration
+from dprepro import accounting, calibration, mechanisms
 from dprepro.spec import load_spec
 
 # (epochs, noise) -> (rdp_legacy, its order, rdp, its order, pld); n 60000, batch 250, delta 1e-5
@@ -282,7 +282,7 @@ def test_calibrate_a_small_reachable_target():
     sigma = float(proc.stdout.split("noise_multiplier ")[1].split()[0])
     assert sigma > 100
     spec = load_spec(EXPERIMENTS / "tutorial-15ep-poisson.yaml")
-    got = accounting.poisson_epsilon("pld", spec.q, sigma, spec.steps_trained, 1e-5)[0]
+    got = mechanisms.poisson_epsilon("pld", spec.q, sigma, spec.steps_trained, 1e-5)[0]
     assert got == pytest.approx(0.005, rel=1e-3)    # the bisection's tolerance 1e-6 on sigma, ~1e-6 relative
 
 
@@ -317,14 +317,14 @@ def test_a_shuffled_run_with_releases_has_a_holding_value_that_composes_them():
     assert block["of_record"] == "rdp_once_per_epoch" and composed["steps"] == 40
     # Without releases it is the statement's mechanism over another grid of RDP orders (tf-privacy's
     # statement searches its own; 11.294 vs 11.255 here): within 0.5 %.
-    alone = accounting.once_per_epoch_epsilon(3.04, 40, 1e-5, [])
+    alone = mechanisms.once_per_epoch_epsilon(3.04, 40, 1e-5, [])
     assert alone == pytest.approx(statement["epsilon"], rel=5e-3)
     # The two statistics' releases at noise 8 cost something, if little beside 40 epochs at noise 3.04.
     assert composed["epsilon"] > alone + 0.01
     # Gaussian mechanisms compose exactly in RDP: 40 of noise 3.04 and two of noise 8 are one of noise
     # (40 / 3.04^2 + 2 / 8^2)^(-1/2); the same conversion, so equal to float rounding.
     single = (40 / 3.04 ** 2 + 2 / 8.0 ** 2) ** -0.5
-    assert composed["epsilon"] == pytest.approx(accounting.once_per_epoch_epsilon(single, 1, 1e-5, []), rel=1e-9)
+    assert composed["epsilon"] == pytest.approx(mechanisms.once_per_epoch_epsilon(single, 1, 1e-5, []), rel=1e-9)
     # Shuffled specs without releases keep their blocks as they were (no new value).
     assert "rdp_once_per_epoch" not in accounting.epsilon_block(load_spec(EXPERIMENTS / "tutorial-3ep.yaml"))["accountants"]
 
@@ -339,6 +339,6 @@ def test_abadi_specs_train_the_most_epochs_their_epsilon_allows(setting, target)
     assert len(before) == 1 and before[0]["noise_multiplier"] == {"large": 16, "medium": 7, "small": 4}[setting]
 
     def legacy(epochs):
-        return accounting.poisson_epsilon("rdp_legacy", spec.q, spec.privacy.noise_multiplier,
+        return mechanisms.poisson_epsilon("rdp_legacy", spec.q, spec.privacy.noise_multiplier,
                                           epochs * spec.steps_per_epoch, spec.privacy.delta, before)[0]
     assert legacy(spec.training.epochs) <= target < legacy(spec.training.epochs + 1)

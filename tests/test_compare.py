@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import EXPERIMENTS, ROOT, raw_spec, run_cli
-from dprepro import accounting
+from dprepro import accounting, mechanisms
 from dprepro.records import compare
 from dprepro.spec import ENGINE_VERSIONS, Spec, load_spec, validate
 
@@ -103,7 +103,7 @@ def test_a_finer_or_coarser_pld_discretization_fails():
     pinned = json.loads(PINNED_3EP.read_text())
     for interval in (5e-5, 2e-4):
         pld = PLDAccountant(value_discretization_interval=interval).compose(
-            accounting.dpsgd_event(250 / 60000, 1.3, 720)).get_epsilon(1e-5)
+            mechanisms.dpsgd_event(250 / 60000, 1.3, 720)).get_epsilon(1e-5)
         fresh = with_epsilons(pinned, {"pld": {"epsilon": pld}})
         assert statuses(fresh, pinned)["epsilon pld"] == "FAIL", interval
 

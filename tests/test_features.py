@@ -204,7 +204,7 @@ def test_the_normalisation_release_is_composed_into_every_epsilon_that_can_count
     composition (RDP: their order-a divergence a / 8^2 added, as Tramer & Boneh compose it);
     tf-privacy's statements cannot count them and do not hold; calibration accounts for them."""
     import dp_accounting
-    from dprepro import accounting, calibration
+    from dprepro import accounting, calibration, mechanisms
 
     spec = private_spec(n=2500)
     plain = typed({**spec.to_dict(), "data": {**spec.to_dict()["data"], "normalization": "none",
@@ -213,9 +213,9 @@ def test_the_normalisation_release_is_composed_into_every_epsilon_that_can_count
     with_release, without = accounting.epsilon_block(spec)["accountants"], accounting.epsilon_block(plain)["accountants"]
     for name in ("rdp", "rdp_legacy", "pld"):
         assert with_release[name]["epsilon"] > without[name]["epsilon"] and with_release[name]["counts_releases"]
-    orders = accounting.RDP_ORDERS
+    orders = mechanisms.RDP_ORDERS
     by_hand = dp_accounting.rdp.RdpAccountant(orders).compose(
-        accounting.dpsgd_event(spec.q, spec.privacy.noise_multiplier, spec.steps_trained))
+        mechanisms.dpsgd_event(spec.q, spec.privacy.noise_multiplier, spec.steps_trained))
     by_hand._rdp = by_hand._rdp + np.array(orders) / 8.0 ** 2
     assert with_release["rdp"]["epsilon"] == pytest.approx(by_hand.get_epsilon(spec.privacy.delta), rel=1e-9)
     for name in ("statement_once_per_epoch", "statement_poisson"):

@@ -79,6 +79,9 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(write_spec, tmp_path):
     a = json.loads((folder(tmp_path / "full") / "result.json").read_text())
     b = json.loads((folder(cut) / "result.json").read_text())
     assert [s["history"] for s in a["seeds"]] == [s["history"] for s in b["seeds"]]
+    # the resumed seed's ledger continues the checkpoint's: one entry, steps 1-30, none repeated or skipped
+    assert [s["ledger"] for s in a["seeds"]] == [s["ledger"] for s in b["seeds"]]
+    assert [(e["first_step"], e["steps"]) for e in b["seeds"][1]["ledger"]["steps"]] == [(1, 30)]
     for seed in (0, 1):
         for x, y in zip(weights(folder(tmp_path / "full") / f"seed-{seed}" / "model.npz"),
                         weights(folder(cut) / f"seed-{seed}" / "model.npz")):

@@ -28,20 +28,13 @@ smallest value that holds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from importlib.metadata import version
 
-import dp_accounting
-import numpy as np
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
-
+from dprepro.mechanisms import PLD_DISCRETIZATION, once_per_epoch_epsilon, poisson_epsilon, statement_epsilon
 from dprepro.spec import Spec
 from dprepro.spec.typed import trained_steps
 
-PLD_DISCRETIZATION = 1e-4
-LEGACY_ORDERS = [1 + x / 10 for x in range(1, 100)] + list(range(12, 64))
-# The orders tf-privacy 0.9.0's compute_dp_sgd_privacy uses (for `rdp` and for calibrating alike).
-RDP_ORDERS = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5] + list(range(5, 64)) + [128, 256, 512]
 DESCRIPTIONS = {
     "rdp_legacy": "RDP, legacy conversion eps = min_a RDP(a) + log(1/delta)/(a-1) "
                   "(TF Privacy <= 0.5.1; the tutorial's printed value)",
@@ -80,33 +73,6 @@ STEP_RULES = {
 }
 
 
-class LegacyRdpAccountant(RdpAccountant):
-    """dp_accounting's RDP values over TF Privacy's old orders, with the old conversion."""
-
-    def __init__(self):
-        super().__init__(LEGACY_ORDERS)
-
-    def get_epsilon_and_optimal_order(self, target_delta: float):
-        eps = self.rdp - math.log(target_delta) / (np.array(LEGACY_ORDERS) - 1)
-        best = int(np.nanargmin(eps))
-        return float(eps[best]), LEGACY_ORDERS[best]
-
-    def get_epsilon(self, target_delta: float) -> float:
-        return self.get_epsilon_and_optimal_order(target_delta)[0]
-
-
-FRESH = {"rdp_legacy": LegacyRdpAccountant,
-         "rdp": lambda: RdpAccountant(RDP_ORDERS),
-         "pld": lambda: PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)}
-
-
-def dpsgd_event(q: float, noise_multiplier: float, steps: int):
-    """`steps` Poisson-subsampled Gaussian mechanisms with sampling probability `q`."""
-    return dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(noise_multiplier)),
-        steps)
-
-
 def count_steps(n: int, batch_size: int, epochs: float, rule: str = "trained") -> int:
     """Steps of the schedule under one of STEP_RULES (batch 250, n 60000: all three agree)."""
     if rule == "trained":
@@ -134,34 +100,8 @@ def releases(spec: Spec) -> list[dict]:
     return out
 
 
-def composed_event(q: float, noise_multiplier: float, steps: int, before=()):
-    """The releases `before` (Gaussian mechanisms), then `steps` Poisson-sampled Gaussian steps."""
-    events = [dp_accounting.GaussianDpEvent(r["noise_multiplier"]) for r in before]
-    return dp_accounting.ComposedDpEvent([*events, dpsgd_event(q, noise_multiplier, steps)]) if events \
-        else dpsgd_event(q, noise_multiplier, steps)
-
-
-def poisson_epsilon(accountant: str, q: float, noise_multiplier: float, steps: int, delta: float, before=()):
-    """(epsilon, order or None) of the releases `before`, then `steps` Poisson-sampled Gaussian steps,
-    under one accountant."""
-    composed = FRESH[accountant]().compose(composed_event(q, noise_multiplier, steps, before))
-    if accountant == "pld":
-        return float(composed.get_epsilon(delta)), None
-    eps, order = composed.get_epsilon_and_optimal_order(delta)
-    return float(eps), float(order)
-
-
-def statement_epsilon(poisson: bool, q: float, noise_multiplier: float, epochs: float, delta: float,
-                      used_microbatching: bool) -> float:
-    """One of the two numbers compute_dp_sgd_privacy_statement prints, at full precision."""
-    from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as tfp_lib
-
-    return float(tfp_lib._compute_dp_sgd_example_privacy(epochs, noise_multiplier, delta, used_microbatching,
-                                                          q if poisson else None))
-
-
 def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, delta: float,
-             microbatch_size: int = 1, steps_rule: str = "trained", before=()) -> dict:
+             microbatch_size: int = 1, steps_rule: str = "trained", before=(), steps: int | None = None) -> dict:
     """{name: {"epsilon", "order" (None without one), "sampling", "sensitivity", "steps",
     "steps_rule"}} for one schedule.
 
@@ -169,9 +109,11 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
     are given twice: as the tutorial computes them (sensitivity 1) and, as `<name>_doubled`, with
     sensitivity 2. The statements follow tf-privacy (doubled when microbatch_size > 1) and count
     their own steps and cannot count the releases `before` (their values then cover the training alone). A noise
-    multiplier <= 0 gives eps = inf everywhere.
+    multiplier <= 0 gives eps = inf everywhere. `steps`: the steps applied (a ledger's count), counted by
+    the Poisson accountants instead of the rule's.
     """
-    q, steps = batch_size / n, count_steps(n, batch_size, epochs, steps_rule)
+    q = batch_size / n
+    steps = count_steps(n, batch_size, epochs, steps_rule) if steps is None else steps
     run_sensitivity = microbatch_sensitivity(microbatch_size)
     doubled = run_sensitivity == 2
     out = {}
@@ -205,15 +147,6 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
     return out
 
 
-def once_per_epoch_epsilon(noise_multiplier: float, epochs: int, delta: float, before) -> float:
-    """RDP epsilon of the releases `before`, then `epochs` Gaussian mechanisms of noise `noise_multiplier`
-    (each example in one step per epoch: one un-amplified Gaussian mechanism per epoch)."""
-    events = [dp_accounting.GaussianDpEvent(r["noise_multiplier"]) for r in before]
-    event = dp_accounting.ComposedDpEvent(
-        [*events, dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(noise_multiplier), epochs)])
-    return float(RdpAccountant(RDP_ORDERS).compose(event).get_epsilon(delta))
-
-
 def description(name: str) -> str:
     if name.endswith(DOUBLED):
         return DESCRIPTIONS[name[:-len(DOUBLED)]] + "; sensitivity 2 x l2_norm_clip"
@@ -229,13 +162,42 @@ def statement_text(n: int, batch_size: int, noise_multiplier: float, epochs: flo
         n, batch_size, epochs, noise_multiplier, delta, used_microbatching=microbatch_size > 1)
 
 
-def schedule(spec: Spec) -> dict | None:
-    """The accounting inputs of a spec; None for a non-private spec."""
-    if not spec.private:
-        return None
-    return {"n": spec.train_examples, "batch_size": spec.training.batch_size,
-            "noise_multiplier": spec.privacy.noise_multiplier, "epochs": spec.training.epochs,
-            "delta": spec.privacy.delta, "microbatch_size": spec.microbatch_size, "before": releases(spec)}
+@dataclass(frozen=True)
+class Schedule:
+    """What the accountants compose: `steps` DP-SGD steps of noise multiplier `noise_multiplier`
+    (batches of `batch_size` from n examples, sampled as `sampling`, `microbatch_size` examples per
+    microbatch) after the Gaussian `releases`, at `delta`. `planned(spec)` is the spec's plan (what
+    `dprepro epsilon`, calibration, sweeps and the progress line use); ledger.schedule(...) is what ran."""
+
+    n: int
+    batch_size: int
+    noise_multiplier: float
+    epochs: float
+    delta: float
+    microbatch_size: int
+    sampling: str
+    steps: int
+    releases: tuple = ()
+
+    @classmethod
+    def planned(cls, spec: Spec) -> "Schedule | None":
+        """The spec's schedule; None for a non-private spec."""
+        if not spec.private:
+            return None
+        return cls(n=spec.train_examples, batch_size=spec.training.batch_size,
+                   noise_multiplier=spec.privacy.noise_multiplier, epochs=spec.training.epochs,
+                   delta=spec.privacy.delta, microbatch_size=spec.microbatch_size, sampling=spec.sampling,
+                   steps=spec.steps_trained, releases=tuple(releases(spec)))
+
+    @property
+    def q(self) -> float:
+        return self.batch_size / self.n
+
+    def epsilons(self, epochs: float | None = None) -> dict:
+        """`epsilons` of this schedule (after `epochs` epochs: a point of the curve)."""
+        return epsilons(self.n, self.batch_size, self.noise_multiplier, self.epochs if epochs is None else epochs,
+                        self.delta, self.microbatch_size, before=list(self.releases),
+                        steps=self.steps if epochs is None else None)
 
 
 def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int, epochs: int) -> tuple:
@@ -287,32 +249,32 @@ def published_conventions(spec: Spec) -> dict:
     return out
 
 
-def epsilon_block(spec: Spec) -> dict | None:
-    """The `epsilon` block of a result: every value with what it assumes and whether it holds for
-    the run, the value of record, the inputs, the versions."""
-    s = schedule(spec)
+def epsilon_block(spec: Spec, ran: Schedule | None = None) -> dict | None:
+    """The `epsilon` block of a result: every value of the schedule `ran` (what the seeds' ledgers
+    recorded; the spec's plan when not given) with what it assumes and whether it holds for that
+    run, the value of record, the inputs, the versions."""
+    s = ran or Schedule.planned(spec)
     if s is None:
         return None
-    sampling, trained = spec.sampling, spec.steps_trained
-    values = epsilons(**s)
     accountants = {}
-    for name, value in values.items():
-        holds, label = verdict(value, sampling, spec.microbatch_size, trained, spec.training.epochs)
+    for name, value in s.epsilons().items():
+        holds, label = verdict(value, s.sampling, s.microbatch_size, s.steps, math.ceil(s.epochs))
         accountants[name] = {**value, "description": description(name), "holds_for_this_run": holds,
                              "label": label}
     holding = [n for n, v in accountants.items() if v["holds_for_this_run"]]
     return {
-        "delta": spec.privacy.delta,
-        "sampling": sampling,
-        "q": spec.q,
-        "steps": trained,
+        "delta": s.delta,
+        "sampling": s.sampling,
+        "q": s.q,
+        "steps": s.steps,
         "steps_rule": STEP_RULES["trained"],
-        "noise_multiplier": spec.privacy.noise_multiplier,
-        "n": spec.train_examples,
-        "microbatch_size": spec.microbatch_size,
-        "used_microbatching": spec.microbatch_size > 1,
+        "computed_from": "the spec's plan" if ran is None else "the seeds' privacy ledgers (what ran)",
+        "noise_multiplier": s.noise_multiplier,
+        "n": s.n,
+        "microbatch_size": s.microbatch_size,
+        "used_microbatching": s.microbatch_size > 1,
         "pld_discretization": PLD_DISCRETIZATION,
-        "releases": s["before"],
+        "releases": list(s.releases),
         "versions": {p: version(p) for p in ("dp-accounting", "tensorflow-privacy")},
         "of_record": min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None,
         "accountants": accountants,
@@ -336,9 +298,9 @@ def randomness(spec: Spec) -> dict:
 
 
 def epsilon_curve(spec: Spec) -> dict:
-    """{accountant: [eps after epoch 1, 2, ...]}; empty for a non-private spec."""
-    s = schedule(spec)
+    """{accountant: [eps after epoch 1, 2, ...]} of the spec's plan; empty for a non-private spec."""
+    s = Schedule.planned(spec)
     if s is None:
         return {}
-    per_epoch = [epsilons(**{**s, "epochs": e}) for e in range(1, spec.training.epochs + 1)]
+    per_epoch = [s.epsilons(epochs=e) for e in range(1, spec.training.epochs + 1)]
     return {name: [v[name]["epsilon"] for v in per_epoch] for name in per_epoch[0]}

@@ -9,7 +9,8 @@ import math
 
 import dp_accounting
 
-from dprepro.accounting import FRESH, composed_event, microbatch_sensitivity, poisson_epsilon, releases
+from dprepro.accounting import microbatch_sensitivity, releases
+from dprepro.mechanisms import FRESH, composed_event, poisson_epsilon
 from dprepro.spec import Spec
 
 BRACKET = (0.1, 100.0)                  # where calibrate looks first (the frontier's cells were made with it)

@@ -69,6 +69,12 @@ def test_a_broken_dp_sgd_is_caught(white_box_spec, tmp_path, bug, path):
     assert seed["canaries"]["epsilon_lower_bound"] > seed["accountant"]["epsilon"] == pytest.approx(TUTORIAL_15EP_PLD)
     assert seed["canaries"]["fdp_epsilon_lower_bound"] >= seed["canaries"]["epsilon_lower_bound"]
     assert not audit["checks"]["bug"]["passed"] and "PRIVACY BUG" in proc.stdout
+    # the ledger records what ran: the claim is the spec's, the step was not
+    field = "noise multiplier 0.65, the spec says 1.3" if bug == "noise-half" else \
+        "clip norm none (no clipping), the spec says 1.5"
+    assert seed["ledger_departs"] == f"step 1 applied {field}"
+    assert audit["summary"]["ledger_departs"] == f"seed {seed['seed']}: step 1 applied {field}"
+    assert "departs from the claim's plan" in proc.stdout
 
 
 def test_white_box_needs_the_fast_engine(write_spec, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import EXPERIMENTS, raw_spec, run_cli, run_cli_in_process, typed
-from dprepro import accounting
+from dprepro import mechanisms
 from dprepro.errors import InputError
 from dprepro.spec import load_spec
 from dprepro.sweep import selection
@@ -34,7 +34,7 @@ def test_the_search_epsilon_of_one_configuration_is_that_of_twice_its_steps():
     """Composing k runs of one Poisson schedule is one run of k times its steps: an independent check."""
     spec = load_spec(EXPERIMENTS / "tutorial-3ep-poisson.yaml")
     got = selection.search_epsilon([spec], 2, spec, 1e-5)
-    want = accounting.poisson_epsilon("rdp", spec.q, spec.privacy.noise_multiplier, 3 * spec.steps_trained, 1e-5)[0]
+    want = mechanisms.poisson_epsilon("rdp", spec.q, spec.privacy.noise_multiplier, 3 * spec.steps_trained, 1e-5)[0]
     assert got["runs_composed"] == 3 and got["holds"]
     assert got["epsilon"] == pytest.approx(want, rel=1e-9)       # the same RDP sums: float rounding only
     shuffled = load_spec(EXPERIMENTS / "tutorial-3ep.yaml")
@@ -55,7 +55,7 @@ def test_a_refit_trains_every_example_at_the_target_and_composes_with_its_trials
     refitted = selection.refit(choice, trial)
     assert refitted.train_examples == 60000 and refitted.data.validation_examples is None
     assert refitted.q == pytest.approx(250 / 60000)
-    eps = accounting.poisson_epsilon("rdp", refitted.q, refitted.privacy.noise_multiplier, refitted.steps_trained, 1e-5)[0]
+    eps = mechanisms.poisson_epsilon("rdp", refitted.q, refitted.privacy.noise_multiplier, refitted.steps_trained, 1e-5)[0]
     # The noise is rounded up at the 4th decimal: epsilon at most the target, and within 0.01 of it
     # (d eps / d sigma is about -5 here, so 1e-4 of noise moves epsilon by about 5e-4).
     assert 2.99 < eps <= 3.0

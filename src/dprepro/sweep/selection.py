@@ -33,7 +33,7 @@ from pathlib import Path
 import dp_accounting
 import yaml
 
-from dprepro import accounting, calibration, files
+from dprepro import accounting, calibration, files, mechanisms
 from dprepro.errors import InputError
 from dprepro.spec import Spec
 from dprepro.spec.schema import DATASETS
@@ -70,8 +70,8 @@ def search_epsilon(trials: list[Spec], seeds_per_trial: int, chosen: Spec, delta
     events = []
     for spec in [*trials] * seeds_per_trial + [chosen]:
         sigma = spec.privacy.noise_multiplier / accounting.microbatch_sensitivity(spec.microbatch_size)
-        events.append(accounting.composed_event(spec.q, sigma, spec.steps_trained, accounting.releases(spec)))
-    value = accounting.FRESH[SEARCH_ACCOUNTANT]().compose(dp_accounting.ComposedDpEvent(events)).get_epsilon(delta)
+        events.append(mechanisms.composed_event(spec.q, sigma, spec.steps_trained, accounting.releases(spec)))
+    value = mechanisms.FRESH[SEARCH_ACCOUNTANT]().compose(dp_accounting.ComposedDpEvent(events)).get_epsilon(delta)
     # every run trains the file's first train_examples, so a smaller set is a part of the larger one
     holds = all(s.poisson and s.train_examples <= chosen.train_examples for s in [*trials, chosen])
     held_out = max(s.data.validation_examples or 0 for s in trials)

@@ -93,14 +93,16 @@ class EpochTimer(tf.keras.callbacks.Callback):
 
 
 class Progress(tf.keras.callbacks.Callback):
-    """Each epoch's metrics and wall time, continuing those of a resumed run; after each epoch
-    `on_epoch(epochs_done, model, state)` (the pipeline's checkpoint)."""
+    """Each epoch's metrics and wall time, and the privacy ledger (`collect()` brings it up to date),
+    continuing those of a resumed run; after each epoch `on_epoch(epochs_done, model, state)` (the
+    pipeline's checkpoint)."""
 
     LOGS = {"train_loss": "loss", "train_accuracy": "accuracy", "test_loss": "val_loss",
             "test_accuracy": "val_accuracy"}
 
-    def __init__(self, previous: dict | None = None, on_epoch=None):
+    def __init__(self, previous: dict | None = None, on_epoch=None, collect=None):
         super().__init__()
+        self.collect = collect
         previous = previous or {"history": {k: [] for k in self.LOGS}, "epoch_seconds": [], "wall_seconds": 0.0}
         self.history = {k: list(v) for k, v in previous["history"].items()}
         self.epoch_seconds = list(previous["epoch_seconds"])
@@ -120,12 +122,15 @@ class Progress(tf.keras.callbacks.Callback):
             if name in logs:
                 self.history.setdefault(name, []).append(float(logs[name]))
         self.epoch_seconds.append(time.perf_counter() - self._start)
+        if self.collect:
+            self.collect()          # the epoch's steps into the ledger (the recorder holds one epoch)
         if self.on_epoch:
             self.on_epoch(epoch + 1, self.model, self.state())
 
     def state(self) -> dict:
         return {"history": self.history, "epoch_seconds": self.epoch_seconds,
-                "wall_seconds": self.wall_before + time.perf_counter() - self._train_start}
+                "wall_seconds": self.wall_before + time.perf_counter() - self._train_start,
+                "ledger": self.collect() if self.collect else None}
 
 
 class EpochLine(tf.keras.callbacks.Callback):

@@ -27,7 +27,7 @@ from dprepro.files import atomic
 
 FILE = "checkpoint.npz"
 RESUMABLE = ("fast", "none")
-CHECKPOINT_SCHEMA = 1
+CHECKPOINT_SCHEMA = 2   # 2: the progress holds the privacy ledger
 
 
 def identity(spec_sha256: str, engine: str, engine_version: int, seed: int) -> dict:

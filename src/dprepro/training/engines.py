@@ -28,6 +28,7 @@ from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import DPKerasSGDO
 from dprepro.spec import POISSON_ENGINES, Spec
 from dprepro.training.fast_dp import FastDPSequential, update_metrics
 from dprepro.training.model import build_layers
+from dprepro.training.recorder import examples_per_microbatch, record_step
 
 
 def seed_everything(seed: int, use_xla: bool = False) -> None:
@@ -75,9 +76,9 @@ def build_model(spec: Spec, engine: str | None = None, seed: int = 0) -> tf.kera
         return tf.keras.optimizers.legacy.SGD(learning_rate=learning_rate(spec), momentum=training.momentum)
 
     if engine == "none":
-        model, optimizer = tf.keras.Sequential(layers), sgd()
+        model, optimizer = RecordedSequential(layers), sgd()
     elif engine == "tutorial":
-        model = tf.keras.Sequential(layers)
+        model = RecordedSequential(layers)
         optimizer = DPKerasSGDOptimizer(
             l2_norm_clip=privacy.l2_norm_clip, noise_multiplier=privacy.noise_multiplier,
             num_microbatches=privacy.num_microbatches, learning_rate=learning_rate(spec),
@@ -91,7 +92,7 @@ def build_model(spec: Spec, engine: str | None = None, seed: int = 0) -> tf.kera
         if spec.poisson:
             model = PoissonDPSequential(expected_batch_size=training.batch_size, **dp)
         else:
-            model = DPSequential(num_microbatches=privacy.num_microbatches, **dp)
+            model = RecordedDPSequential(num_microbatches=privacy.num_microbatches, **dp)
         optimizer = sgd()
     elif engine == "fast":
         model = FastDPSequential(
@@ -105,6 +106,35 @@ def build_model(spec: Spec, engine: str | None = None, seed: int = 0) -> tf.kera
     jit = spec.engine.use_xla and engine == "fast"   # DPSequential takes use_xla itself
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
     return model
+
+
+class RecordedSequential(tf.keras.Sequential):
+    """Keras' own train step (engine `none`, or `tutorial` with tf-privacy's DP optimizer), then what the
+    step used recorded for the ledger: the DP optimizer's Gaussian query's clip and noise standard
+    deviation (the numbers its graph was built from; the noise multiplier is their ratio, to 12
+    significant digits, since the optimizer keeps only the two), or no noise and no clip."""
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        query = getattr(self.optimizer, "_dp_sum_query", None)
+        if query is None:
+            record_step(self, 0.0, None, 1)
+        else:
+            x, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+            record_step(self, float(f"{query._stddev / query._l2_norm_clip:.12g}"), query._l2_norm_clip,
+                        examples_per_microbatch(x, self.optimizer._num_microbatches))
+        return logs
+
+
+class RecordedDPSequential(DPSequential):
+    """tf-privacy's DPSequential, then what its step used recorded for the ledger."""
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        x, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+        record_step(self, self._noise_multiplier, self._l2_norm_clip,
+                    examples_per_microbatch(x, self._num_microbatches))
+        return logs
 
 
 class PoissonDPSequential(DPSequential):
@@ -130,5 +160,6 @@ class PoissonDPSequential(DPSequential):
             grads.append(total / self.expected_batch_size)
         logits = self(x, training=True)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        record_step(self, self._noise_multiplier, self._l2_norm_clip, 1)
         update_metrics(self, y, logits, mask)
         return {metric.name: metric.result() for metric in self.metrics}

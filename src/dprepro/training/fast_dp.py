@@ -39,6 +39,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dprepro.sampling import stream_seed
+from dprepro.training.recorder import examples_per_microbatch, record_step
 
 SUPPORTED = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
 
@@ -291,6 +292,8 @@ class FastDPSequential(tf.keras.Sequential):
         grads = self.noisy_mean(grads)                                                # noise
         variables = [v for part in parts for v in part.layer.trainable_weights]
         self.optimizer.apply_gradients(zip(grads, variables))
+        record_step(self, self.noise_multiplier, self.l2_norm_clip if self.clipping else None,   # ledger
+                    examples_per_microbatch(x, self.num_microbatches))
         update_metrics(self, y, logits, mask)
         return {metric.name: metric.result() for metric in self.metrics}
 

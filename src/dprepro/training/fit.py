@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from dprepro import sampling
+from dprepro import accounting, ledger as privacy_ledger, sampling
 from dprepro.features import private_projection, with_private_normalization
 from dprepro.errors import RunCheckFailed
 from dprepro.spec import Spec
 from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
+from dprepro.training.recorder import attach
 
 
 def draw_key(spec: Spec, seed: int, resume: dict | None = None) -> int | sampling.SecretKey:
@@ -50,16 +51,19 @@ def applied_steps(model: tf.keras.Model) -> int:
 
 
 def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
-          resume: dict | None = None, on_epoch=None, prepare=None) -> tuple[dict, tf.keras.Model]:
-    """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress, weights,
-    optimizer weights, and under secret randomness the key); after each epoch call
+          resume: dict | None = None, on_epoch=None, prepare=None, check: bool = True) -> tuple[dict, tf.keras.Model]:
+    """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress with the ledger so
+    far, weights, optimizer weights, and under secret randomness the key); after each epoch call
     `on_epoch(epochs_done, model, state, secret)` (secret: the key's words, or None). Return its
-    outcome (history of per-epoch metrics, final metrics, the steps applied, timings) and the trained
-    model; RunCheckFailed if the optimizer applied other steps than the spec plans and its epsilon counts."""
+    outcome (history of per-epoch metrics, final metrics, the steps applied, the privacy ledger,
+    timings) and the trained model. RunCheckFailed if the optimizer applied other steps than the spec
+    plans, or (`check`, a private spec) if the ledger departs from the spec's plan: the epsilon of
+    the spec would not count what ran. An audit's planted bug trains with check=False."""
     seed_everything(seed, spec.engine.use_xla)                        # weight init: from the seed in both modes
     key = draw_key(spec, seed, resume)                                 # sampling, noise, releases
     data, statistics = with_private_normalization(spec, data, key)    # this seed's release, if the spec has one
     model = build_model(spec, engine, key)
+    recorder = attach(model, spec.steps_per_epoch)                     # what each step used (the ledger)
     if prepare is not None:          # e.g. a white-box audit's gradient canaries (audit/whitebox.py)
         prepare(model, key)
     epochs = spec.training.epochs
@@ -71,8 +75,14 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
         (layer,) = [layer for layer in model.layers if hasattr(layer, "projection")]
         layer.projection.assign(private_projection(data.x_train, spec, key))
     secret = key.words if isinstance(key, sampling.SecretKey) else None
+    ledger = resume["progress"]["ledger"] if resume else privacy_ledger.new(accounting.releases(spec))
+    batch_sampler = (spec.sampling, spec.training.batch_size / len(data.x_train))   # training_batches' sampler
+
+    def collect():
+        privacy_ledger.append(ledger, recorder.drain(), *batch_sampler)
+        return ledger
     progress = Progress(resume and resume["progress"],
-                        on_epoch and (lambda done, model, state: on_epoch(done, model, state, secret)))
+                        on_epoch and (lambda done, model, state: on_epoch(done, model, state, secret)), collect)
     # The validation score first: the callbacks after it (progress lines, TensorBoard, the record) see it.
     validation = [] if data.x_val is None else [ValidationScore(data.x_val, data.y_val)]
     if first_epoch < epochs:
@@ -88,16 +98,20 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
         state = progress.state()
     else:
         state = resume["progress"]
+    collect()                               # steps of an epoch Keras ended early, if any
     applied = applied_steps(model)
     if applied != spec.steps_trained:       # before the caller writes the seed's record
         raise RunCheckFailed(f"seed {seed}: the optimizer applied {applied} steps, the spec plans {spec.steps_trained} "
                              f"(the steps its epsilon counts); the seed is not recorded as finished")
+    if check and spec.private:
+        privacy_ledger.check(ledger, spec, seed)
     history = {"epoch": list(range(1, epochs + 1)), **state["history"]}
     outcome = {
         "seed": seed,
         "test_accuracy": history["test_accuracy"][-1], "test_loss": history["test_loss"][-1],
         "train_accuracy": history["train_accuracy"][-1], "train_loss": history["train_loss"][-1],
         "steps": applied,
+        "ledger": ledger,
         "history": history,
         "epoch_seconds": state["epoch_seconds"],
         "wall_seconds": state["wall_seconds"],

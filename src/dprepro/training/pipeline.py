@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dprepro import accounting, files
+from dprepro import accounting, files, ledger
 from dprepro.features import load_data
 from dprepro.lock import RunLock
 from dprepro.records import environment, write
@@ -59,12 +59,12 @@ def describe_epsilon(block: dict) -> str:
 
 def finished_seed(path: Path, ident: dict) -> dict | None:
     """The outcome in a seed.json left by an earlier run of the same seed, spec content and engine
-    version; None if there is none or it belongs to something else."""
+    version; None if there is none, it belongs to something else, or it predates the privacy ledger."""
     try:
         outcome = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return outcome if outcome.get("identity") == ident else None
+    return outcome if outcome.get("identity") == ident and "ledger" in outcome else None
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,9 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
                         TensorBoardLog(plan.seed_dir(seed), s, seed, plan.engine,
                                        {**curve, "of_record": curve[of_record]} if of_record else {})]
             outcomes.append(run_seed(plan, data, seed, make_callbacks, resumes.get(seed)))
+        if s.private:       # the block of record: from what the seeds' ledgers say ran
+            ran = ledger.agreed({o["seed"]: o["ledger"] for o in outcomes})
+            epsilon = accounting.epsilon_block(s, ledger.schedule(ran, s))
         result = assemble(plan, data_dir, data, env, epsilon, outcomes, started)
         files.write_json(plan.result_path, result)
     return result, plan.result_path
