@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from dprepro import accounting, files
-from dprepro.records.compare import as_float
+from dprepro.records.result import as_float
 from dprepro.records.read import load_result
 
 VERDICT = ("adjacency", "description", "holds_for_this_run", "label")

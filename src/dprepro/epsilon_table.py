@@ -8,6 +8,7 @@ import math
 
 from dprepro import accounting
 from dprepro.spec import Spec
+from dprepro.records.result import EpsilonBlock
 
 
 def row(spec: Spec, curve: bool = False) -> dict:
@@ -42,9 +43,9 @@ def text(row: dict) -> str:
         order = f"{v['order']:g}" if v["order"] is not None else "-"
         holds = "yes" if v["holds_for_this_run"] else "no"
         lines.append(f"  {name:<26} {fmt_eps(v['epsilon']):>10}  {order:<8} {v['steps']:>6}  {holds:<5}  {v['label']}")
-    if block["of_record"]:
-        best = block["of_record"]
-        lines.append(f"  of record (smallest that holds): {best} {fmt_eps(block['accountants'][best]['epsilon'])}")
+    typed = EpsilonBlock.from_json(block)
+    if typed.of_record:
+        lines.append(f"  of record (smallest that holds): {typed.of_record} {fmt_eps(typed.value_of_record)}")
     else:
         lines.append("  of record: none (no value holds for this spec's training: see each one's why)")
     for quantity, v in block["under_published_conventions"].items():

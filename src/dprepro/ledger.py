@@ -50,12 +50,14 @@ def steps_applied(ledger: dict) -> int:
 
 def planned(spec: Spec) -> dict:
     """The ledger the spec plans: its releases, then steps_trained steps of its noise, clip,
-    examples per microbatch (one under Poisson sampling) and sampling."""
+    examples per microbatch (one under Poisson sampling) and sampling; a non-private spec's steps
+    have no noise and no clip."""
     p = spec.privacy
+    noise, clip = (p.noise_multiplier, p.l2_norm_clip) if spec.private else (0.0, None)
     return {"ledger_schema": LEDGER_SCHEMA, "releases": accounting.releases(spec),
-            "steps": [{"first_step": 1, "steps": spec.steps_trained, "noise_multiplier": p.noise_multiplier,
-                       "l2_norm_clip": p.l2_norm_clip, "examples_per_microbatch": 1 if spec.poisson
-                       else spec.microbatch_size, "sampling": spec.sampling, "sampling_rate": spec.q}]}
+            "steps": [{"first_step": 1, "steps": spec.steps_trained, "noise_multiplier": noise, "l2_norm_clip": clip,
+                       "examples_per_microbatch": 1 if spec.poisson else spec.microbatch_size,
+                       "sampling": spec.sampling, "sampling_rate": spec.q}]}
 
 
 def per_step(ledger: dict):

@@ -26,6 +26,7 @@ from dprepro.data import load_mnist
 from dprepro.errors import InputError
 from dprepro.lock import RunLock
 from dprepro.records import environment
+from dprepro.records.result import EpsilonBlock
 from dprepro.spec import ENGINE_VERSIONS, Spec
 from dprepro.training.callbacks import EpochLine
 from dprepro.training.fit import train
@@ -102,9 +103,9 @@ def claim_of(spec: Spec) -> dict:
     """The accountant's value of record for the spec's plan: the claim an audit tests. A seed trained
     without a planted bug ran that plan (fit.train checked its ledger)."""
     block = accounting.epsilon_block(spec)
-    record = block["of_record"]
-    return {"name": record, "epsilon": block["accountants"][record]["epsilon"] if record else None,
-            "label": block["accountants"][record]["label"] if record else "no value holds",
+    typed = EpsilonBlock.from_json(block)
+    return {"name": typed.of_record, "epsilon": typed.value_of_record,
+            "label": typed.record["label"] if typed.record else "no value holds",
             "n": block["n"], "q": block["q"], "steps": block["steps"], "sampling": block["sampling"],
             "delta": block["delta"]}
 

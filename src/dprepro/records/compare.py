@@ -23,6 +23,7 @@ from pathlib import Path
 
 from dprepro.files import result_path
 from dprepro.records.read import load_result
+from dprepro.records.result import as_float
 from dprepro.spec import ENGINE_VERSIONS
 
 # Relative tolerance of each accountant's epsilon against a pin (docs/reproduction.md, "Self-checking reproduction").
@@ -52,10 +53,6 @@ class Row:
 
 def accuracy_tolerance(pinned_std: float, n_pinned: int, n_fresh: int) -> float:
     return max(ACCURACY_SIGMAS * pinned_std * math.sqrt(1 / n_pinned + 1 / n_fresh), ACCURACY_FLOOR)
-
-
-def as_float(x) -> float:
-    return math.inf if x == "inf" else float(x)
 
 
 def epsilon_tolerance(accountant: str) -> float:

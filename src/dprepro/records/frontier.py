@@ -11,13 +11,14 @@ from pathlib import Path
 from dprepro.files import save_figure, write_json, write_text
 from dprepro.records.read import load_result
 from dprepro.records.reproductions import PUBLISHED
+from dprepro.records.result import EpsilonBlock
 
 ACCOUNTANTS = ("rdp", "pld", "rdp_legacy")
 
 
 def row(result: dict) -> dict:
     accs = [s["test_accuracy"] for s in result["seeds"]]
-    eps = result["epsilon"]
+    eps, typed = result["epsilon"], EpsilonBlock.from_json(result["epsilon"])
     spec = result["spec"]
     return {
         "cell": result["name"], "version": result["version"], "spec_sha256": result["spec_sha256"],
@@ -26,8 +27,8 @@ def row(result: dict) -> dict:
         "epochs": spec.training.epochs, "sampling": spec.sampling,
         "epsilon": {a: eps["accountants"][a]["epsilon"] for a in ACCOUNTANTS} if eps else None,
         "epsilon_holds": {a: eps["accountants"][a]["holds_for_this_run"] for a in ACCOUNTANTS} if eps else None,
-        "of_record": eps["of_record"] if eps else None,
-        "epsilon_of_record": eps["accountants"][eps["of_record"]]["epsilon"] if eps and eps["of_record"] else None,
+        "of_record": typed.of_record if eps else None,
+        "epsilon_of_record": typed.value_of_record if eps else None,
         "delta": eps["delta"] if eps else None,
         "test_accuracy": {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                           "n": len(accs), "seeds": [s["seed"] for s in result["seeds"]], "values": accs},
@@ -51,7 +52,7 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['cell']} | – | {r['epochs']} | {r['sampling']} | ∞ | ∞ | ∞ | ∞ (non-private) | {accuracy} |")
             continue
         eps = [f"{r['epsilon'][a]:.3f}" + ("" if r["epsilon_holds"][a] else "†") for a in ACCOUNTANTS]
-        record = f"{r['epsilon_of_record']:.3f} ({r['of_record']})" if r["of_record"] else "none holds"
+        record = f"{r['epsilon_of_record']:.3f} ({r['of_record']})" if r["epsilon_of_record"] is not None else "none holds"
         lines.append(f"| {r['cell']} | {r['noise_multiplier']:g} | {r['epochs']} | {r['sampling']} | "
                      + " | ".join(eps) + f" | {record} | {accuracy} |")
     return "\n".join(lines)

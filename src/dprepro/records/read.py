@@ -18,6 +18,13 @@ HISTORY = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 def load_result(path) -> dict:
     """The checked result at `path`, its `spec` typed (a `Spec`)."""
+    result = parse_result(path)
+    result["spec"] = check_result(result, path)
+    return result
+
+
+def parse_result(path) -> dict:
+    """The JSON of the result file at `path`, unchecked (InputError if it is not JSON)."""
     text = read_text_file(str(path), "result")
     try:
         result = json.loads(text)
@@ -25,7 +32,6 @@ def load_result(path) -> dict:
         raise InputError(f"{path}: not a result file (invalid JSON at line {e.lineno})") from None
     except RecursionError:
         raise InputError(f"{path}: not a result file (nested too deeply)") from None
-    result["spec"] = check_result(result, path)
     return result
 
 
@@ -129,6 +135,29 @@ def check_seeds(f: Fields, r, spec: Spec) -> None:
         times = f.get(seed, "epoch_seconds", list, where)
         if not times or not all(isinstance(t, NUMBER) and not isinstance(t, bool) for t in times):
             f.fail(f"{where}.epoch_seconds", "must be a non-empty list of numbers")
+        check_ledger(f, f.get(seed, "ledger", dict, where, optional=True), f"{where}.ledger", spec)
+
+
+def check_ledger(f: Fields, book, where: str, spec: Spec) -> None:
+    """A seed's privacy ledger (ledger.py; absent from results pinned before it): releases, and
+    run-length encoded steps, consecutive from step 1, as many as the spec trains."""
+    if book is None:
+        return
+    for i, release in enumerate(f.get(book, "releases", list, where)):
+        f.number(release, "noise_multiplier", f"{where}.releases[{i}]", low=0)
+    expected = 1
+    for i, entry in enumerate(f.get(book, "steps", list, where)):
+        at = f"{where}.steps[{i}]"
+        if f.get(entry, "first_step", int, at) != expected:
+            f.fail(f"{at}.first_step", f"must be {expected} (the step after the entry before), got {entry['first_step']}")
+        expected += f.get(entry, "steps", int, at)
+        f.number(entry, "noise_multiplier", at, low=0)
+        f.get(entry, "l2_norm_clip", (*NUMBER, type(None)), at)
+        f.get(entry, "examples_per_microbatch", int, at)
+        f.get(entry, "sampling", str, at)
+        f.number(entry, "sampling_rate", at, low=0)
+    if expected - 1 != spec.steps_trained:
+        f.fail(f"{where}.steps", f"records {expected - 1} steps, the spec trains {spec.steps_trained}")
 
 
 def kind_name(kinds) -> str:

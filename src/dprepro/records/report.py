@@ -11,23 +11,25 @@ from scipy import stats
 
 from dprepro import accounting
 from dprepro.files import write_text
-from dprepro.records.compare import as_float, engine_version
+from dprepro.records.compare import engine_version
+from dprepro.records.result import as_float
 from dprepro.records import tuned
 from dprepro.records.read import load_result
 from dprepro.records.report_figures import ACCOUNTANT_COLUMNS, figures
+from dprepro.records.result import EpsilonBlock, Pinned
 from dprepro.records.reproductions import table as reproduction_table
 
 
 
-def pinned_results(results_dir: Path) -> list[dict]:
-    """Every results/<name>/v<version>/result*.json, ordered by name, version and engine."""
+def pinned_results(results_dir: Path) -> list[Pinned]:
+    """Every results/<name>/v<version>/result*.json with the audits beside it, ordered by name,
+    version and engine."""
     found = []
     for path in sorted(Path(results_dir).glob("*/v*/result*.json")):
-        result = load_result(path)
-        result["_path"] = str(path.relative_to(results_dir))
-        result["_audit"] = pinned_audit(path.with_name("audit.json")) if path.name == "result.json" else None
-        result["_whitebox"] = pinned_audit(path.with_name("audit-whitebox.json")) if path.name == "result.json" else None
-        found.append(result)
+        own = path.name == "result.json"          # the spec's own engine: its audits lie beside it
+        found.append(Pinned(load_result(path), str(path.relative_to(results_dir)),
+                            pinned_audit(path.with_name("audit.json")) if own else None,
+                            pinned_audit(path.with_name("audit-whitebox.json")) if own else None))
     return found
 
 
@@ -55,11 +57,11 @@ def audits_of_sweep_cells(results_dir: Path) -> list[tuple[str, str, dict, str]]
     return found
 
 
-def audit_table(results: list[dict], results_dir: Path | None = None) -> list[str]:
+def audit_table(pinned: list[Pinned], results_dir: Path | None = None) -> list[str]:
     """The privacy audits (`dprepro audit`, `make pin-audits`, `make pin-whitebox-audits`) of the pinned
     specs and sweep cells: one row per audit, black box (audit.json) and white box (audit-whitebox.json)."""
-    audited = [(r["name"], r["_path"], a, roc) for r in results
-               for a, roc in ((r.get("_audit"), "audit-roc.png"), (r.get("_whitebox"), "audit-whitebox-roc.png")) if a]
+    audited = [(p.result["name"], p.path, a, roc) for p in pinned
+               for a, roc in ((p.audit, "audit-roc.png"), (p.whitebox, "audit-whitebox-roc.png")) if a]
     audited += audits_of_sweep_cells(results_dir) if results_dir else []
     if not audited:
         return []
@@ -148,20 +150,21 @@ def with_verdicts(block: dict | None, spec) -> dict | None:
     fresh = accounting.epsilon_block(spec)
     accountants = {name: {**value, **{k: fresh["accountants"][name][k] for k in ("holds_for_this_run", "label")}}
                    for name, value in block["accountants"].items() if name in fresh["accountants"]}
-    return {**block, "accountants": accountants, "of_record": fresh["of_record"]}
+    return {**block, "accountants": accountants, "of_record": EpsilonBlock.from_json(fresh).of_record}
 
 
-def table(results: list[dict]) -> str:
+def table(pinned: list[Pinned]) -> str:
     head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | audited ε lower bound (95 %) | "
             + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
             + " | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | arithmetic path | file |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    for r in results:
+    for p in pinned:
+        r = p.result
         block = with_verdicts(r["epsilon"], r["spec"])
         eps = block["accountants"] if block else {}
         cells = [epsilon_cell(eps, a) if block else "–" for a in ACCOUNTANT_COLUMNS]
-        best = block.get("of_record") if block else None
-        record = f"{as_float(eps[best]['epsilon']):.4f} ({best})" if best else "–"
+        typed = EpsilonBlock.from_json(block)
+        record = f"{typed.value_of_record:.4f} ({typed.of_record})" if typed and typed.of_record else "–"
         accs = [s["test_accuracy"] for s in r["seeds"]]
         low, high = confidence_interval(accs)
         acc = r["test_accuracy"]
@@ -171,11 +174,11 @@ def table(results: list[dict]) -> str:
                                                          if env["devices"]["gpus"] else ", no GPU")
         lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} v{engine_version(r)} | "
                      f"{r['spec'].training.epochs} | {r['spec'].sampling} | "
-                     f"{record} | {audit_cell(r.get('_audit')) if r['run']['engine'] == r['spec'].engine.name else '–'} | "
+                     f"{record} | {audit_cell(p.audit) if r['run']['engine'] == r['spec'].engine.name else '–'} | "
                      + " | ".join(cells)
                      + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                        f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
-                       f"{env.get('arithmetic', {}).get('id', '–')} | `{r['_path']}` |")
+                       f"{env.get('arithmetic', {}).get('id', '–')} | `{p.path}` |")
     return "\n".join(lines)
 
 
@@ -210,7 +213,8 @@ def per_epoch_figures(result: dict) -> bool:
 def write_report(results_dir) -> Path:
     """Regenerate results/README.md and results/figures/ from the pinned result files."""
     results_dir = Path(results_dir)
-    results = pinned_results(results_dir)
+    pinned = pinned_results(results_dir)
+    results = [p.result for p in pinned]
     if not results:
         raise FileNotFoundError(f"{results_dir}: no pinned result files (results/<name>/v<version>/result.json)")
     names = figures([r for r in results if per_epoch_figures(r)], results_dir / "figures")
@@ -233,7 +237,7 @@ def write_report(results_dir) -> Path:
         "numbers; on another path the accuracies agree statistically, within the bands `dprepro compare`",
         "applies; ε agrees everywhere within each accountant's tolerance (1e-9 relative, PLD 1e-6).",
         "",
-        table(results),
+        table(pinned),
         "",
         "† does not hold for that run: the value assumes Poisson sampling and the run shuffled, or it assumes",
         "sensitivity l2_norm_clip and the run's microbatches held several examples (the result file's",
@@ -244,7 +248,7 @@ def write_report(results_dir) -> Path:
         *epsilon_notes(results),
         "",
         *reproduction_table(results),
-        *audit_table(results, results_dir),
+        *audit_table(pinned, results_dir),
         *sweep_sections(results_dir),
         *tuned.table(results_dir, tuned_rows),
         *[f"![{n}](figures/{n})" for n in names],

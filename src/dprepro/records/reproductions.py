@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dprepro.records.compare import as_float
+from dprepro.records.result import as_float
+from dprepro.records.result import EpsilonBlock
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ def table(results: list[dict]) -> list[str]:
         block, acc = r["epsilon"], r["test_accuracy"]
         published_accuracy = r["spec"].expected["test_accuracy"].value
         theirs, ours = published_epsilon_cell(r)
-        record = block["of_record"]
-        record_cell = f"{as_float(block['accountants'][record]['epsilon']):.3f} ({record})" if record else "none holds"
+        typed = EpsilonBlock.from_json(block)
+        record_cell = f"{typed.value_of_record:.3f} ({typed.of_record})" if typed.of_record else "none holds"
         lines.append(f"| {r['name']} v{r['version']} | {r['spec'].sampling} | {theirs} | "
                      f"{100 * published_accuracy:.1f} % | {ours} | {record_cell} | "
                      f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "

@@ -8,15 +8,15 @@ import json
 from pathlib import Path
 
 from dprepro.files import save_figure
-from dprepro.records.compare import as_float
 from dprepro.records.reproductions import PUBLISHED
+from dprepro.records.result import EpsilonBlock
 
 
 def of_record(result: dict) -> tuple[float, str] | None:
-    block = result.get("epsilon")
-    if not block or not block["of_record"]:
+    block = EpsilonBlock.from_json(result.get("epsilon"))
+    if not block or not block.of_record:
         return None
-    return as_float(block["accountants"][block["of_record"]]["epsilon"]), block["of_record"]
+    return block.value_of_record, block.of_record
 
 
 def rows(results_dir: Path, results: list[dict]) -> list[dict]:

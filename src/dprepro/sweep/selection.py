@@ -35,6 +35,7 @@ import yaml
 
 from dprepro import accounting, calibration, files, mechanisms
 from dprepro.errors import InputError
+from dprepro.records.result import EpsilonBlock
 from dprepro.spec import Spec
 from dprepro.spec.schema import DATASETS
 from dprepro.sweep.sweep_spec import TARGET, Sweep
@@ -118,8 +119,8 @@ def select(sweep: Sweep, out: Path, refits: bool = False) -> list[dict]:
     choices = []
     for target, members in sorted(groups.items(), key=lambda kv: (kv[0] or ("", 0))[1]):
         def record(result):
-            eps = result["epsilon"]
-            return eps["accountants"][eps["of_record"]]["epsilon"] if eps and eps["of_record"] else math.inf
+            eps = EpsilonBlock.from_json(result["epsilon"])
+            return eps.value_of_record if eps and eps.of_record else math.inf
 
         def key(member):
             cell, result = member
@@ -136,7 +137,7 @@ def select(sweep: Sweep, out: Path, refits: bool = False) -> list[dict]:
             "validation_accuracy": best["validation_accuracy"]["mean"],
             "test_accuracy_of_the_trial": best["test_accuracy"]["mean"],
             "configurations": len(members),
-            "epsilon_of_record": {"accountant": eps["of_record"], "epsilon": record(best),
+            "epsilon_of_record": {"accountant": EpsilonBlock.from_json(eps).of_record, "epsilon": record(best),
                                   "label": f"this run alone; excludes the search over {len(members)} configurations"}
             if eps else None,
             "epsilon_with_search": search_epsilon(trials, len(sweep.seeds), best_cell.spec, best_cell.spec.privacy.delta)

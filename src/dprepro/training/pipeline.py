@@ -21,6 +21,7 @@ from dprepro import accounting, files, ledger
 from dprepro.features import load_data
 from dprepro.lock import RunLock
 from dprepro.records import environment, write
+from dprepro.records.result import EpsilonBlock, Result, SeedOutcome
 from dprepro.spec import ENGINE_VERSIONS, Spec
 from dprepro.training import checkpoint
 from dprepro.training.callbacks import EpochLine, TensorBoardLog
@@ -46,12 +47,12 @@ def describe_arithmetic(path: dict) -> str:
 
 def describe_epsilon(block: dict) -> str:
     """Two lines: the epsilon that holds for the run, and the tutorial's (rdp) with its label."""
-    best, rdp = block["of_record"], block["accountants"]["rdp"]
-    if best is None:
+    typed, rdp = EpsilonBlock.from_json(block), block["accountants"]["rdp"]
+    if typed.of_record is None:
         first = "dprepro: no eps holds for this run (each value's label in the result says why)\n"
     else:
-        held = block["accountants"][best]
-        first = f"dprepro: eps of record {held['epsilon']:.4f} ({best}, at delta {block['delta']:g}): {held['label']}\n"
+        first = (f"dprepro: eps of record {typed.value_of_record:.4f} ({typed.of_record}, at delta {typed.delta:g}): "
+                 f"{typed.record['label']}\n")
     return (first + f"dprepro: eps(rdp) {rdp['epsilon']:.4f}, the tutorial's: "
             + ("holds for this run" if rdp["holds_for_this_run"] else rdp["label"])
             + f"\ndprepro: randomness {block['randomness']['mode']}: {block['randomness']['statement']}")
@@ -132,7 +133,7 @@ def run_seed(plan: RunPlan, data, seed: int, make_callbacks, resume: dict | None
     outcome["model"] = {"path": str(model_path), "sha256": save_weights(model_path, model.get_weights()),
                         "format": "numpy .npz of the weights in layer order; rebuild: dprepro.training.model.load_model"}
     outcome["identity"] = ident
-    files.write_json(seed_json, outcome)  # kept if a later seed fails
+    files.write_json(seed_json, SeedOutcome.from_json(outcome).to_json())  # kept if a later seed fails
     checkpoint.discard(seed_dir)
     return outcome
 
@@ -197,7 +198,7 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
           f"{s.training.epochs} epochs of {s.steps_per_epoch} steps, {s.sampling} sampling"
           + (f"\n{describe_epsilon(epsilon)}" if epsilon else ", non-private (no epsilon)"), flush=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    of_record = epsilon and epsilon["of_record"]
+    of_record = epsilon and EpsilonBlock.from_json(epsilon).of_record
     with RunLock([plan.result_path.parent, plan.log_folder], f"{s.name} v{s.version}"):
         resumes = checkpoints(plan, restart)
         outcomes = []
@@ -211,7 +212,8 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
             ran = ledger.agreed({o["seed"]: o["ledger"] for o in outcomes})
             epsilon = accounting.epsilon_block(s, ledger.schedule(ran, s))
         result = assemble(plan, data_dir, data, env, epsilon, outcomes, started)
-        files.write_json(plan.result_path, result)
+        # the one writer: the typed record, checked as every reader checks it
+        files.write_json(plan.result_path, Result.from_json(result, plan.result_path).to_json())
     return result, plan.result_path
 
 
@@ -220,13 +222,11 @@ def summary(finished: list) -> str:
     lines = ["\nsummary", f"{'experiment':<28} {'engine':<9} {'seeds':>5} {'test accuracy':>22} {'eps rdp':>9} "
                           f"{'eps of record (holds)':>38}  result"]
     for result, path in finished:
-        acc, eps = result["test_accuracy"], result["epsilon"]
+        acc, eps = result["test_accuracy"], EpsilonBlock.from_json(result["epsilon"])
         rdp, record = "-", "-"
         if eps:
-            rdp = f"{eps['accountants']['rdp']['epsilon']:.4f}" + ("" if eps["accountants"]["rdp"]["holds_for_this_run"]
-                                                                   else "*")
-            record = (f"{eps['accountants'][eps['of_record']]['epsilon']:.4f} ({eps['of_record']})"
-                      if eps["of_record"] else "none holds")
+            rdp = f"{eps.value('rdp'):.4f}" + ("" if eps.accountants["rdp"]["holds_for_this_run"] else "*")
+            record = f"{eps.value_of_record:.4f} ({eps.of_record})" if eps.of_record else "none holds"
         lines.append(f"{result['name'] + ' v' + str(result['version']):<28} {result['run']['engine']:<9} "
                      f"{acc['n']:>5} {acc['mean']:>12.4f} ± {acc['std']:.4f} {rdp:>9} {record:>38}  {path}")
     if any(r["epsilon"] and not r["epsilon"]["accountants"]["rdp"]["holds_for_this_run"] for r, _ in finished):
