@@ -31,8 +31,9 @@ import math
 from dataclasses import dataclass
 from importlib.metadata import version
 
-from dprepro.mechanisms import PLD_DISCRETIZATION, once_per_epoch_epsilon, poisson_epsilon, statement_epsilon
-from dprepro.spec import Spec
+from dprepro.mechanisms import (PLD_DISCRETIZATION, composed_event, once_per_epoch_epsilon, poisson_epsilon,
+                                statement_epsilon)
+from dprepro.spec import CALIBRATABLE, Spec
 from dprepro.spec.typed import trained_steps
 
 DESCRIPTIONS = {
@@ -55,7 +56,6 @@ ADJACENCY_TEXT = {"add_remove": "add/remove adjacency",
                               "where an added example shifts every later batch of its epoch"}
 ONLY_WITH_RELEASES = ("rdp_once_per_epoch",)  # present only when a spec releases something before training
 ACCOUNTANTS = tuple(n for n in DESCRIPTIONS if n not in ONLY_WITH_RELEASES)   # in every block
-CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
 DOUBLED = "_doubled"   # suffix of a CALIBRATABLE value with sensitivity 2 x l2_norm_clip
 
 
@@ -192,6 +192,22 @@ class Schedule:
     @property
     def q(self) -> float:
         return self.batch_size / self.n
+
+    @property
+    def sensitivity(self) -> int:
+        return microbatch_sensitivity(self.microbatch_size)
+
+    def poisson_event(self, noise_multiplier: float | None = None):
+        """The releases, then the steps as Poisson-sampled Gaussian mechanisms, at this schedule's noise
+        multiplier (or `noise_multiplier`) divided by its sensitivity: what a Poisson accountant composes."""
+        sigma = self.noise_multiplier if noise_multiplier is None else noise_multiplier
+        return composed_event(self.q, sigma / self.sensitivity, self.steps, list(self.releases))
+
+    def poisson_epsilon(self, accountant: str, noise_multiplier: float | None = None) -> float:
+        """One Poisson accountant's epsilon of `poisson_event(noise_multiplier)` at this schedule's delta."""
+        sigma = self.noise_multiplier if noise_multiplier is None else noise_multiplier
+        return poisson_epsilon(accountant, self.q, sigma / self.sensitivity, self.steps, self.delta,
+                               list(self.releases))[0]
 
     def epsilons(self, epochs: float | None = None) -> dict:
         """`epsilons` of this schedule (after `epochs` epochs: a point of the curve)."""

@@ -9,8 +9,8 @@ import math
 
 import dp_accounting
 
-from dprepro.accounting import microbatch_sensitivity, releases
-from dprepro.mechanisms import FRESH, composed_event, poisson_epsilon
+from dprepro.accounting import Schedule
+from dprepro.mechanisms import FRESH
 from dprepro.spec import Spec
 
 BRACKET = (0.1, 100.0)                  # where calibrate looks first (the frontier's cells were made with it)
@@ -31,14 +31,9 @@ def is_calibration(spec: Spec, noise: float, target_epsilon: float, accountant: 
     epsilon at it is within the target, and one step (10^-NOISE_DECIMALS) lower it is above. Two
     epsilon evaluations instead of a search: a sweep reuses a cell's noise written by an earlier run
     of it only after this check."""
-    sensitivity = microbatch_sensitivity(spec.microbatch_size)
-    step = 10 ** -NOISE_DECIMALS
-
-    def eps(noise_multiplier):
-        return poisson_epsilon(accountant, spec.q, noise_multiplier / sensitivity, spec.steps_trained,
-                               spec.privacy.delta, releases(spec))[0]
-
-    return noise > step and eps(noise) <= target_epsilon < eps(noise - step)
+    schedule, step = Schedule.planned(spec), 10 ** -NOISE_DECIMALS
+    return noise > step and schedule.poisson_epsilon(accountant, noise) <= target_epsilon \
+        < schedule.poisson_epsilon(accountant, noise - step)
 
 
 def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> float:
@@ -49,15 +44,18 @@ def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> flo
     MIN_NOISE to MAX_NOISE (the spec's limit) reaches it."""
     if not spec.private:
         raise ValueError("a non-private spec has no noise to calibrate")
-    q, steps, delta, before = spec.q, spec.steps_trained, spec.privacy.delta, releases(spec)
-    sensitivity = microbatch_sensitivity(spec.microbatch_size)
+    # The search runs over sigma = noise multiplier / sensitivity (the noise in units of the
+    # sensitivity), and its answer is scaled back: the numbers calibrate has always given.
+    schedule = Schedule.planned(spec)
+    q, steps, delta, before, sensitivity = schedule.q, schedule.steps, schedule.delta, schedule.releases, \
+        schedule.sensitivity
 
     def eps(sigma):
-        return poisson_epsilon(accountant, q, sigma, steps, delta, before)[0]
+        return schedule.poisson_epsilon(accountant, sigma * sensitivity)
 
     def search(low, high):
         return dp_accounting.calibrate_dp_mechanism(
-            FRESH[accountant], lambda sigma: composed_event(q, sigma, steps, before), target_epsilon, delta,
+            FRESH[accountant], lambda sigma: schedule.poisson_event(sigma * sensitivity), target_epsilon, delta,
             bracket_interval=dp_accounting.ExplicitBracketInterval(low, high), tol=1e-6)
 
     # Only the high end is checked first: epsilon at large noise is cheap (PLD at noise 0.1 costs ~15 s,

@@ -6,7 +6,7 @@ import json
 import math
 
 from dprepro.errors import InputError
-from dprepro.spec import load_spec
+from dprepro.spec import CALIBRATABLE, load_spec
 
 
 def load_all(paths) -> list:
@@ -50,7 +50,7 @@ def add_calibrate(sub) -> None:
     c = sub.add_parser("calibrate", help="noise multiplier that reaches a target epsilon")
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--target-epsilon", type=float, required=True)
-    c.add_argument("--accountant", default="rdp", choices=("rdp_legacy", "rdp", "pld"))
+    c.add_argument("--accountant", default="rdp", choices=CALIBRATABLE)
     c.set_defaults(command=cmd_calibrate, command_name="calibrate")
 
 

@@ -10,11 +10,11 @@ raises `InputError("PATH: field.path: what is wrong")`.
 from __future__ import annotations
 
 from dprepro.files import read_yaml
-from dprepro.spec.schema import (DATASETS, ENGINE_VERSIONS, ENGINES, EXPECTED_QUANTITIES, MAX_EPOCHS, MAX_SCALE,
+from dprepro.spec.schema import (CALIBRATABLE, DATASETS, ENGINE_VERSIONS, ENGINES, EXPECTED_QUANTITIES, MAX_EPOCHS, MAX_SCALE,
                                  MAX_SEED, POISSON_ENGINES, SAMPLINGS, SECTIONS, STEP_RULES, UNCLIPPED, validate)
 from dprepro.spec.typed import Expected, Spec
 
-__all__ = ["DATASETS", "ENGINE_VERSIONS", "ENGINES", "EXPECTED_QUANTITIES", "MAX_EPOCHS", "MAX_SCALE", "MAX_SEED",
+__all__ = ["CALIBRATABLE", "DATASETS", "ENGINE_VERSIONS", "ENGINES", "EXPECTED_QUANTITIES", "MAX_EPOCHS", "MAX_SCALE", "MAX_SEED",
            "POISSON_ENGINES", "SAMPLINGS", "SECTIONS", "STEP_RULES", "UNCLIPPED", "Expected", "Spec", "load_spec",
            "validate"]
 

@@ -37,6 +37,9 @@ POOLINGS = ("max", "average")
 ACTIVATIONS = ("relu", "tanh")
 SCHEDULES = ("constant", "linear")
 DATASETS = {"mnist": {"train": 60000, "test": 10000}}
+# The accountants a noise multiplier can be calibrated for (dprepro calibrate, a sweep's target): the
+# Poisson-sampled ones (accounting.py), which count steps and take a sensitivity.
+CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
 EXPECTED_QUANTITIES = (
     "epsilon_rdp_legacy", "epsilon_rdp", "epsilon_pld",
     "epsilon_statement_once_per_epoch", "epsilon_statement_poisson",
@@ -200,7 +203,7 @@ def _check_expected(value, field: str, fail) -> dict:
             fail(f"{field}.{quantity}.{convention[0]}", "only an epsilon is computed under a convention")
         if checked["steps"] is not None and quantity.startswith("epsilon_statement"):
             fail(f"{field}.{quantity}.steps", "tf-privacy's statement counts its own steps; "
-                                              "a step rule is for rdp_legacy, rdp and pld")
+                                              f"a step rule is for {', '.join(CALIBRATABLE)}")
         if checked["steps"] is not None and checked["steps"] not in STEP_RULES:
             fail(f"{field}.{quantity}.steps", f"must be one of {', '.join(STEP_RULES)}, got {shown(checked['steps'])}")
         # Only conventions that were given are kept: the others are the run's own.

@@ -70,8 +70,7 @@ def search_epsilon(trials: list[Spec], seeds_per_trial: int, chosen: Spec, delta
     """The composition of every trial (each seed a release) and one more run of `chosen`."""
     events = []
     for spec in [*trials] * seeds_per_trial + [chosen]:
-        sigma = spec.privacy.noise_multiplier / accounting.microbatch_sensitivity(spec.microbatch_size)
-        events.append(mechanisms.composed_event(spec.q, sigma, spec.steps_trained, accounting.releases(spec)))
+        events.append(accounting.Schedule.planned(spec).poisson_event())
     value = mechanisms.FRESH[SEARCH_ACCOUNTANT]().compose(dp_accounting.ComposedDpEvent(events)).get_epsilon(delta)
     # every run trains the file's first train_examples, so a smaller set is a part of the larger one
     holds = all(s.poisson and s.train_examples <= chosen.train_examples for s in [*trials, chosen])

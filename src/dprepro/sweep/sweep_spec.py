@@ -30,14 +30,13 @@ import yaml
 
 from dprepro.errors import InputError, field_name, shown
 from dprepro.files import read_yaml
-from dprepro.spec import SECTIONS, Spec, load_spec
+from dprepro.spec import CALIBRATABLE, SECTIONS, Spec, load_spec
 from dprepro.spec.schema import MAX_VERSION, check_kind
 
 SCHEMA = 1
 FIELDS = {"schema", "name", "version", "description", "base", "grid", "nonprivate", "seeds"}
 TARGET = "target_epsilon"
 DATA_DIR = "data_dir"
-CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
 MAX_CELLS = 1000
 
 
@@ -125,7 +124,7 @@ def _axis(key, values, base: Spec, fail) -> list:
     field = f"grid.{field_name(key)}"
     if key == TARGET:
         if not isinstance(values, dict) or set(values) != {"accountant", "values"}:
-            fail(field, "a mapping with `accountant` (one of rdp_legacy, rdp, pld) and `values` (a list)")
+            fail(field, f"a mapping with `accountant` (one of {', '.join(CALIBRATABLE)}) and `values` (a list)")
         if values["accountant"] not in CALIBRATABLE:
             fail(f"{field}.accountant", f"{shown(values['accountant'])} is not one of {', '.join(CALIBRATABLE)}")
         if not base.private:
