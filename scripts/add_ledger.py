@@ -80,7 +80,7 @@ def fresh_ledgers(path: Path, fresh_root: Path | None, plan: dict) -> str | None
 
 def add_ledger(path: Path, fresh_root: Path | None) -> str:
     pinned = json.loads(path.read_text())
-    spec = load_result(path)["spec"]
+    spec = load_result(path).spec
     plan = ledger.planned(spec)
     for seed in pinned["seeds"]:
         if seed.get("steps", spec.steps_trained) != spec.steps_trained:

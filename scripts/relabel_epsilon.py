@@ -26,7 +26,7 @@ def relabel_result(path: Path) -> bool:
     pinned = json.loads(path.read_text())
     if not pinned.get("epsilon"):
         return False
-    fresh = accounting.epsilon_block(load_result(path)["spec"])
+    fresh = accounting.epsilon_block(load_result(path).spec)
     changed = False
     for name, value in pinned["epsilon"]["accountants"].items():
         new = fresh["accountants"][name]

@@ -160,7 +160,8 @@ def test_epsilon_of_record_counts_the_steps_trained(write_spec):
     again = block["under_published_conventions"]["epsilon_rdp"]
     assert again["epsilon"] == published and again["steps_rule"].startswith("ceil")
     from dprepro.records.compare import against_published
-    rows = against_published({"spec": spec, "epsilon": block})
+    from dprepro.records.result import EpsilonBlock
+    rows = against_published(spec, EpsilonBlock.from_json(block), {})
     assert [r.status for r in rows] == ["PASS"]
 
 
@@ -183,7 +184,8 @@ def test_the_published_5_epoch_notebook_statement_is_reproduced_and_explained():
     assert round(block["accountants"]["statement_poisson"]["epsilon"], 3) == 0.635
     assert "used_microbatching=250" in spec.expected["epsilon_statement_poisson"].note
     from dprepro.records.compare import against_published
-    rows = {r.quantity: r.status for r in against_published({"spec": spec, "epsilon": block})}
+    from dprepro.records.result import EpsilonBlock
+    rows = {r.quantity: r.status for r in against_published(spec, EpsilonBlock.from_json(block), {})}
     assert rows["published epsilon_statement_poisson (as published: used_microbatching true)"] == "PASS"
     assert all(s == "PASS" for s in rows.values()), rows
     # Without the convention the published numbers do not match: the entry is what makes them pass.
@@ -191,7 +193,7 @@ def test_the_published_5_epoch_notebook_statement_is_reproduced_and_explained():
     spec = spec.replace({"expected": {**{q: e.to_dict() for q, e in spec.expected.items()},
                                       "epsilon_statement_poisson": {"value": entry.value, "source": entry.source}}})
     block = accounting.epsilon_block(spec)
-    rows = {r.quantity: r.status for r in against_published({"spec": spec, "epsilon": block})}
+    rows = {r.quantity: r.status for r in against_published(spec, EpsilonBlock.from_json(block), {})}
     assert rows["published epsilon_statement_poisson"] == "FAIL"
 
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import EXPERIMENTS, ROOT, raw_spec, run_cli
 from dprepro import accounting, mechanisms
 from dprepro.records import compare
+from dprepro.records.result import Result
 from dprepro.spec import ENGINE_VERSIONS, Spec, load_spec, validate
 
 SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem != "smoke")
@@ -29,8 +30,13 @@ def write(tmp_path, name, result):
     return path
 
 
+def record(raw: dict) -> Result:
+    """A result file's content as the reader hands it to compare (checked and typed)."""
+    return Result.from_json(copy.deepcopy(raw), "test-result.json")
+
+
 def statuses(fresh, pinned):
-    return {r.quantity.split(" (")[0]: r.status for r in compare.against_pinned(fresh, pinned)}
+    return {r.quantity.split(" (")[0]: r.status for r in compare.against_pinned(record(fresh), record(pinned))}
 
 
 def test_result_matches_itself_and_cli_exits_0(smoke_runs, tmp_path):
@@ -127,11 +133,11 @@ def test_the_tolerances_lie_between_noise_and_change():
 
 def test_arithmetic_path_row_is_information_only(smoke_runs):
     pinned = smoke_runs[0][2]
-    rows = {r.quantity: r for r in compare.against_pinned(pinned, pinned)}
+    rows = {r.quantity: r for r in compare.against_pinned(record(pinned), record(pinned))}
     assert rows["arithmetic path"].status == "INFO" and rows["arithmetic path"].tolerance == "bit-identical"
     other = copy.deepcopy(pinned)
     other["environment"]["arithmetic"]["id"] = "0" * 12
-    rows = {r.quantity: r for r in compare.against_pinned(other, pinned)}
+    rows = {r.quantity: r for r in compare.against_pinned(record(other), record(pinned))}
     assert rows["arithmetic path"].status == "INFO" and rows["arithmetic path"].tolerance == "statistical"
 
 
@@ -154,12 +160,14 @@ def test_other_spec_content_fails(smoke_runs):
 def test_published_values(smoke_runs):
     fresh = copy.deepcopy(smoke_runs[0][2])
     rdp = fresh["epsilon"]["accountants"]["rdp"]["epsilon"]
-    fresh["spec"] = Spec.from_raw("test", {**fresh["spec"], "expected": {
+    fresh["spec"]["expected"] = {
         "epsilon_rdp": {"value": round(rdp, 4), "source": "test"},
         "epsilon_pld": {"value": 99.0, "source": "test"},
         "test_accuracy": {"value": 0.95, "source": "about 95%"},
-    }})   # as records.read.load_result hands it back: typed
-    rows = {r.quantity.split(" (")[0]: r.status for r in compare.against_published(fresh)}
+    }
+    fresh = record(fresh)
+    rows = {r.quantity.split(" (")[0]: r.status for r in compare.against_published(
+        fresh.spec, fresh.epsilon, {"test_accuracy": fresh.test_accuracy})}
     assert rows == {"published epsilon_rdp": "PASS", "published epsilon_pld": "FAIL",
                     "published test_accuracy": "INFO"}
 

@@ -20,11 +20,12 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Mapping
 
 from dprepro.files import result_path
 from dprepro.records.read import load_result
-from dprepro.records.result import as_float
-from dprepro.spec import ENGINE_VERSIONS
+from dprepro.records.result import EpsilonBlock, Result, as_float
+from dprepro.spec import ENGINE_VERSIONS, Spec
 
 # Relative tolerance of each accountant's epsilon against a pin (docs/reproduction.md, "Self-checking reproduction").
 # Smallest real change measured (n 60000, batch 250, 1-20 epochs): 8.7e-5 relative (noise multiplier
@@ -61,38 +62,32 @@ def epsilon_tolerance(accountant: str) -> float:
     return EPSILON_RTOL.get(accountant.removesuffix("_doubled"), CLOSED_FORM_RTOL)
 
 
-def arithmetic_row(fresh: dict, pinned: dict) -> Row:
+def arithmetic_row(fresh: Result, pinned: Result) -> Row:
     """INFO: whether the two runs share an arithmetic path, i.e. whether their per-seed numbers
     should be bit-identical (same path) or agree statistically (another path)."""
-    p = pinned["environment"].get("arithmetic", {}).get("id", "not recorded")
-    f = fresh["environment"].get("arithmetic", {}).get("id", "not recorded")
-    same = p == f and p != "not recorded" and fresh["run"]["engine"] == pinned["run"]["engine"] \
-        and engine_version(fresh) == engine_version(pinned)
+    p, f = pinned.arithmetic, fresh.arithmetic
+    same = p == f and p != "not recorded" and fresh.engine == pinned.engine \
+        and fresh.engine_version == pinned.engine_version
     return Row("arithmetic path", p, f, "bit-identical" if same else "statistical", "INFO")
 
 
-def engine_version(result: dict) -> int:
-    """The engine version a result was made with (results before versions were recorded: 1)."""
-    return result["run"].get("engine_version", 1)
-
-
-def against_pinned(fresh: dict, pinned: dict) -> list[Row]:
-    rows = [Row("spec content hash", pinned["spec_sha256"][:12], fresh["spec_sha256"][:12], "equal",
-                "PASS" if fresh["spec_sha256"] == pinned["spec_sha256"] else "FAIL")]
-    if fresh["run"]["engine"] == pinned["run"]["engine"]:
-        p, f = engine_version(pinned), engine_version(fresh)
-        rows.append(Row(f"{fresh['run']['engine']} engine version", p, f, "equal", "PASS" if p == f else "FAIL"))
-    pinned_eps, fresh_eps = pinned.get("epsilon"), fresh.get("epsilon")
+def against_pinned(fresh: Result, pinned: Result) -> list[Row]:
+    rows = [Row("spec content hash", pinned.spec_sha256[:12], fresh.spec_sha256[:12], "equal",
+                "PASS" if fresh.spec_sha256 == pinned.spec_sha256 else "FAIL")]
+    if fresh.engine == pinned.engine:
+        p, f = pinned.engine_version, fresh.engine_version
+        rows.append(Row(f"{fresh.engine} engine version", p, f, "equal", "PASS" if p == f else "FAIL"))
+    pinned_eps, fresh_eps = pinned.epsilon, fresh.epsilon
     if (pinned_eps is None) != (fresh_eps is None):
         rows.append(Row("epsilon block", "present" if pinned_eps else "none",
                         "present" if fresh_eps else "none", "equal", "FAIL"))
     elif pinned_eps:
-        for name, p in pinned_eps["accountants"].items():
-            f = fresh_eps["accountants"].get(name, {}).get("epsilon")
+        for name, p in pinned_eps.accountants.items():
+            f = fresh_eps.accountants.get(name, {}).get("epsilon")
             rtol = epsilon_tolerance(name)
             ok = f is not None and math.isclose(as_float(f), as_float(p["epsilon"]), rel_tol=rtol)
             rows.append(Row(f"epsilon {name}", p["epsilon"], f, f"{rtol:g} rel", "PASS" if ok else "FAIL"))
-    p_acc, f_acc = pinned["test_accuracy"], fresh["test_accuracy"]
+    p_acc, f_acc = pinned.test_accuracy, fresh.test_accuracy
     tol = accuracy_tolerance(p_acc["std"], p_acc["n"], f_acc["n"])
     rows.append(Row(f"test accuracy mean (pinned n={p_acc['n']}, fresh n={f_acc['n']})",
                     p_acc["mean"], f_acc["mean"], f"±{tol:.4f}",
@@ -107,24 +102,25 @@ def published_precision(value: float) -> float:
     return 0.5 * 10.0 ** min(exponent, 0)
 
 
-def against_published(fresh: dict) -> list[Row]:
-    """The spec's `expected` values (with their sources) against the fresh result."""
+def against_published(spec: Spec, epsilon: EpsilonBlock | None, summaries: Mapping) -> list[Row]:
+    """The spec's `expected` values (with their sources) against a fresh result's epsilon block and
+    its summaries over seeds ({"test_accuracy": {"mean", ...}, ...})."""
     rows = []
-    for quantity, entry in fresh["spec"].expected.items():
+    for quantity, entry in spec.expected.items():
         if quantity.startswith("epsilon_"):
-            block = fresh.get("epsilon") or {"accountants": {}}
-            convention = block.get("under_published_conventions", {}).get(quantity)
+            convention = epsilon.under_published_conventions.get(quantity) if epsilon else None
             if convention:     # published under another convention: computed under that one
                 value, how = convention["epsilon"], (
                     f" (as published: used_microbatching {str(convention['used_microbatching']).lower()})")
             else:
-                value, how = block["accountants"].get(quantity[len("epsilon_"):], {}).get("epsilon"), ""
+                value, how = (epsilon.accountants.get(quantity[len("epsilon_"):], {}).get("epsilon")
+                              if epsilon else None), ""
             tol = published_precision(entry.value)
             ok = value is not None and abs(as_float(value) - entry.value) <= tol * (1 + 1e-9)
             rows.append(Row(f"published {quantity}{how}", entry.value, value, f"±{tol:g}",
                             "PASS" if ok else "FAIL"))
         else:
-            value = fresh[quantity]["mean"]
+            value = summaries[quantity]["mean"]
             rows.append(Row(f"published {quantity} ({entry.source[:40]}…)", entry.value, value,
                             f"Δ {value - entry.value:+.4f}", "INFO"))
     return rows
@@ -144,12 +140,13 @@ def compare_files(fresh_path, pinned_path) -> tuple[str, bool]:
     """The printed comparison of two result files and whether everything passed."""
     fresh, pinned = load_result(fresh_path), load_result(pinned_path)
     rows = against_pinned(fresh, pinned)
-    text = format_rows(f"{fresh['name']} v{fresh['version']} ({fresh['run']['engine']}): "
+    text = format_rows(f"{fresh.name} v{fresh.version} ({fresh.engine}): "
                        f"fresh {fresh_path} vs pinned {pinned_path}", rows)
-    if fresh["run"]["engine"] != pinned["run"]["engine"]:
-        text += (f"\n  note: engines differ (fresh {fresh['run']['engine']}, pinned "
-                 f"{pinned['run']['engine']}); same DP-SGD step, different arithmetic order")
-    published = against_published(fresh)
+    if fresh.engine != pinned.engine:
+        text += (f"\n  note: engines differ (fresh {fresh.engine}, pinned "
+                 f"{pinned.engine}); same DP-SGD step, different arithmetic order")
+    published = against_published(fresh.spec, fresh.epsilon,
+                                   {"test_accuracy": fresh.test_accuracy, "train_accuracy": fresh.train_accuracy})
     if published:
         text += "\n" + format_rows("  against published values:", published)
     return text, all(r.status != "FAIL" for r in rows + published)
@@ -161,12 +158,12 @@ def pin_problem(spec, results_dir) -> str | None:
     if not path.exists():
         return f"{spec.path}: no pinned result at {path} (run `make pin` and commit it)"
     pinned = load_result(path)
-    if pinned["spec_sha256"] != spec.sha256:
+    if pinned.spec_sha256 != spec.sha256:
         return (f"{spec.path}: content changed since {path} was pinned (hash {spec.sha256[:12]} != "
-                f"{pinned['spec_sha256'][:12]}): bump `version` and re-pin (make pin)")
-    name = pinned["run"]["engine"]
-    if engine_version(pinned) != ENGINE_VERSIONS[name]:
-        return (f"{spec.path}: {path} was made with engine {name} v{engine_version(pinned)}, "
+                f"{pinned.spec_sha256[:12]}): bump `version` and re-pin (make pin)")
+    name = pinned.engine
+    if pinned.engine_version != ENGINE_VERSIONS[name]:
+        return (f"{spec.path}: {path} was made with engine {name} v{pinned.engine_version}, "
                 f"the current one is v{ENGINE_VERSIONS[name]}: re-pin (make pin)")
     return None
 

@@ -11,27 +11,26 @@ from pathlib import Path
 from dprepro.files import save_figure, write_json, write_text
 from dprepro.records.read import load_result
 from dprepro.records.reproductions import PUBLISHED
-from dprepro.records.result import EpsilonBlock
+from dprepro.records.result import Result
 
 ACCOUNTANTS = ("rdp", "pld", "rdp_legacy")
 
 
-def row(result: dict) -> dict:
-    accs = [s["test_accuracy"] for s in result["seeds"]]
-    eps, typed = result["epsilon"], EpsilonBlock.from_json(result["epsilon"])
-    spec = result["spec"]
+def row(result: Result) -> dict:
+    accs = [s.test_accuracy for s in result.seeds]
+    eps, spec = result.epsilon, result.spec
     return {
-        "cell": result["name"], "version": result["version"], "spec_sha256": result["spec_sha256"],
+        "cell": result.name, "version": result.version, "spec_sha256": result.spec_sha256,
         "private": eps is not None,
         "noise_multiplier": spec.privacy.noise_multiplier if eps else None,
         "epochs": spec.training.epochs, "sampling": spec.sampling,
-        "epsilon": {a: eps["accountants"][a]["epsilon"] for a in ACCOUNTANTS} if eps else None,
-        "epsilon_holds": {a: eps["accountants"][a]["holds_for_this_run"] for a in ACCOUNTANTS} if eps else None,
-        "of_record": typed.of_record if eps else None,
-        "epsilon_of_record": typed.value_of_record if eps else None,
-        "delta": eps["delta"] if eps else None,
+        "epsilon": {a: eps.accountants[a]["epsilon"] for a in ACCOUNTANTS} if eps else None,
+        "epsilon_holds": {a: eps.accountants[a]["holds_for_this_run"] for a in ACCOUNTANTS} if eps else None,
+        "of_record": eps.of_record if eps else None,
+        "epsilon_of_record": eps.value_of_record if eps else None,
+        "delta": eps.delta if eps else None,
         "test_accuracy": {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                          "n": len(accs), "seeds": [s["seed"] for s in result["seeds"]], "values": accs},
+                          "n": len(accs), "seeds": [s.seed for s in result.seeds], "values": accs},
     }
 
 

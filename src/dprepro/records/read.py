@@ -16,11 +16,11 @@ NUMBER = (int, float)
 HISTORY = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 
-def load_result(path) -> dict:
-    """The checked result at `path`, its `spec` typed (a `Spec`)."""
-    result = parse_result(path)
-    result["spec"] = check_result(result, path)
-    return result
+def load_result(path):
+    """The checked result at `path` as the typed record (records/result.py's Result)."""
+    from dprepro.records.result import Result
+
+    return Result.load(path)
 
 
 def parse_result(path) -> dict:
@@ -126,6 +126,7 @@ def check_seeds(f: Fields, r, spec: Spec) -> None:
     epochs = spec.training.epochs
     for i, seed in enumerate(seeds):
         where = f"seeds[{i}]"
+        f.get(seed, "seed", int, where)
         f.number(seed, "test_accuracy", where)
         history = f.get(seed, "history", dict, where)
         for key in ("epoch", *HISTORY):

@@ -11,12 +11,11 @@ from scipy import stats
 
 from dprepro import accounting
 from dprepro.files import write_text
-from dprepro.records.compare import engine_version
 from dprepro.records.result import as_float
 from dprepro.records import tuned
 from dprepro.records.read import load_result
 from dprepro.records.report_figures import ACCOUNTANT_COLUMNS, figures
-from dprepro.records.result import EpsilonBlock, Pinned
+from dprepro.records.result import EpsilonBlock, Pinned, Result
 from dprepro.records.reproductions import table as reproduction_table
 
 
@@ -60,7 +59,7 @@ def audits_of_sweep_cells(results_dir: Path) -> list[tuple[str, str, dict, str]]
 def audit_table(pinned: list[Pinned], results_dir: Path | None = None) -> list[str]:
     """The privacy audits (`dprepro audit`, `make pin-audits`, `make pin-whitebox-audits`) of the pinned
     specs and sweep cells: one row per audit, black box (audit.json) and white box (audit-whitebox.json)."""
-    audited = [(p.result["name"], p.path, a, roc) for p in pinned
+    audited = [(p.result.name, p.path, a, roc) for p in pinned
                for a, roc in ((p.audit, "audit-roc.png"), (p.whitebox, "audit-whitebox-roc.png")) if a]
     audited += audits_of_sweep_cells(results_dir) if results_dir else []
     if not audited:
@@ -134,7 +133,7 @@ def confidence_interval(values: list) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def epsilon_cell(eps: dict, name: str) -> str:
+def epsilon_cell(eps, name: str) -> str:
     """A value, marked † when it does not hold for the run (assumes another sampling or sensitivity)."""
     v = eps.get(name)
     if v is None:
@@ -142,15 +141,15 @@ def epsilon_cell(eps: dict, name: str) -> str:
     return f"{as_float(v['epsilon']):.4f}" + ("" if v.get("holds_for_this_run", True) else "†")
 
 
-def with_verdicts(block: dict | None, spec) -> dict | None:
+def with_verdicts(block: EpsilonBlock | None, spec) -> EpsilonBlock | None:
     """The block with each value's verdict (holds for the run or not) and the value of record; a
     block written before dprepro 0.4 gets them from the spec (its values are kept)."""
-    if not block or "of_record" in block:
+    if not block or "of_record" in block.fields:
         return block
-    fresh = accounting.epsilon_block(spec)
-    accountants = {name: {**value, **{k: fresh["accountants"][name][k] for k in ("holds_for_this_run", "label")}}
-                   for name, value in block["accountants"].items() if name in fresh["accountants"]}
-    return {**block, "accountants": accountants, "of_record": EpsilonBlock.from_json(fresh).of_record}
+    fresh = EpsilonBlock.from_json(accounting.epsilon_block(spec))
+    accountants = {name: {**value, **{k: fresh.accountants[name][k] for k in ("holds_for_this_run", "label")}}
+                   for name, value in block.accountants.items() if name in fresh.accountants}
+    return EpsilonBlock.from_json({**block.to_json(), "accountants": accountants, "of_record": fresh.of_record})
 
 
 def table(pinned: list[Pinned]) -> str:
@@ -160,21 +159,20 @@ def table(pinned: list[Pinned]) -> str:
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for p in pinned:
         r = p.result
-        block = with_verdicts(r["epsilon"], r["spec"])
-        eps = block["accountants"] if block else {}
+        block = with_verdicts(r.epsilon, r.spec)
+        eps = block.accountants if block else {}
         cells = [epsilon_cell(eps, a) if block else "–" for a in ACCOUNTANT_COLUMNS]
-        typed = EpsilonBlock.from_json(block)
-        record = f"{typed.value_of_record:.4f} ({typed.of_record})" if typed and typed.of_record else "–"
-        accs = [s["test_accuracy"] for s in r["seeds"]]
+        record = f"{block.value_of_record:.4f} ({block.of_record})" if block and block.of_record else "–"
+        accs = [s.test_accuracy for s in r.seeds]
         low, high = confidence_interval(accs)
-        acc = r["test_accuracy"]
-        epoch_s = statistics.fmean(t for s in r["seeds"] for t in s["epoch_seconds"])
-        env = r["environment"]
+        acc = r.test_accuracy
+        epoch_s = statistics.fmean(t for s in r.seeds for t in s.epoch_seconds)
+        env = r.environment
         hardware = f"{env['cpu']} ×{env['cpu_count']}" + (f", {', '.join(env['devices']['gpus'])}"
                                                          if env["devices"]["gpus"] else ", no GPU")
-        lines.append(f"| {r['name']} | v{r['version']} | {r['run']['engine']} v{engine_version(r)} | "
-                     f"{r['spec'].training.epochs} | {r['spec'].sampling} | "
-                     f"{record} | {audit_cell(p.audit) if r['run']['engine'] == r['spec'].engine.name else '–'} | "
+        lines.append(f"| {r.name} | v{r.version} | {r.engine} v{r.engine_version} | "
+                     f"{r.spec.training.epochs} | {r.spec.sampling} | "
+                     f"{record} | {audit_cell(p.audit) if r.engine == r.spec.engine.name else '–'} | "
                      + " | ".join(cells)
                      + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                        f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
@@ -182,32 +180,32 @@ def table(pinned: list[Pinned]) -> str:
     return "\n".join(lines)
 
 
-def epsilon_notes(results: list[dict]) -> list[str]:
+def epsilon_notes(results: list[Result]) -> list[str]:
     """Bullet lines: the doubled-sensitivity values of multi-example microbatches, and published
     values that were computed under another convention, with their reasons."""
     notes = []
     for r in results:
-        block = r["epsilon"]
+        block = r.epsilon
         if not block:
             continue
-        doubled = {n: v for n, v in block["accountants"].items() if n.endswith("_doubled")}
+        doubled = {n: v for n, v in block.accountants.items() if n.endswith("_doubled")}
         if doubled:
-            notes.append(f"- {r['name']}: {block['microbatch_size']} examples per microbatch, so rdp_legacy, rdp "
+            notes.append(f"- {r.name}: {block.microbatch_size} examples per microbatch, so rdp_legacy, rdp "
                          f"and pld (sensitivity l2_norm_clip) do not hold even under Poisson sampling; with "
                          f"the doubled sensitivity: "
                          + ", ".join(f"{n} {as_float(v['epsilon']):.4f}" for n, v in doubled.items()) + ".")
-        for quantity, v in block.get("under_published_conventions", {}).items():
-            entry = r["spec"].expected[quantity]
-            notes.append(f"- {r['name']}: published {quantity} = {entry.value:g} ({entry.source}) is "
+        for quantity, v in block.under_published_conventions.items():
+            entry = r.spec.expected[quantity]
+            notes.append(f"- {r.name}: published {quantity} = {entry.value:g} ({entry.source}) is "
                          f"reproduced as {as_float(v['epsilon']):.4f} with used_microbatching "
                          f"{str(v['used_microbatching']).lower()}: {entry.note or ''}".rstrip(": ") + ".")
     return notes
 
 
-def per_epoch_figures(result: dict) -> bool:
+def per_epoch_figures(result: Result) -> bool:
     """The per-epoch figures show the tutorial's own family of specs (tutorial-*, keras-script-*,
     nonprivate-*); the reproductions and the tuned frontier have their tables (and figure)."""
-    return result["name"].startswith(("tutorial-", "keras-script-", "nonprivate-", "smoke"))
+    return result.name.startswith(("tutorial-", "keras-script-", "nonprivate-", "smoke"))
 
 
 def write_report(results_dir) -> Path:

@@ -9,6 +9,7 @@ import numpy as np
 
 from dprepro import accounting
 from dprepro.files import save_figure
+from dprepro.records.result import Result
 
 ACCOUNTANT_COLUMNS = ("rdp_legacy", "rdp", "pld", "statement_poisson", "statement_once_per_epoch")
 # Shorter runs are drawn over longer ones with their own marker: specs that share seeds share
@@ -17,32 +18,32 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 ACCOUNTANT_STYLE = {"statement_poisson": {"linestyle": "--", "linewidth": 2.5, "zorder": 1}}
 
 
-def per_epoch(result: dict, key: str) -> np.ndarray:
+def per_epoch(result: Result, key: str) -> np.ndarray:
     """(seeds, epochs) array of one history quantity."""
-    return np.array([s["history"][key] for s in result["seeds"]])
+    return np.array([s.history[key] for s in result.seeds])
 
 
-def label(r: dict) -> str:
-    return f"{r['name']} v{r['version']} ({r['run']['engine']}, n={len(r['seeds'])})"
+def label(r: Result) -> str:
+    return f"{r.name} v{r.version} ({r.engine}, n={len(r.seeds)})"
 
 
-def figures(results: list[dict], folder: Path) -> list[str]:
+def figures(results: list[Result], folder: Path) -> list[str]:
     """Write the three figures; return their file names."""
     import matplotlib
     matplotlib.use("Agg")
 
     folder.mkdir(parents=True, exist_ok=True)
-    results = sorted(results, key=lambda r: -r["spec"].training.epochs)  # long runs underneath
+    results = sorted(results, key=lambda r: -r.spec.training.epochs)  # long runs underneath
     written = [save(accuracy_figure(results), folder / "accuracy_per_epoch.png")]
-    private = [r for r in results if r["epsilon"] and r["run"]["engine"] == r["spec"].engine.name]
+    private = [r for r in results if r.epsilon and r.engine == r.spec.engine.name]
     if private:
-        curves = [accounting.epsilon_curve(r["spec"]) for r in private]
+        curves = [accounting.epsilon_curve(r.spec) for r in private]
         written.append(save(epsilon_figure(private, curves), folder / "epsilon_per_epoch.png"))
         written.append(save(tradeoff_figure(results, private, curves), folder / "accuracy_vs_epsilon.png"))
     return written
 
 
-def accuracy_figure(results: list[dict]):
+def accuracy_figure(results: list[Result]):
     """Test accuracy per epoch, mean ± std over seeds, one line per result."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -50,7 +51,7 @@ def accuracy_figure(results: list[dict]):
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, r in enumerate(results):
         acc = 100 * per_epoch(r, "test_accuracy")
-        epochs = r["seeds"][0]["history"]["epoch"]
+        epochs = r.seeds[0].history["epoch"]
         mean, std = acc.mean(0), acc.std(0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
         line, = ax.plot(epochs, mean, marker=MARKERS[i % len(MARKERS)], markersize=4 + 2 * (i == 0),
                         label=label(r))
@@ -63,7 +64,7 @@ def accuracy_figure(results: list[dict]):
     return fig
 
 
-def epsilon_figure(private: list[dict], curves: list[dict]):
+def epsilon_figure(private: list[Result], curves: list[dict]):
     """ε after each epoch under each accountant, one panel per private result."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -74,11 +75,11 @@ def epsilon_figure(private: list[dict], curves: list[dict]):
             ax.plot(range(1, len(curve[name]) + 1), curve[name], marker=".",
                     label=name + (" (= rdp)" if name == "statement_poisson" else ""),
                     **ACCOUNTANT_STYLE.get(name, {}))
-        ax.set(xlabel="epoch", title=f"{r['name']} v{r['version']}", yscale="log")
+        ax.set(xlabel="epoch", title=f"{r.name} v{r.version}", yscale="log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlim(0.5, len(curve["rdp"]) + 0.5)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel(f"ε at δ = {private[0]['epsilon']['delta']:g} (log scale)")
+    axes[0][0].set_ylabel(f"ε at δ = {private[0].epsilon.delta:g} (log scale)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle("ε after each epoch, by accountant")
@@ -86,20 +87,20 @@ def epsilon_figure(private: list[dict], curves: list[dict]):
     return fig
 
 
-def tradeoff_figure(results: list[dict], private: list[dict], curves: list[dict]):
+def tradeoff_figure(results: list[Result], private: list[Result], curves: list[dict]):
     """Test accuracy against ε (rdp) after each epoch; the non-private results as lines."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (r, curve) in enumerate(zip(private, curves)):
         acc = 100 * per_epoch(r, "test_accuracy")
-        holds = r["epsilon"]["accountants"]["rdp"].get("holds_for_this_run", True)
+        holds = r.epsilon.accountants["rdp"].get("holds_for_this_run", True)
         ax.errorbar(curve["rdp"], acc.mean(0), yerr=acc.std(0, ddof=1) if len(acc) > 1 else None,
                     marker=MARKERS[i % len(MARKERS)], markersize=4 + 2 * (i == 0), capsize=3,
                     label=label(r) + ("" if holds else " †"), linestyle="-" if holds else ":")
     for r in results:
-        if not r["epsilon"]:
-            ax.axhline(100 * r["test_accuracy"]["mean"], linestyle="--", color="grey",
+        if not r.epsilon:
+            ax.axhline(100 * r.test_accuracy["mean"], linestyle="--", color="grey",
                        label=f"{label(r)}: no privacy (ε = ∞)")
     ax.set(xlabel="ε (rdp accountant, tf-privacy 0.9.0) after each epoch; † dotted: assumes Poisson "
                   "sampling, run shuffled", ylabel="test accuracy (%)",

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dprepro.records.result import as_float
-from dprepro.records.result import EpsilonBlock
+from dprepro.records.result import Result, as_float
 
 
 @dataclass(frozen=True)
@@ -42,24 +41,24 @@ PUBLISHED = (
 )
 
 
-def reproductions(results: list[dict]) -> list[dict]:
+def reproductions(results: list[Result]) -> list[Result]:
     """The pinned results whose spec carries a published test accuracy, by name."""
-    return [r for r in results if "test_accuracy" in r["spec"].expected and r["epsilon"]]
+    return [r for r in results if "test_accuracy" in r.spec.expected and r.epsilon]
 
 
-def published_epsilon_cell(result: dict) -> tuple[str, str]:
+def published_epsilon_cell(result: Result) -> tuple[str, str]:
     """(published ε with its accountant, dprepro's value of that accountant marked † if it does not hold)."""
-    expected = result["spec"].expected
+    expected = result.spec.expected
     quantity = next((q for q in expected if q.startswith("epsilon_")), None)
     if quantity is None:
         return "–", "–"
-    value = result["epsilon"]["accountants"].get(quantity[len("epsilon_"):])
+    value = result.epsilon.accountants.get(quantity[len("epsilon_"):])
     ours = "–" if value is None else (f"{as_float(value['epsilon']):.3f}"
                                       + ("" if value.get("holds_for_this_run", True) else "†"))
     return f"{expected[quantity].value:g} ({quantity[len('epsilon_'):]})", ours
 
 
-def table(results: list[dict]) -> list[str]:
+def table(results: list[Result]) -> list[str]:
     """Markdown lines: one row per reproduction (empty when there is none)."""
     rows = reproductions(results)
     if not rows:
@@ -74,12 +73,11 @@ def table(results: list[dict]) -> list[str]:
              "test accuracy, mean ± std (n) | Δ to published |",
              "|" + " --- |" * 8]
     for r in rows:
-        block, acc = r["epsilon"], r["test_accuracy"]
-        published_accuracy = r["spec"].expected["test_accuracy"].value
+        block, acc = r.epsilon, r.test_accuracy
+        published_accuracy = r.spec.expected["test_accuracy"].value
         theirs, ours = published_epsilon_cell(r)
-        typed = EpsilonBlock.from_json(block)
-        record_cell = f"{typed.value_of_record:.3f} ({typed.of_record})" if typed.of_record else "none holds"
-        lines.append(f"| {r['name']} v{r['version']} | {r['spec'].sampling} | {theirs} | "
+        record_cell = f"{block.value_of_record:.3f} ({block.of_record})" if block.of_record else "none holds"
+        lines.append(f"| {r.name} v{r.version} | {r.spec.sampling} | {theirs} | "
                      f"{100 * published_accuracy:.1f} % | {ours} | {record_cell} | "
                      f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                      f"{100 * (acc['mean'] - published_accuracy):+.2f} |")

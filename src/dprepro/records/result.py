@@ -63,6 +63,19 @@ class EpsilonBlock:
         entry = self.accountants.get(accountant)
         return None if entry is None else as_float(entry["epsilon"])
 
+    @property
+    def microbatch_size(self) -> int | None:
+        return self.fields.get("microbatch_size")
+
+    @property
+    def under_published_conventions(self) -> Mapping:
+        """{expected quantity: its value computed as the paper did}; empty when there is none."""
+        return self.fields.get("under_published_conventions") or {}
+
+    @property
+    def releases(self) -> list:
+        return self.fields.get("releases") or []
+
 
 @dataclass(frozen=True)
 class SeedOutcome:
@@ -170,7 +183,7 @@ class Result:
 class Pinned:
     """A pinned result in the report, with where it lies and the audits pinned beside it."""
 
-    result: Mapping             # the checked result file (records.read.load_result)
+    result: Result
     path: str                   # relative to the results folder
     audit: Mapping | None       # audit.json beside it (black box)
     whitebox: Mapping | None    # audit-whitebox.json beside it

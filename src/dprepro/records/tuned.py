@@ -9,19 +9,19 @@ from pathlib import Path
 
 from dprepro.files import save_figure
 from dprepro.records.reproductions import PUBLISHED
-from dprepro.records.result import EpsilonBlock
+from dprepro.records.result import Result
 
 
-def of_record(result: dict) -> tuple[float, str] | None:
-    block = EpsilonBlock.from_json(result.get("epsilon"))
+def of_record(result: Result) -> tuple[float, str] | None:
+    block = result.epsilon
     if not block or not block.of_record:
         return None
     return block.value_of_record, block.of_record
 
 
-def rows(results_dir: Path, results: list[dict]) -> list[dict]:
+def rows(results_dir: Path, results: list[Result]) -> list[dict]:
     """One row per choice of every recorded search whose tuned spec is pinned."""
-    by_name = {r["name"]: r for r in results}
+    by_name = {r.name: r for r in results}
     out = []
     for path in sorted(Path(results_dir).glob("sweeps/*/v*/selection.json")):
         record = json.loads(path.read_text())
@@ -43,7 +43,7 @@ def rows(results_dir: Path, results: list[dict]) -> list[dict]:
                 out.append({"search": record["sweep"], "name": pin_name, "target": target, "chosen": choice["chosen"],
                             "values": choice["values"], "noise_multiplier": noise, "refit_examples": refit_examples,
                             "validation_accuracy": choice["validation_accuracy"],
-                            "configurations": choice["configurations"], "test_accuracy": pinned["test_accuracy"],
+                            "configurations": choice["configurations"], "test_accuracy": pinned.test_accuracy,
                             "epsilon": eps, "accountant": accountant, "epsilon_with_search": search["epsilon"],
                             "best_published_at_or_above": best})
     return out

@@ -26,7 +26,6 @@ epsilon here covers that choice for them, and each choice's search record says s
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import yaml
 
 from dprepro import accounting, calibration, files, mechanisms
 from dprepro.errors import InputError
-from dprepro.records.result import EpsilonBlock
+from dprepro.records.read import load_result
 from dprepro.spec import Spec
 from dprepro.spec.schema import DATASETS
 from dprepro.sweep.sweep_spec import TARGET, Sweep
@@ -44,8 +43,8 @@ SEARCH_ACCOUNTANT = "rdp"
 
 
 def cell_results(sweep: Sweep, out: Path) -> dict:
-    """{cell name: (Cell, result dict)} of a finished sweep; InputError naming the first missing or
-    unscored cell."""
+    """{cell name: (Cell, Result)} of a finished sweep; InputError naming the first missing, unreadable
+    (read.py's checks), changed or unscored cell."""
     if sweep.base.data.validation_examples is None:
         raise InputError(f"{sweep.path}: base: {sweep.base.path} has no data.validation_examples: a sweep "
                          f"chooses on validation examples, never on the test set")
@@ -55,13 +54,14 @@ def cell_results(sweep: Sweep, out: Path) -> dict:
         if cell.values.get("nonprivate"):
             continue
         path = files.result_path(root, cell.name, sweep.version)
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        if not path.is_file():
             raise InputError(f"{path}: no result of cell {cell.name}: run the sweep first "
-                             f"(`dprepro sweep {sweep.path} --out {out}`)") from None
-        if result.get("spec_sha256") != cell.spec.sha256:
+                             f"(`dprepro sweep {sweep.path} --out {out}`)")
+        result = load_result(path)
+        if result.spec_sha256 != cell.spec.sha256:
             raise InputError(f"{path}: cell {cell.name} changed since this result was written: run the sweep again")
+        if result.get("validation_accuracy") is None:
+            raise InputError(f"{path}: validation_accuracy: missing: the cell was not scored on validation examples")
         found[cell.name] = (cell, result)
     return found
 
@@ -118,31 +118,30 @@ def select(sweep: Sweep, out: Path, refits: bool = False) -> list[dict]:
     choices = []
     for target, members in sorted(groups.items(), key=lambda kv: (kv[0] or ("", 0))[1]):
         def record(result):
-            eps = EpsilonBlock.from_json(result["epsilon"])
-            return eps.value_of_record if eps and eps.of_record else math.inf
+            return result.epsilon.value_of_record if result.epsilon and result.epsilon.of_record else math.inf
 
         def key(member):
             cell, result = member
-            return (-result["validation_accuracy"]["mean"], record(result), cell.name)
+            return (-result.get("validation_accuracy")["mean"], record(result), cell.name)
 
         best_cell, best = min(members, key=key)
         trials = [c.spec for c, _ in members]
-        eps = best["epsilon"]
+        eps = best.epsilon
         choices.append({
             "target": None if target is None else {"accountant": target[0], "epsilon": target[1]},
             "chosen": best_cell.name,
             "values": {k: v for k, v in best_cell.values.items() if k != TARGET},
             "noise_multiplier": best_cell.spec.privacy.noise_multiplier,
-            "validation_accuracy": best["validation_accuracy"]["mean"],
-            "test_accuracy_of_the_trial": best["test_accuracy"]["mean"],
+            "validation_accuracy": best.get("validation_accuracy")["mean"],
+            "test_accuracy_of_the_trial": best.test_accuracy["mean"],
             "configurations": len(members),
-            "epsilon_of_record": {"accountant": EpsilonBlock.from_json(eps).of_record, "epsilon": record(best),
+            "epsilon_of_record": {"accountant": eps.of_record, "epsilon": record(best),
                                   "label": f"this run alone; excludes the search over {len(members)} configurations"}
             if eps else None,
             "epsilon_with_search": search_epsilon(trials, len(sweep.seeds), best_cell.spec, best_cell.spec.privacy.delta)
             if best_cell.spec.private else None,
-            "candidates": sorted(({"cell": c.name, "validation_accuracy": r["validation_accuracy"]["mean"],
-                                   "test_accuracy": r["test_accuracy"]["mean"]} for c, r in members),
+            "candidates": sorted(({"cell": c.name, "validation_accuracy": r.get("validation_accuracy")["mean"],
+                                   "test_accuracy": r.test_accuracy["mean"]} for c, r in members),
                                  key=lambda c: -c["validation_accuracy"]),
         })
         if refits:
