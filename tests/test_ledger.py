@@ -43,13 +43,19 @@ def test_a_callback_that_changes_sigma_mid_run_fails_the_seed_naming_the_step(wr
     monkeypatch.setattr(pipeline, "EpochLine", lambda *a, **k: [line(*a, **k), HalveNoiseAfterEpochOne()][1])
     raw = raw_spec("smoke")
     raw["training"]["epochs"] = 2
-    proc = run_cli_in_process("run", write_spec(raw), "--out", tmp_path, "--logdir", tmp_path / "logs")
+    spec = write_spec(raw)
+    proc = run_cli_in_process("run", spec, "--out", tmp_path, "--logdir", tmp_path / "logs")
     assert proc.returncode == RunCheckFailed.exit_code == 1, proc.stderr
     (failure,) = [x for x in proc.stderr.splitlines() if x.startswith("seed 0:")]
+    checkpoint = tmp_path / "logs" / "smoke" / "v1" / "seed-0" / "checkpoint.npz"
     assert failure == ("seed 0: step 11 applied noise multiplier 0.65, the spec says 1.3; "
-                       "the seed is not recorded as finished")
+                       f"the seed is not recorded as finished; its checkpoint {checkpoint} is kept: "
+                       "`dprepro run --restart` trains it from scratch")
     assert not list(tmp_path.rglob("seed.json")) and not list(tmp_path.rglob("model.npz"))
     assert not list(tmp_path.rglob("result*.json"))
+    # a re-run resumes after the last epoch, reads the ledger from the checkpoint and fails the same way
+    again = run_cli_in_process("run", spec, "--out", tmp_path, "--logdir", tmp_path / "logs")
+    assert again.returncode == 1 and failure in again.stderr and not list(tmp_path.rglob("seed.json"))
 
 
 @pytest.mark.parametrize("bug, departure", [

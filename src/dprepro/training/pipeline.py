@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dprepro import accounting, files, ledger
+from dprepro.errors import RunCheckFailed
 from dprepro.features import load_data
 from dprepro.lock import RunLock
 from dprepro.records import environment, write
@@ -128,7 +129,13 @@ def run_seed(plan: RunPlan, data, seed: int, make_callbacks, resume: dict | None
     if resume:
         print(f"  seed {seed}: resuming after epoch {resume['epoch']}/{epochs} from {seed_dir / checkpoint.FILE}",
               flush=True)
-    outcome, model = train(plan.resolved, data, seed, make_callbacks(), resume=resume, on_epoch=on_epoch)
+    try:
+        outcome, model = train(plan.resolved, data, seed, make_callbacks(), resume=resume, on_epoch=on_epoch)
+    except RunCheckFailed as failed:      # a re-run would resume the same checkpoint and fail the same way
+        if (seed_dir / checkpoint.FILE).exists():
+            raise RunCheckFailed(f"{failed}; its checkpoint {seed_dir / checkpoint.FILE} is kept: "
+                                 f"`dprepro run --restart` trains it from scratch") from None
+        raise
     model_path = seed_dir / "model.npz"
     outcome["model"] = {"path": str(model_path), "sha256": save_weights(model_path, model.get_weights()),
                         "format": "numpy .npz of the weights in layer order; rebuild: dprepro.training.model.load_model"}
