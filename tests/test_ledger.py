@@ -165,3 +165,25 @@ def test_the_epsilon_block_is_computed_from_the_ledger():
     with pytest.raises(ValueError, match="2 kinds of step"):
         ledger.schedule({**quieter, "steps": [entry(1, 5), entry(6, 5, noise_multiplier=0.65)]}, spec)
     assert not math.isinf(block["accountants"]["rdp"]["epsilon"])
+
+
+def test_each_release_records_itself_and_a_release_left_out_fails(mnist, monkeypatch):
+    """DP-PCA's release appends what it used to the ledger (features.private_projection); a
+    projection made without reporting itself leaves the ledger short of a release the epsilon counts."""
+    from dprepro.training import fit
+
+    raw = raw_spec("smoke")
+    raw["data"].update(features="dp_pca", pca_dimensions=10, pca_noise_multiplier=7.0, train_examples=200,
+                       test_examples=100)
+    raw["model"]["name"] = "pca_mlp"
+    raw["training"]["batch_size"] = 100
+    raw["privacy"]["num_microbatches"] = 100
+    spec = typed(raw)
+    data = first_examples(mnist, 200, 100)
+    outcome, _ = fit.train(spec, data, 0)
+    assert outcome["ledger"]["releases"] == ledger.planned(spec)["releases"] == [accounting.pca_release(7.0)]
+    project = fit.private_projection
+    monkeypatch.setattr(fit, "private_projection", lambda x, spec, key, made=None: project(x, spec, key))
+    with pytest.raises(RunCheckFailed, match=re.escape("seed 0: the releases before training were [] (noise "
+                                                       "multipliers), the spec says [7.0]")):
+        fit.train(spec, data, 0)

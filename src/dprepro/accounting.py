@@ -89,15 +89,25 @@ def releases(spec: Spec) -> list[dict]:
     units of its clip (add or remove one example moves a sum of clipped vectors by at most the clip)."""
     d, out = spec.data, []
     if d.features == "dp_pca":
-        out.append({"mechanism": f"DP-PCA: covariance of the unit-norm training images (one example moves it by "
-                                 f"Frobenius norm 1), plus Gaussian noise of std {d.pca_noise_multiplier:g}",
-                    "noise_multiplier": d.pca_noise_multiplier})
+        out.append(pca_release(d.pca_noise_multiplier))
     if d.normalization == "private":
-        out += [{"mechanism": f"private normalisation: sum of the per-example channel {what}, each vector clipped "
-                              f"to norm {clip:g}, plus Gaussian noise of std {d.norm_noise_multiplier:g} x {clip:g}",
-                 "noise_multiplier": d.norm_noise_multiplier}
+        out += [normalization_release(what, clip, d.norm_noise_multiplier)
                 for what, clip in (("means", d.norm_clip_mean), ("second moments", d.norm_clip_square))]
     return out
+
+
+def pca_release(noise_multiplier: float) -> dict:
+    """The DP-PCA release as the accountants (and the ledger) record it."""
+    return {"mechanism": f"DP-PCA: covariance of the unit-norm training images (one example moves it by "
+                         f"Frobenius norm 1), plus Gaussian noise of std {noise_multiplier:g}",
+            "noise_multiplier": noise_multiplier}
+
+
+def normalization_release(what: str, clip: float, noise_multiplier: float) -> dict:
+    """One statistic of the private normalisation as the accountants (and the ledger) record it."""
+    return {"mechanism": f"private normalisation: sum of the per-example channel {what}, each vector clipped "
+                         f"to norm {clip:g}, plus Gaussian noise of std {noise_multiplier:g} x {clip:g}",
+            "noise_multiplier": noise_multiplier}
 
 
 def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, delta: float,

@@ -135,20 +135,26 @@ def per_example_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(means), np.concatenate(squares)
 
 
-def private_statistics(x: np.ndarray, spec: Spec, seed: int) -> dict:
-    """The privately released channel means and variances of the training features `x` (n, 7, 7, C)."""
+def private_statistics(x: np.ndarray, spec: Spec, seed: int, made: list | None = None) -> dict:
+    """The privately released channel means and variances of the training features `x` (n, 7, 7, C);
+    each release, with the clip and noise it used, appended to `made` (the privacy ledger's releases)."""
+    from dprepro.accounting import normalization_release
     from dprepro.sampling import stream_seed
     import tensorflow as tf
 
     d, n = spec.data, spec.train_examples
     means, squares = per_example_moments(x)
     noisy, clipped_fraction = [], []
-    for k, (per_example, clip) in enumerate(((means, d.norm_clip_mean), (squares, d.norm_clip_square))):
+    for k, (what, per_example, clip) in enumerate((("means", means, d.norm_clip_mean),
+                                                   ("second moments", squares, d.norm_clip_square))):
         norms = np.linalg.norm(per_example, axis=1, keepdims=True)
         clipped = per_example * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
         noise = tf.random.stateless_normal([x.shape[-1]], stream_seed(seed, "normalization", k),
                                            dtype=tf.float64, alg="philox").numpy()
-        noisy.append((clipped.sum(axis=0) + d.norm_noise_multiplier * clip * noise) / n)
+        sigma = d.norm_noise_multiplier
+        noisy.append((clipped.sum(axis=0) + sigma * clip * noise) / n)
+        if made is not None:
+            made.append(normalization_release(what, clip, sigma))
         clipped_fraction.append(float(np.mean(norms > clip)))
     mean, second = noisy
     return {"mean": mean.tolist(), "var": np.maximum(second - mean ** 2, 0.0).tolist(),
@@ -165,21 +171,23 @@ def standardized(x: np.ndarray, statistics: dict) -> np.ndarray:
     return out
 
 
-def with_private_normalization(spec: Spec, data: Mnist, seed: int) -> tuple[Mnist, dict | None]:
+def with_private_normalization(spec: Spec, data: Mnist, seed: int, made: list | None = None) -> tuple[Mnist, dict | None]:
     """(data standardised by this seed's private release, the release) for `private` normalisation;
-    (data, None) otherwise."""
+    (data, None) otherwise. The releases made are appended to `made`."""
     if spec.data.normalization != "private":
         return data, None
-    statistics = private_statistics(data.x_train, spec, seed)     # of the examples trained on only
+    statistics = private_statistics(data.x_train, spec, seed, made)     # of the examples trained on only
     held_out = {} if data.x_val is None else {"x_val": standardized(data.x_val, statistics)}
     return replace(data, x_train=standardized(data.x_train, statistics),
                    x_test=standardized(data.x_test, statistics), **held_out), statistics
 
 
-def private_projection(x: np.ndarray, spec: Spec, seed: int) -> np.ndarray:
-    """The DP-PCA projection (784, pca_dimensions), float32, of the training images `x` (n, 28, 28, 1)."""
+def private_projection(x: np.ndarray, spec: Spec, seed: int, made: list | None = None) -> np.ndarray:
+    """The DP-PCA projection (784, pca_dimensions), float32, of the training images `x` (n, 28, 28, 1);
+    the release, with the noise it used, appended to `made` (the privacy ledger's releases)."""
     import tensorflow as tf
 
+    from dprepro.accounting import pca_release
     from dprepro.sampling import stream_seed
 
     flat = x.reshape(len(x), -1).astype(np.float64)
@@ -188,7 +196,10 @@ def private_projection(x: np.ndarray, spec: Spec, seed: int) -> np.ndarray:
     covariance = unit.T @ unit
     d = covariance.shape[0]
     noise = tf.random.stateless_normal([d, d], stream_seed(seed, "pca", 0), dtype=tf.float64, alg="philox").numpy()
-    noisy = covariance + spec.data.pca_noise_multiplier * noise
+    sigma = spec.data.pca_noise_multiplier
+    noisy = covariance + sigma * noise
+    if made is not None:
+        made.append(pca_release(sigma))
     values, vectors = np.linalg.eigh((noisy + noisy.T) / 2)
     top = vectors[:, np.argsort(values)[::-1][:spec.data.pca_dimensions]]
     top *= np.where(top[np.argmax(np.abs(top), axis=0), np.arange(top.shape[1])] < 0, -1.0, 1.0)   # a fixed sign

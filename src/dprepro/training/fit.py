@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from dprepro import accounting, ledger as privacy_ledger, sampling
+from dprepro import ledger as privacy_ledger, sampling
 from dprepro.features import private_projection, with_private_normalization
 from dprepro.errors import RunCheckFailed
 from dprepro.spec import Spec
@@ -61,7 +61,8 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     the spec would not count what ran. An audit's planted bug trains with check=False."""
     seed_everything(seed, spec.engine.use_xla)                        # weight init: from the seed in both modes
     key = draw_key(spec, seed, resume)                                 # sampling, noise, releases
-    data, statistics = with_private_normalization(spec, data, key)    # this seed's release, if the spec has one
+    made = []                                                          # the releases, as each one reports itself
+    data, statistics = with_private_normalization(spec, data, key, made)   # this seed's release, if the spec has one
     model = build_model(spec, engine, key)
     recorder = attach(model, spec.steps_per_epoch)                     # what each step used (the ledger)
     if prepare is not None:          # e.g. a white-box audit's gradient canaries (audit/whitebox.py)
@@ -73,9 +74,9 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     elif spec.data.features == "dp_pca":         # this seed's DP-PCA release, a fixed weight of the model
         model.build((None, *data.x_train.shape[1:]))
         (layer,) = [layer for layer in model.layers if hasattr(layer, "projection")]
-        layer.projection.assign(private_projection(data.x_train, spec, key))
+        layer.projection.assign(private_projection(data.x_train, spec, key, made))
     secret = key.words if isinstance(key, sampling.SecretKey) else None
-    ledger = resume["progress"]["ledger"] if resume else privacy_ledger.new(accounting.releases(spec))
+    ledger = resume["progress"]["ledger"] if resume else privacy_ledger.new(made)
     batch_sampler = (spec.sampling, spec.training.batch_size / len(data.x_train))   # training_batches' sampler
 
     def collect():
