@@ -15,7 +15,7 @@ from dprepro.records.result import as_float
 from dprepro.records import tuned
 from dprepro.records.read import load_result
 from dprepro.records.report_figures import ACCOUNTANT_COLUMNS, figures
-from dprepro.records.result import EpsilonBlock, Pinned, Result
+from dprepro.records.result import AuditRecord, EpsilonBlock, Pinned, Result
 from dprepro.records.reproductions import table as reproduction_table
 
 
@@ -32,27 +32,27 @@ def pinned_results(results_dir: Path) -> list[Pinned]:
     return found
 
 
-def pinned_audit(path: Path) -> dict | None:
+def pinned_audit(path: Path) -> AuditRecord | None:
     """The audit.json beside a result (None if there is none or it cannot be read)."""
     try:
         audit = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return AuditRecord.from_json(audit)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return audit if isinstance(audit, dict) and isinstance(audit.get("summary"), dict) else None
 
 
-def audit_cell(audit: dict | None) -> str:
+def audit_cell(audit: AuditRecord | None) -> str:
     if not audit:
         return "–"
-    return f"{audit['summary']['epsilon_lower_bound']:.3f}"
+    return f"{audit.summary.epsilon_lower_bound:.3f}"
 
 
-def audits_of_sweep_cells(results_dir: Path) -> list[tuple[str, str, dict, str]]:
+def audits_of_sweep_cells(results_dir: Path) -> list[tuple[str, str, AuditRecord, str]]:
     """Audits pinned beside a pinned sweep's cell (results/sweeps/<sweep>/v<k>/<cell>/v<k>/audit*.json)."""
     found = []
     for path in sorted(Path(results_dir).glob("sweeps/*/v*/*/v*/audit*.json")):
         if (audit := pinned_audit(path)) is not None:
-            found.append((audit["name"], str(path.relative_to(results_dir)), audit, f"{path.stem}-roc.png"))
+            found.append((audit.name, str(path.relative_to(results_dir)), audit, f"{path.stem}-roc.png"))
     return found
 
 
@@ -83,24 +83,21 @@ def audit_table(pinned: list[Pinned], results_dir: Path | None = None) -> list[s
              "TPR at 0.1 % FPR | TPR at 1 % FPR | s / audit | ROC |",
              "|" + " --- |" * 16]
     for name, where, a, roc_name in audited:
-        s = a["summary"]
-        t = a.get("no_noise_summary")
-        checks = a.get("checks", {})
+        s, t = a.summary, a.no_noise
         verdict = {None: "–", True: "passed", False: "FAILED"}
-        claim = s.get("accountant_epsilon")
-        eps = f"{claim:.3f} ({s['accountant']})" if claim is not None else "∞"
-        fdp = s.get("fdp_epsilon_lower_bound")
-        ratio = (f"{s['epsilon_lower_bound'] / claim:.2f}" + (f" / {fdp / claim:.2f}" if fdp is not None else "")
+        claim = s.accountant_epsilon
+        eps = f"{claim:.3f} ({s.accountant})" if claim is not None else "∞"
+        fdp = s.fdp_epsilon_lower_bound
+        ratio = (f"{s.epsilon_lower_bound / claim:.2f}" + (f" / {fdp / claim:.2f}" if fdp is not None else "")
                  if claim else "–")
         roc = Path(where).with_name(roc_name)
-        lines.append(f"| {name} | {a['sampling']} | {len(a['seeds'])} | {a['method']['canaries']} "
-                     f"{a['method'].get('kind', '')} | {eps} | {s['epsilon_lower_bound']:.3f} | "
+        lines.append(f"| {name} | {a.sampling} | {a.seeds} | {a.canaries} "
+                     f"{a.kind} | {eps} | {s.epsilon_lower_bound:.3f} | "
                      + (f"{fdp:.3f}" if fdp is not None else "–") + f" | {ratio} | "
-                     + (f"{t['epsilon_lower_bound']:.3f}" if t else "–") + " | "
-                     + f"{verdict[(checks.get('bug') or {}).get('passed')]} | "
-                     + f"{verdict[(checks.get('power') or {}).get('passed')]} | "
-                     + f"{s['mia_auc']:.4f} | {100 * s['mia_tpr_at_fpr_0.001']:.2f} % | "
-                     + f"{100 * s['mia_tpr_at_fpr_0.01']:.2f} % | {s['seconds_per_audit']:.0f} | [png]({roc}) |")
+                     + (f"{t.epsilon_lower_bound:.3f}" if t else "–") + " | "
+                     + f"{verdict[a.bug_check]} | {verdict[a.power_check]} | "
+                     + f"{s.mia_auc:.4f} | {100 * s.mia_tpr_at_fpr_0_001:.2f} % | "
+                     + f"{100 * s.mia_tpr_at_fpr_0_01:.2f} % | {s.seconds_per_audit:.0f} | [png]({roc}) |")
     return [*lines, ""]
 
 

@@ -180,11 +180,59 @@ class Result:
 
 
 @dataclass(frozen=True)
+class AuditSummary:
+    """What an audit found over its seeds (audit.json's `summary` or `no_noise_summary`)."""
+
+    epsilon_lower_bound: float
+    fdp_epsilon_lower_bound: float | None     # absent from audits before the f-DP bound
+    accountant_epsilon: float | None          # the claim's value of record; None for a non-private spec
+    accountant: str | None
+    mia_auc: float
+    mia_tpr_at_fpr_0_001: float
+    mia_tpr_at_fpr_0_01: float
+    seconds_per_audit: float
+    ledger_departs: str | None = None         # a planted bug's ledger against the claim's plan
+
+    @classmethod
+    def from_json(cls, s: Mapping | None) -> "AuditSummary | None":
+        if s is None:
+            return None
+        return cls(epsilon_lower_bound=s["epsilon_lower_bound"], fdp_epsilon_lower_bound=s.get("fdp_epsilon_lower_bound"),
+                   accountant_epsilon=s.get("accountant_epsilon"), accountant=s.get("accountant"),
+                   mia_auc=s["mia_auc"], mia_tpr_at_fpr_0_001=s["mia_tpr_at_fpr_0.001"],
+                   mia_tpr_at_fpr_0_01=s["mia_tpr_at_fpr_0.01"], seconds_per_audit=s["seconds_per_audit"],
+                   ledger_departs=s.get("ledger_departs"))
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """An audit.json as the report reads it: who was audited, how, what it found, the checks."""
+
+    name: str
+    sampling: str
+    seeds: int
+    canaries: int
+    kind: str
+    summary: AuditSummary
+    no_noise: AuditSummary | None
+    bug_check: bool | None          # passed? None when not run
+    power_check: bool | None
+
+    @classmethod
+    def from_json(cls, a: Mapping) -> "AuditRecord":
+        checks = a.get("checks") or {}
+        return cls(name=a["name"], sampling=a["sampling"], seeds=len(a["seeds"]), canaries=a["method"]["canaries"],
+                   kind=a["method"].get("kind", ""), summary=AuditSummary.from_json(a["summary"]),
+                   no_noise=AuditSummary.from_json(a.get("no_noise_summary")),
+                   bug_check=(checks.get("bug") or {}).get("passed"), power_check=(checks.get("power") or {}).get("passed"))
+
+
+@dataclass(frozen=True)
 class Pinned:
     """A pinned result in the report, with where it lies and the audits pinned beside it."""
 
     result: Result
     path: str                   # relative to the results folder
-    audit: Mapping | None       # audit.json beside it (black box)
-    whitebox: Mapping | None    # audit-whitebox.json beside it
+    audit: AuditRecord | None       # audit.json beside it (black box)
+    whitebox: AuditRecord | None    # audit-whitebox.json beside it
 
