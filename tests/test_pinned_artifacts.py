@@ -105,3 +105,47 @@ def test_make_tensorboard_serves_the_pinned_runs():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_every_pinned_seed_carries_the_ledger_of_its_spec():
+    """scripts/add_ledger.py gave the results pinned before the ledger the one their spec plans, and
+    says so; the epsilon block says it was recomputed from it."""
+    from dprepro import ledger
+    from dprepro.records.read import load_result
+
+    paths = sorted((ROOT / "results").glob("*/v*/result*.json"))
+    assert len(paths) > 30
+    for path in paths:
+        result = load_result(path)
+        for seed in result.seeds:
+            assert seed.ledger == ledger.planned(result.spec), (path, seed.seed)
+            assert seed.get("ledger_source", "").startswith("reconstructed from the spec's plan"), path
+        assert result.epsilon is None or "recomputed it from the ledger" in result.epsilon.fields["computed_from"]
+
+
+def test_add_ledger_writes_nothing_when_a_pinned_epsilon_does_not_follow_from_the_ledger(tmp_path):
+    """The script's check can fail: an rdp value off by 1e-6 relative (a real change is >= 8.7e-5,
+    records/compare.py; float rounding is ~1e-14) stops it, naming the file and the value, with the
+    file untouched. The same file unchanged passes, and a second pass changes nothing."""
+    import sys
+
+    source = json.loads((ROOT / "results" / "tutorial-3ep" / "v1" / "result.json").read_text())
+    for seed in source["seeds"]:                    # as pinned before the script
+        seed.pop("ledger", None), seed.pop("ledger_source", None)
+    source["epsilon"].pop("computed_from", None)
+    target = tmp_path / "results" / "tutorial-3ep" / "v1" / "result.json"
+    target.parent.mkdir(parents=True)
+    broken = json.loads(json.dumps(source))
+    broken["epsilon"]["accountants"]["rdp"]["epsilon"] *= 1 + 1e-6
+    target.write_text(json.dumps(broken))
+
+    def script():
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "add_ledger.py"), str(tmp_path / "results")],
+                              capture_output=True, text=True, timeout=300)
+    proc = script()
+    assert proc.returncode != 0 and "epsilon rdp: pinned" in proc.stderr and "nothing written" in proc.stderr
+    assert json.loads(target.read_text()) == broken
+    target.write_text(json.dumps(source))
+    first = script()
+    assert first.returncode == 0 and first.stdout.strip().endswith("ledger added"), first.stderr
+    assert script().stdout.strip().endswith("unchanged")
