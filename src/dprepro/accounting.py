@@ -63,7 +63,13 @@ def microbatch_sensitivity(microbatch_size: int) -> int:
     """The sensitivity rule, in units of l2_norm_clip: how far adding or removing one example can move
     its microbatch's clipped gradient. 2 when a microbatch holds several examples (it replaces a
     clipped mean), else 1. Every noise multiplier a Poisson accountant sees is divided by it."""
-    return 2 if microbatch_size > 1 else 1
+    return sensitivity_of(microbatch_size > 1)
+
+
+def sensitivity_of(used_microbatching: bool) -> int:
+    """The same rule in tf-privacy's terms (its `used_microbatching` flag, also how a paper's
+    published value names its convention)."""
+    return 2 if used_microbatching else 1
 
 
 STEP_RULES = {
@@ -267,7 +273,7 @@ def published_conventions(spec: Spec) -> dict:
             eps = statement_epsilon(name == "statement_poisson", q, noise, epochs, delta, microbatching)
         else:
             base = name[:-len(DOUBLED)] if name.endswith(DOUBLED) else name
-            sigma = noise / (2 if microbatching or name.endswith(DOUBLED) else 1)
+            sigma = noise / sensitivity_of(microbatching or name.endswith(DOUBLED))
             steps = count_steps(spec.train_examples, spec.training.batch_size, epochs, rule)
             eps = poisson_epsilon(base, q, sigma, steps, delta, releases(spec))[0]
         out[quantity] = {"epsilon": eps, "used_microbatching": microbatching, "steps_rule": STEP_RULES[rule]
