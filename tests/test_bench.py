@@ -59,7 +59,7 @@ def test_bench_bad_steps_is_exit_2():
 def test_bench_unknown_row_is_exit_2():
     proc = run_cli_in_process("bench", "--engines", "none", "turbo")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("--engines: each of anchor none fast fast-poisson vectorized vectorized-poisson "
+    assert proc.stderr.strip() == ("--engines: each of anchor none fast fast-ledger fast-poisson vectorized vectorized-poisson "
                                    "tutorial at most once, got none turbo")
 
 

@@ -36,9 +36,11 @@ from dprepro.training import engines as engine
 from dprepro.training.callbacks import EpochTimer
 from dprepro.training.fast_dp import LayerGradients
 from dprepro.training.model import build_layers
+from dprepro.training.recorder import attach
 
 BENCH_SCHEMA = 3
-ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "vectorized-poisson", "tutorial")
+ROWS = ("anchor", "none", "fast", "fast-ledger", "fast-poisson", "vectorized", "vectorized-poisson", "tutorial")
+LEDGER_CAPACITY = 10 ** 5   # fast-ledger: steps its recorder holds (a benchmark never drains it)
 DEFAULT_ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "tutorial")
 POISSON_STEPS = 10 ** 6   # the Poisson dataset's length: never exhausted by a benchmark
 TIMING = "model.make_train_function() on an iterator of real MNIST batches"
@@ -88,6 +90,10 @@ def build_row(spec: Spec, name: str, data):
     batch_size = spec.training.batch_size
     if name == "anchor":
         return anchor_model(spec), array_batches(data.x_train, data.y_train, batch_size)
+    if name == "fast-ledger":        # the fast engine with the privacy ledger's recorder, as training runs it
+        model, batches = build_row(spec, "fast", data)
+        attach(model, LEDGER_CAPACITY)
+        return model, batches
     if name.endswith("-poisson"):
         return (engine.build_model(poisson_variant(spec), name.removesuffix("-poisson")),
                 sampling.poisson_batches(data.x_train, data.y_train, batch_size, 0, POISSON_STEPS))
@@ -140,7 +146,7 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
         "bench_schema": BENCH_SCHEMA, "spec": spec.name, "spec_version": spec.version,
         "batch_size": batch_size, "model": dataclasses.asdict(spec.model), "use_xla": spec.engine.use_xla,
         "repeats": repeats, "timing": TIMING, "host": socket.gethostname(), "baseline": baseline,
-        "engine_versions": {name: ENGINE_VERSIONS[name.removesuffix("-poisson")] for name in engines
+        "engine_versions": {name: ENGINE_VERSIONS[name.split("-")[0]] for name in engines
                             if name != "anchor"},
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
