@@ -187,3 +187,21 @@ def test_each_release_records_itself_and_a_release_left_out_fails(mnist, monkeyp
     with pytest.raises(RunCheckFailed, match=re.escape("seed 0: the releases before training were [] (noise "
                                                        "multipliers), the spec says [7.0]")):
         fit.train(spec, data, 0)
+
+
+def test_a_call_on_an_exhausted_dataset_records_nothing(mnist):
+    """Keras ends an epoch over a dataset of unknown length by one more call of the step, whose batch
+    read fails. That call must not record a step: the writes wait for the optimizer's update (found by
+    `dprepro bench --engines fast-ledger`: the writes of constants ran anyway, 241 rows for 240 steps)."""
+    from dprepro import sampling
+    from dprepro.training.engines import build_model
+    from dprepro.training.recorder import attach
+
+    spec = small(epochs=1)
+    data = first_examples(mnist, 500, 100)
+    model = build_model(spec)
+    recorder = attach(model, 3)                        # room for a phantom third row
+    batches = sampling.shuffled_batches(data.x_train, data.y_train, 250, 0)
+    assert batches.cardinality().numpy() < 0          # unknown: Keras reads until it runs dry
+    model.fit(batches, epochs=1, verbose=0)
+    assert [row[0] for row in recorder.drain()] == [1, 2]

@@ -40,7 +40,6 @@ from dprepro.training.recorder import attach
 
 BENCH_SCHEMA = 3
 ROWS = ("anchor", "none", "fast", "fast-ledger", "fast-poisson", "vectorized", "vectorized-poisson", "tutorial")
-LEDGER_CAPACITY = 10 ** 5   # fast-ledger: steps its recorder holds (a benchmark never drains it)
 DEFAULT_ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "tutorial")
 POISSON_STEPS = 10 ** 6   # the Poisson dataset's length: never exhausted by a benchmark
 TIMING = "model.make_train_function() on an iterator of real MNIST batches"
@@ -90,9 +89,9 @@ def build_row(spec: Spec, name: str, data):
     batch_size = spec.training.batch_size
     if name == "anchor":
         return anchor_model(spec), array_batches(data.x_train, data.y_train, batch_size)
-    if name == "fast-ledger":        # the fast engine with the privacy ledger's recorder, as training runs it
-        model, batches = build_row(spec, "fast", data)
-        attach(model, LEDGER_CAPACITY)
+    if name == "fast-ledger":        # the fast engine with the privacy ledger's recorder, as training runs it:
+        model, batches = build_row(spec, "fast", data)     # one epoch's capacity, drained between timings
+        attach(model, len(data.x_train) // batch_size)
         return model, batches
     if name.endswith("-poisson"):
         return (engine.build_model(poisson_variant(spec), name.removesuffix("-poisson")),
@@ -106,7 +105,7 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
     batch_size = spec.training.batch_size
     n = spec.train_examples if epoch else min(8 * batch_size, spec.train_examples)
     data = load_data(spec, data_dir, train_examples=n, test_examples=1)
-    steppers, memory = {}, {}
+    steppers, memory, recorders = {}, {}, {}
     growth = {}
     for name in engines:
         before = peak_rss_mib()
@@ -115,6 +114,7 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
         step = model.make_train_function()
         step(batches)  # trace and build the step
         steppers[name] = (step, batches)
+        recorders[name] = getattr(model, "step_recorder", None)
         memory[name] = peak_rss_mib()
         growth[name] = memory[name] - before
         progress(f"bench: {name} warmed up (process peak RSS {memory[name]:.0f} MiB, +{growth[name]:.0f} MiB)")
@@ -122,6 +122,8 @@ def bench(spec: Spec, data_dir, steps: int = 20, repeats: int = 5, tutorial_step
     for r in range(repeats):
         for name in engines:
             k = tutorial_steps if name == "tutorial" else steps
+            if recorders[name] is not None:        # as training drains it after each epoch: not timed
+                recorders[name].drain()
             per_step[name].append(1000 * time_steps(*steppers[name], k))
         progress(f"bench: repetition {r + 1}/{repeats}: "
                  + ", ".join(f"{n} {per_step[n][-1]:.1f} ms/step" for n in engines))
@@ -229,6 +231,18 @@ def optimizer_step(optimizer, grads, variables) -> tf.Tensor:
     return tf.zeros([])
 
 
+class Drain(tf.keras.callbacks.Callback):
+    """The ledger's recorder drained after each epoch, as training does (an epoch-level hook only: a
+    LambdaCallback would define every batch hook and make Keras fetch each step's logs)."""
+
+    def __init__(self, recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.recorder.drain()
+
+
 def real_epochs(spec: Spec, data, engines, baseline, progress) -> dict:
     """One training epoch of each row through `model.fit` (after a first epoch that traces)."""
     out = {}
@@ -240,7 +254,9 @@ def real_epochs(spec: Spec, data, engines, baseline, progress) -> dict:
         if name == "anchor":
             model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=2, callbacks=[timer], verbose=0)
         else:
-            model.fit(batches, epochs=2, callbacks=[timer], verbose=0,
+            recorder = getattr(model, "step_recorder", None)
+            drain = [Drain(recorder)] if recorder else []
+            model.fit(batches, epochs=2, callbacks=[timer, *drain], verbose=0,
                       steps_per_epoch=steps if name.endswith("-poisson") else None)
         out[name] = {"seconds": timer.seconds[1], "steps": steps,
                      "ms_per_step": 1000 * timer.seconds[1] / steps}

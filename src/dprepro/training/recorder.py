@@ -32,14 +32,19 @@ class StepRecorder:
         self.microbatch = tf.Variable(tf.zeros([capacity], tf.int64), trainable=False, name="ledger_microbatch")
 
     def record(self, step, noise_multiplier: float, l2_norm_clip: float | None, examples_per_microbatch) -> None:
-        """In the step's graph: write one slot (an error if an epoch has more steps than the capacity)."""
-        slot = tf.reshape(self.filled, [1, 1])
-        clip = NO_CLIP if l2_norm_clip is None else l2_norm_clip
-        self.step.scatter_nd_update(slot, tf.reshape(tf.cast(step, tf.int64), [1]))
-        self.noise.scatter_nd_update(slot, tf.constant([noise_multiplier], tf.float64))
-        self.clip.scatter_nd_update(slot, tf.constant([clip], tf.float64))
-        self.microbatch.scatter_nd_update(slot, tf.reshape(tf.cast(examples_per_microbatch, tf.int64), [1]))
-        self.filled.assign_add(1)
+        """In the step's graph: write one slot (an error if an epoch has more steps than the capacity).
+        Every write waits for `step`, the optimizer's counter read after its update: a call that never
+        updates (Keras's last call on an exhausted dataset, whose batch read fails) records nothing.
+        Without that dependency the writes of constants, which need no batch, ran even then."""
+        step = tf.cast(step, tf.int64)
+        with tf.control_dependencies([step]):
+            slot = tf.reshape(self.filled, [1, 1])
+            clip = NO_CLIP if l2_norm_clip is None else l2_norm_clip
+            self.step.scatter_nd_update(slot, tf.reshape(step, [1]))
+            self.noise.scatter_nd_update(slot, tf.constant([noise_multiplier], tf.float64))
+            self.clip.scatter_nd_update(slot, tf.constant([clip], tf.float64))
+            self.microbatch.scatter_nd_update(slot, tf.reshape(tf.cast(examples_per_microbatch, tf.int64), [1]))
+            self.filled.assign_add(1)
 
     def drain(self) -> list[tuple[int, float, float | None, int]]:
         """On the host: the steps recorded since the last drain, as (step, noise multiplier, clip or
