@@ -115,3 +115,9 @@ def test_no_module_imports_a_lower_stage():
                 if RANK[target] > here:
                     upward.append(f"{'/'.join(parts)} imports {target}")
     assert upward == []
+
+
+def test_no_module_is_over_350_lines():
+    """The house rule (one module per stage, each readable whole): schema.py at 351 lines failed it."""
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 350}
+    assert long == {}

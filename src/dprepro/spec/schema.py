@@ -37,9 +37,7 @@ POOLINGS = ("max", "average")
 ACTIVATIONS = ("relu", "tanh")
 SCHEDULES = ("constant", "linear")
 DATASETS = {"mnist": {"train": 60000, "test": 10000}}
-# The accountants a noise multiplier can be calibrated for (dprepro calibrate, a sweep's target): the
-# Poisson-sampled ones (accounting.py), which count steps and take a sensitivity.
-CALIBRATABLE = ("rdp_legacy", "rdp", "pld")
+CALIBRATABLE = ("rdp_legacy", "rdp", "pld")    # the Poisson accountants a noise can be calibrated for
 EXPECTED_QUANTITIES = (
     "epsilon_rdp_legacy", "epsilon_rdp", "epsilon_pld",
     "epsilon_statement_once_per_epoch", "epsilon_statement_poisson",
