@@ -104,6 +104,7 @@ class Progress(tf.keras.callbacks.Callback):
         super().__init__()
         self.collect = collect
         previous = previous or {"history": {k: [] for k in self.LOGS}, "epoch_seconds": [], "wall_seconds": 0.0}
+        self.ledger = previous.get("ledger")     # the dict collect() keeps up to date
         self.history = {k: list(v) for k, v in previous["history"].items()}
         self.epoch_seconds = list(previous["epoch_seconds"])
         self.wall_before = previous["wall_seconds"]
@@ -123,14 +124,14 @@ class Progress(tf.keras.callbacks.Callback):
                 self.history.setdefault(name, []).append(float(logs[name]))
         self.epoch_seconds.append(time.perf_counter() - self._start)
         if self.collect:
-            self.collect()          # the epoch's steps into the ledger (the recorder holds one epoch)
+            self.ledger = self.collect()    # the epoch's steps into the ledger (the recorder holds one epoch)
         if self.on_epoch:
             self.on_epoch(epoch + 1, self.model, self.state())
 
     def state(self) -> dict:
         return {"history": self.history, "epoch_seconds": self.epoch_seconds,
                 "wall_seconds": self.wall_before + time.perf_counter() - self._train_start,
-                "ledger": self.collect() if self.collect else None}
+                "ledger": self.ledger}
 
 
 class EpochLine(tf.keras.callbacks.Callback):
