@@ -108,9 +108,13 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("--fresh", type=Path, help="results of fresh runs of the same specs")
     args = parser.parse_args()
-    for path in sorted(args.results.rglob("result*.json")):
-        if path.parent.name.startswith("v") and path.parents[2] == args.results:
-            print(f"{path}: {add_ledger(path, args.fresh)}", flush=True)
+    for path in pinned_results(args.results):
+        print(f"{path}: {add_ledger(path, args.fresh)}", flush=True)
+
+
+def pinned_results(root: Path) -> list[Path]:
+    """Every results/<name>/v<k>/result*.json under `root` (not the sweeps' cells)."""
+    return [p for p in sorted(root.rglob("result*.json")) if p.parent.name.startswith("v") and p.parents[2] == root]
 
 
 if __name__ == "__main__":

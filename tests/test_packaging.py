@@ -90,7 +90,7 @@ def test_readme_layout_names_every_module():
 
 # The stages, top of the import graph first (README, Layout): a module imports only modules of its
 # own stage or of stages above it, lazily inside a function too.
-STAGES = [("errors", "files"), ("spec",), ("data", "features", "sampling", "mechanisms", "accounting", "ledger", "calibration", "lock", "tf_startup"),
+STAGES = [("errors", "files"), ("spec",), ("data", "features", "sampling", "mechanisms", "accounting", "lower_bounds", "ledger", "calibration", "lock", "tf_startup"),
           ("records", "epsilon_table"), ("training",), ("audit", "sweep"), ("bench",), ("cli",)]
 RANK = {name: i for i, names in enumerate(STAGES) for name in names}
 

@@ -53,7 +53,9 @@ def test_report_shows_the_pinned_audit_and_the_sweep_frontier(tmp_path):
     assert f"[png]({cell.with_name('audit-whitebox-roc.png')})" in cell_row
     audit = json.loads((pinned / "tutorial-15ep-poisson" / "v1" / "audit.json").read_text())["summary"]
     (row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | v1 |")]
-    assert f"(pld) | {audit['epsilon_lower_bound']:.3f} |" in row          # the audit column of the main table
+    at_least = json.loads((pinned / "tutorial-15ep-poisson" / "v1" / "result.json").read_text())["epsilon"]["interval"]
+    # the interval's lower end, then the audit column of the main table
+    assert f"(pld) | {at_least['lower']:.4f} (pld_optimistic) | {audit['epsilon_lower_bound']:.3f} |" in row
     (audit_row,) = [line for line in text.splitlines()
                     if line.startswith("| tutorial-15ep-poisson | poisson |") and "(white box)" not in line]
     assert (f"| {audit['accountant_epsilon']:.3f} (pld) | {audit['epsilon_lower_bound']:.3f} | "

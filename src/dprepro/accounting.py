@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from importlib.metadata import version
 
+from dprepro import lower_bounds
 from dprepro.mechanisms import (PLD_DISCRETIZATION, composed_event, once_per_epoch_epsilon, poisson_epsilon,
                                 statement_epsilon)
 from dprepro.spec import CALIBRATABLE, Spec
@@ -294,6 +295,8 @@ def epsilon_block(spec: Spec, ran: Schedule | None = None) -> dict | None:
         accountants[name] = {**value, "description": description(name), "holds_for_this_run": holds,
                              "label": label}
     holding = [n for n, v in accountants.items() if v["holds_for_this_run"]]
+    of_record = min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None
+    lower, interval = lower_bounds.block(s, of_record, accountants.get(of_record))
     return {
         "delta": s.delta,
         "sampling": s.sampling,
@@ -308,8 +311,10 @@ def epsilon_block(spec: Spec, ran: Schedule | None = None) -> dict | None:
         "pld_discretization": PLD_DISCRETIZATION,
         "releases": list(s.releases),
         "versions": {p: version(p) for p in ("dp-accounting", "tensorflow-privacy")},
-        "of_record": min(holding, key=lambda n: accountants[n]["epsilon"]) if holding else None,
+        "of_record": of_record,
         "accountants": accountants,
+        "lower_bounds": lower,            # lower_bounds.py: the other end of the interval, never of record
+        "interval": interval,
         "under_published_conventions": published_conventions(spec),
         "randomness": randomness(spec),
     }

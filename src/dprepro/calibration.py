@@ -78,3 +78,32 @@ def calibrate(spec: Spec, target_epsilon: float, accountant: str = "rdp") -> flo
             raise ValueError(f"epsilon {target_epsilon:g} needs a noise multiplier below {MIN_NOISE:g} "
                              f"({accountant} epsilon there: {at_low:.3g}); train without privacy instead") from None
         return sensitivity * search(MIN_NOISE, BRACKET[0])
+
+
+def lower_bound_noise(spec: Spec, target_epsilon: float, rel_tol: float = 1e-5) -> float:
+    """The noise multiplier at which the spec's shuffled lower bound (lower_bounds.py: its epochs of
+    floor(n / batch_size) batches, its sensitivity, at its delta) equals `target_epsilon`, rounded down at
+    NOISE_DECIMALS: with less noise the run provably spends more than the target, whatever accountant
+    prints. ValueError, in one line, for a spec that does not shuffle or a target out of reach."""
+    from dprepro.lower_bounds import shuffled_entry
+
+    if not spec.private:
+        raise ValueError("a non-private spec has no noise to calibrate")
+    if spec.sampling != "shuffle":
+        raise ValueError(f"the shuffled lower bound is for shuffled batches; this spec samples {spec.sampling} "
+                         f"(its interval's lower end is the PLD rounded down: `dprepro epsilon`)")
+    planned = Schedule.planned(spec)
+
+    def at_least(noise):
+        return shuffled_entry(Schedule(**{**planned.__dict__, "noise_multiplier": noise}))["epsilon"]
+
+    low, high = BRACKET[0], MAX_NOISE           # below 0.1 the bound runs into float64's range
+    if at_least(low) <= target_epsilon:
+        raise ValueError(f"epsilon {target_epsilon:g} is above the lower bound even at noise multiplier {low:g} "
+                         f"({at_least(low):.3g}): no noise in range provably misses it")
+    if at_least(high) > target_epsilon:
+        raise ValueError(f"epsilon {target_epsilon:g} is below the lower bound even at noise multiplier {high:g}")
+    while high / low > 1 + rel_tol:                 # geometric bisection: the bound falls as the noise grows
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if at_least(middle) > target_epsilon else (low, middle)
+    return math.floor(low * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS

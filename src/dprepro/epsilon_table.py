@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from dprepro import accounting
+from dprepro.lower_bounds import where
 from dprepro.spec import Spec
 from dprepro.records.result import EpsilonBlock
 
@@ -48,6 +49,16 @@ def text(row: dict) -> str:
         lines.append(f"  of record (smallest that holds): {typed.of_record} {fmt_eps(typed.value_of_record)}")
     else:
         lines.append("  of record: none (no value holds for this spec's training: see each one's why)")
+    for name, v in block.get("lower_bounds", {}).items():
+        lines.append(f"  {'at least: ' + name:<26} {fmt_eps(v['epsilon']):>10}  {'-':<8} "
+                     f"{v.get('steps', v.get('epochs', '-')):>6}  lower  {v['description']}")
+    if block.get("interval"):
+        lines.append(f"  interval: {block['interval']['text']}")
+        for quantity, entry in row["expected"].items():
+            name = quantity[len("epsilon_"):]
+            if block["sampling"] == "shuffle" and not block["accountants"].get(name, {"holds_for_this_run": True})[
+                    "holds_for_this_run"]:
+                lines.append(f"  published {quantity} {entry['value']:g} is {where(entry['value'], block['interval'])}")
     for quantity, v in block["under_published_conventions"].items():
         entry = row["expected"][quantity]
         lines.append(f"  published {quantity} {entry['value']:g}, computed as published "

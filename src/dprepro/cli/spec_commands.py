@@ -51,6 +51,9 @@ def add_calibrate(sub) -> None:
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--target-epsilon", type=float, required=True)
     c.add_argument("--accountant", default="rdp", choices=CALIBRATABLE)
+    c.add_argument("--below-lower-bound", action="store_true",
+                   help="instead: the noise below which a shuffled spec provably misses the target (its lower "
+                        "bound, Chua et al. 2024, exceeds it), whatever an accountant prints")
     c.set_defaults(command=cmd_calibrate, command_name="calibrate")
 
 
@@ -62,6 +65,20 @@ def cmd_calibrate(args) -> None:
         raise InputError(f"{spec.path}: privacy.enabled: a non-private spec has no noise to calibrate")
     if not args.target_epsilon > 0 or not math.isfinite(args.target_epsilon):
         raise InputError(f"--target-epsilon: must be positive, got {args.target_epsilon}")
+    if args.below_lower_bound:
+        if spec.sampling != "shuffle":
+            raise InputError(f"{spec.path}: data.sampling: {spec.sampling}: --below-lower-bound is for shuffled "
+                             f"batches (a Poisson spec's interval is the PLD rounded down and up: dprepro epsilon)")
+        try:
+            sigma = calibration.lower_bound_noise(spec, args.target_epsilon)
+        except ValueError as e:
+            raise InputError(f"--target-epsilon: {e}") from None
+        print(f"{spec.path}: below noise_multiplier {sigma:.4f} this spec provably misses epsilon "
+              f"{args.target_epsilon:g} at delta {spec.privacy.delta:g} (its shuffled lower bound, Chua et al. 2024, "
+              f"zero-out adjacency, exceeds it over {spec.training.epochs} epochs, {spec.microbatch_size} example(s) "
+              f"per microbatch); at or above it the target is not disproved, nor proved: `dprepro calibrate` without "
+              f"--below-lower-bound gives the noise that proves it under Poisson sampling")
+        return
     try:
         sigma = calibration.calibrate(spec, args.target_epsilon, args.accountant)
     except ValueError as e:

@@ -106,6 +106,11 @@ def check_epsilon(f: Fields, block, spec: Spec) -> None:
     best = f.get(block, "of_record", (str, type(None)), "epsilon", optional=True)
     if best is not None and best not in accountants:
         f.fail("epsilon.of_record", f"names no accountant of the block: {shown(best)}")
+    for name, value in (f.get(block, "lower_bounds", dict, "epsilon", optional=True) or {}).items():
+        f.number(value, "epsilon", f"epsilon.lower_bounds.{name}", low=0, epsilon=True)
+    interval = f.get(block, "interval", (dict, type(None)), "epsilon", optional=True)
+    if interval and not float(interval["lower"]) <= float(interval["upper"]) * (1 + 1e-6):
+        f.fail("epsilon.interval", f"its lower end {interval['lower']} is above its upper end {interval['upper']}")
     for quantity, value in (f.get(block, "under_published_conventions", dict, "epsilon", optional=True) or {}).items():
         f.number(value, "epsilon", f"epsilon.under_published_conventions.{quantity}", low=0, epsilon=True)
         if quantity not in spec.expected:

@@ -150,7 +150,8 @@ def with_verdicts(block: EpsilonBlock | None, spec) -> EpsilonBlock | None:
 
 
 def table(pinned: list[Pinned]) -> str:
-    head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | audited ε lower bound (95 %) | "
+    head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | ε at least | "
+            "audited ε lower bound (95 %) | "
             + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
             + " | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | arithmetic path | file |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
@@ -169,12 +170,36 @@ def table(pinned: list[Pinned]) -> str:
                                                          if env["devices"]["gpus"] else ", no GPU")
         lines.append(f"| {r.name} | v{r.version} | {r.engine} v{r.engine_version} | "
                      f"{r.spec.training.epochs} | {r.spec.sampling} | "
-                     f"{record} | {audit_cell(p.audit) if r.engine == r.spec.engine.name else '–'} | "
+                     f"{record} | {at_least_cell(block)} | {audit_cell(p.audit) if r.engine == r.spec.engine.name else '–'} | "
                      + " | ".join(cells)
                      + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
                        f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
                        f"{env.get('arithmetic', {}).get('id', '–')} | `{p.path}` |")
     return "\n".join(lines)
+
+
+def at_least_cell(block: EpsilonBlock | None) -> str:
+    """The interval's lower end with where it comes from (‡ when its adjacency is not the upper end's)."""
+    if not block or block.at_least is None:
+        return "–"
+    return f"{block.at_least:.4f} ({block.interval['lower_from']})" + ("" if block.interval["same_adjacency"] else "‡")
+
+
+def interval_notes(results: list[Result]) -> list[str]:
+    """Bullet lines: where each published epsilon of a pinned shuffled run lies in its interval."""
+    from dprepro.lower_bounds import where
+
+    notes = []
+    for r in results:
+        block = r.epsilon
+        if not block or not block.interval or r.spec.sampling != "shuffle" or r.engine != r.spec.engine.name:
+            continue
+        for quantity, entry in r.spec.expected.items():
+            if quantity.startswith("epsilon_") and quantity[len("epsilon_"):] in block.accountants \
+                    and not block.accountants[quantity[len("epsilon_"):]]["holds_for_this_run"]:
+                notes.append(f"- {r.name}: the published {quantity} = {entry.value:g} ({entry.source}) is "
+                             f"{where(entry.value, block.interval)}.")
+    return notes
 
 
 def epsilon_notes(results: list[Result]) -> list[str]:
@@ -239,6 +264,14 @@ def write_report(results_dir) -> Path:
         "`epsilon.accountants.<name>.label` says which). These are the numbers the tutorial prints and papers",
         "cite; \"ε of record\" is the smallest value that holds for the training done (docs/privacy.md,",
         "\"Which ε should I cite?\").",
+        "",
+        "\"ε at least\" is the interval's other end (the result file's `epsilon.interval`; docs/privacy.md, \"The",
+        "ε interval\"): for shuffled runs the lower bound of Chua et al. 2024 (zero-out adjacency, like the",
+        "once-per-epoch values of record; the training only, with gradients an adversary chooses), for Poisson runs",
+        "dp_accounting's PLD rounded down (add/remove). A printed ε below it is wrong for the run; between the two ends",
+        "nothing known decides. Where the published ε of a shuffled pin lies against its interval:",
+        "",
+        *interval_notes(results),
         "",
         *epsilon_notes(results),
         "",

@@ -76,6 +76,21 @@ class EpsilonBlock:
     def releases(self) -> list:
         return self.fields.get("releases") or []
 
+    @property
+    def lower_bounds(self) -> Mapping:
+        """{name: entry} of lower_bounds.py (empty in a block written before dprepro 0.9)."""
+        return self.fields.get("lower_bounds") or {}
+
+    @property
+    def interval(self) -> Mapping | None:
+        """[lower bound, value of record] with each end's adjacency; None when no value holds."""
+        return self.fields.get("interval")
+
+    @property
+    def at_least(self) -> float | None:
+        """The lower bound on the run's epsilon (None: not computed in this block)."""
+        return as_float(self.interval["lower"]) if self.interval else None
+
 
 @dataclass(frozen=True)
 class SeedOutcome:

@@ -46,6 +46,14 @@ def describe_arithmetic(path: dict) -> str:
     return f"{path['id']} ({path['cpu']}, {simd}, {onednn}{limit}{gpus})"
 
 
+def at_least_line(block: EpsilonBlock) -> str:
+    """"eps of record U (name); this run's eps is at least L (what)": the interval in one line."""
+    name = block.interval["lower_from"]
+    what = {"shuffled_chua": "shuffled, Chua et al. 2024", "pld_optimistic": "the PLD rounded down"}.get(name, name)
+    return (f"eps of record {block.value_of_record:.4f} ({block.of_record}); this run's eps is at least "
+            f"{block.at_least:.4f} ({what})")
+
+
 def describe_epsilon(block: dict) -> str:
     """Two lines: the epsilon that holds for the run, and the tutorial's (rdp) with its label."""
     typed, rdp = EpsilonBlock.from_json(block), block["accountants"]["rdp"]
@@ -54,6 +62,8 @@ def describe_epsilon(block: dict) -> str:
     else:
         first = (f"dprepro: eps of record {typed.value_of_record:.4f} ({typed.of_record}, at delta {typed.delta:g}): "
                  f"{typed.record['label']}\n")
+        if typed.interval:
+            first += f"dprepro: {at_least_line(typed)}\n"
     return (first + f"dprepro: eps(rdp) {rdp['epsilon']:.4f}, the tutorial's: "
             + ("holds for this run" if rdp["holds_for_this_run"] else rdp["label"])
             + f"\ndprepro: randomness {block['randomness']['mode']}: {block['randomness']['statement']}")
