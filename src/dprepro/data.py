@@ -74,7 +74,10 @@ def verified_files(folder: Path, url: str | None = None) -> dict:
                     f"{path}: MNIST file missing (expected sha256 {expected}); "
                     f"use --data-dir, ${ENV_VAR} or data.url")
             download(f"{url.rstrip('/')}/{filename}", path, expected)
-        actual = sha256_of(path)
+        try:
+            actual = sha256_of(path)
+        except OSError as e:
+            raise InputError(f"{path}: cannot read the MNIST file: {e.strerror or e}") from None
         if actual != expected:
             raise InputError(f"{path}: corrupted MNIST file: sha256 {actual}, expected {expected}")
         paths[name] = path

@@ -99,20 +99,35 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+class WriteFailed(OSError):
+    """An output could not be written (the CLI says "cannot write", and that finished seeds are kept)."""
+
+
+def write_failed(e: OSError, path) -> WriteFailed:
+    return WriteFailed(e.errno, e.strerror or str(e), str(e.filename or path))
+
+
 @contextmanager
 def atomic(path, mode: str = "w"):
-    """Yield a file object to write `path`'s new content into; on success it replaces `path`
-    (file and folder fsynced), on an error nothing changes. Files are made readable (0644)."""
+    """Yield a file object to write `path`'s new content into (text as UTF-8, whatever the locale);
+    on success it replaces `path` (file and folder fsynced), on an error nothing changes, and an
+    OSError is a WriteFailed naming the file. Files are made readable (0644)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode) as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_failed(e, path) from None
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)     # mkstemp creates 0600; outputs are meant to be read
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -67,7 +67,11 @@ class RunLock:
 
     def take(self, path: Path, me: dict) -> None:
         missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from dprepro.files import write_failed
+            raise write_failed(e, path.parent) from None
         self.made += missing
         for _ in range(20):
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)

@@ -9,21 +9,25 @@ import json
 
 import pytest
 
-from conftest import raw_spec, run_cli, run_cli_in_process
+from conftest import EXPERIMENTS, raw_spec, run_cli, run_cli_in_process
 from dprepro.records.environment import ARITHMETIC_ENV, SIMULATED_PATHS
 
 TUTORIAL_15EP_PLD = 0.8530300   # the claim: tutorial-15ep-poisson's epsilon of record (same q, noise, steps)
 
 
-@pytest.fixture
-def white_box_spec(write_spec):
+def ci_raw(train_examples: int = 6000, batch_size: int = 25) -> dict:
     raw = raw_spec("tutorial-15ep-poisson")
     raw.update(name="white-box-ci", seeds=[0])
     raw.pop("expected", None)
-    raw["data"].update(train_examples=6000, test_examples=1000)
-    raw["training"].update(batch_size=25, learning_rate=0.025)     # the tutorial's noise per update
-    raw["privacy"]["num_microbatches"] = 25
-    return write_spec(raw, "white-box-ci.yaml")
+    raw["data"].update(train_examples=train_examples, test_examples=1000)
+    raw["training"].update(batch_size=batch_size, learning_rate=0.025 * batch_size / 25)   # the tutorial's noise per update
+    raw["privacy"]["num_microbatches"] = batch_size
+    return raw
+
+
+@pytest.fixture
+def white_box_spec(write_spec):
+    return write_spec(ci_raw(), "white-box-ci.yaml")
 
 
 def white_box(spec, out, *extra, path="default"):
@@ -88,3 +92,30 @@ def test_white_box_needs_the_fast_engine(write_spec, tmp_path):
     assert proc.stderr.strip().endswith("engine.name: tutorial; --white-box puts its canaries into the fast "
                                         "engine's step: audit with engine fast"), proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_white_box_refuses_a_shuffled_spec(tmp_path):
+    """Issue 34, finding 5: the canaries are Poisson-sampled at q and judged against the Poisson claim,
+    so a shuffled spec (whose claim is the once-per-epoch bound) would be audited as another mechanism.
+    One line naming the field, exit 2, nothing written. (On main before issue 34 the audit ran.)"""
+    proc = run_cli_in_process("audit", EXPERIMENTS / "tutorial-3ep.yaml", "--white-box", "--out", tmp_path / "out",
+                              "--logdir", tmp_path / "logs")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith(f"{EXPERIMENTS / 'tutorial-3ep.yaml'}: data.sampling: shuffle; --white-box samples")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.full
+def test_the_white_box_bounds_do_not_depend_on_the_data(write_spec, tmp_path):
+    """Issue 34, finding 7: the auditor scores the noise plus the canaries, so another training set with
+    the same schedule (4,800 examples in batches of 20: the same q 1/240, 3,600 steps, noise 1.3) gives
+    the same guesses and bounds as the 6,000 of test_a_correct_dp_sgd_passes: 0.340 / f-DP 0.433,
+    measured there on all three arithmetic paths (docs/audits.md). Tolerance: 5e-4, the rounding of
+    those printed values; any other guess moves the bound by more."""
+    proc, audit = white_box(write_spec(ci_raw(4800, 20), "white-box-ci-4800.yaml"), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (seed,) = audit["seeds"]
+    assert seed["steps"] == 3600 and seed["canaries"]["canaries"] == 5000
+    assert seed["canaries"]["epsilon_lower_bound"] == pytest.approx(0.340, abs=5e-4)
+    assert seed["canaries"]["fdp_epsilon_lower_bound"] == pytest.approx(0.433, abs=5e-4)

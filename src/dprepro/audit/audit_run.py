@@ -218,6 +218,10 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
         raise InputError(f"{s.path}: engine.name: {s.engine.name}; "
                          + ("--white-box puts its canaries into the fast engine's step" if white_box else
                             f"--plant-bug {plant_bug} breaks the fast engine's step") + ": audit with engine fast")
+    if white_box and s.sampling != "poisson":
+        raise InputError(f"{s.path}: data.sampling: {s.sampling}; --white-box samples its canaries as Poisson at "
+                         f"q and judges them against the Poisson claim, which does not hold for shuffled batches "
+                         f"(their claim is the once-per-epoch bound, zero-out adjacency): audit the spec's Poisson twin")
     if not 0 < confidence < 1:
         raise InputError(f"--confidence: {confidence} is not between 0 and 1")
     if s.data.features != "none":

@@ -12,6 +12,7 @@ import sys
 
 from dprepro.cli import audit_command, bench_command, run_commands, spec_commands, sweep_commands
 from dprepro.errors import InputError, RunCheckFailed
+from dprepro.files import WriteFailed
 from dprepro.lock import Busy
 from dprepro.tf_startup import startup_noise_filtered
 
@@ -39,9 +40,13 @@ def main(argv=None) -> int:
     except (InputError, Busy, RunCheckFailed) as e:
         print(e, file=sys.stderr)
         return e.exit_code
-    except OSError as e:      # e.g. an unwritable or full output folder: nothing partial is left
+    except WriteFailed as e:  # an unwritable or full output folder: nothing partial is left
+        print(f"{e.filename}: cannot write: {e.strerror}; finished seeds are kept in their seed.json files",
+              file=sys.stderr)
+        return InputError.exit_code
+    except OSError as e:      # anything else the system refused (a read, a device): what and where, no claim
         where = f"{e.filename}: " if e.filename else ""
-        print(f"{where}cannot write: {e.strerror or e}; finished seeds are kept in their seed.json files",
+        print(f"{where}{e.strerror or e} ({type(e).__name__}); nothing was written by this failure",
               file=sys.stderr)
         return InputError.exit_code
     except KeyboardInterrupt:

@@ -11,7 +11,14 @@ from dprepro.spec import load_spec
 
 def add_audit(sub) -> None:
     c = sub.add_parser("audit", help="train once with canaries and measure an epsilon lower bound beside the "
-                                     "accountant's upper bound; exit 1 on a privacy bug (or no power)")
+                                     "accountant's upper bound; exit 1 on a privacy bug (or no power)",
+                       description="What each audit can catch (docs/audits.md, \"What each audit can and cannot "
+                                   "catch\"). Black box (default): whatever reaches the final model (missing noise "
+                                   "or clipping show only when large). White box (--white-box, Poisson specs, engine "
+                                   "fast): the noise scale, the clipping applied to canaries and the sampling rate of "
+                                   "every step; its bound does not depend on the data or the model (it scores the "
+                                   "noise plus the canaries), so it cannot see a wrong per-example norm of a real "
+                                   "example: the unit tests against TensorFlow's per-example gradients do.")
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--seeds", type=int, nargs="+", help="seeds to audit (default: the spec's first)")
     c.add_argument("--canaries", type=int, default=None, metavar="M",
@@ -27,7 +34,7 @@ def add_audit(sub) -> None:
                         f"without noise and clipping; BUG (engine fast): {', '.join(PLANTED_BUGS)}")
     c.add_argument("--white-box", action="store_true",
                    help="gradient canaries in the fast engine's step, scored from every step's noisy sum less the "
-                        "training examples' clipped sum")
+                        "training examples' clipped sum (Poisson specs only: its canaries are Poisson-sampled)")
     c.add_argument("--held-out", type=int, default=10_000, metavar="N",
                    help="membership inference: N images of the training file, drawn at random per seed, are kept "
                         "out of training as non-members of the same distribution; the claim accounts the n trained (default 10000; "

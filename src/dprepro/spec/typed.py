@@ -151,17 +151,18 @@ class Spec:
         """The spec with `changes` applied and validated again. Keys are top-level fields (`seeds`,
         `name`, `expected`, a whole section) or `section.field` (`privacy.noise_multiplier`)."""
         if self.twin:
-            raise ValueError("an audit twin is not a spec to change; make the twin from the changed spec")
+            raise InputError(f"{self.path}: an audit twin ({self.twin}) is not a spec to change; make the twin "
+                             f"from the changed spec")
         raw = self.to_dict()
         for key, value in changes.items():
             section, _, name = key.partition(".")
             if name:
                 if section not in SECTIONS or name not in SECTIONS[section]:
-                    raise KeyError(f"{key}: not a field of a spec")
+                    raise InputError(f"{path or self.path}: {key}: not a field of a spec")
                 raw[section][name] = copy.deepcopy(value)
             else:
                 if key not in TOP:
-                    raise KeyError(f"{key}: not a field of a spec")
+                    raise InputError(f"{path or self.path}: {key}: not a field of a spec")
                 raw[key] = copy.deepcopy(value)
         return Spec.from_resolved(path or self.path, validate(raw, path or self.path))
 
@@ -185,11 +186,8 @@ class Spec:
         if not clipping_and_noise:
             raw["privacy"].update(noise_multiplier=0.0, l2_norm_clip=UNCLIPPED)
         what = f"{extra} canaries in" + ("" if clipping_and_noise else ", without noise and clipping")
-        try:
-            resolved = validate(raw, f"{self.path} (audit twin: {what})", extra_train_examples=extra,
-                                unclipped=not clipping_and_noise)
-        except InputError as e:
-            raise ValueError(str(e)) from None
+        resolved = validate(raw, f"{self.path} (audit twin: {what})", extra_train_examples=extra,
+                            unclipped=not clipping_and_noise)   # InputError: one line naming the field
         return Spec.from_resolved(self.path, resolved, twin=what)
 
     # ---- identity -------------------------------------------------------------------------------
