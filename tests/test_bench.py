@@ -59,8 +59,8 @@ def test_bench_bad_steps_is_exit_2():
 def test_bench_unknown_row_is_exit_2():
     proc = run_cli_in_process("bench", "--engines", "none", "turbo")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("--engines: each of anchor none fast fast-ledger fast-poisson vectorized vectorized-poisson "
-                                   "tutorial at most once, got none turbo")
+    assert proc.stderr.strip() == ("--engines: each of anchor none fast fast-ledger fast-secret fast-poisson vectorized "
+                                   "vectorized-poisson tutorial at most once, got none turbo")
 
 
 def test_bench_batch_size_out_of_range_is_exit_2():

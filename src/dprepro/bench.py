@@ -39,7 +39,8 @@ from dprepro.training.model import build_layers
 from dprepro.training.recorder import attach
 
 BENCH_SCHEMA = 3
-ROWS = ("anchor", "none", "fast", "fast-ledger", "fast-poisson", "vectorized", "vectorized-poisson", "tutorial")
+ROWS = ("anchor", "none", "fast", "fast-ledger", "fast-secret", "fast-poisson", "vectorized", "vectorized-poisson",
+        "tutorial")
 DEFAULT_ROWS = ("anchor", "none", "fast", "fast-poisson", "vectorized", "tutorial")
 POISSON_STEPS = 10 ** 6   # the Poisson dataset's length: never exhausted by a benchmark
 TIMING = "model.make_train_function() on an iterator of real MNIST batches"
@@ -93,6 +94,10 @@ def build_row(spec: Spec, name: str, data):
         model, batches = build_row(spec, "fast", data)     # one epoch's capacity, drained between timings
         attach(model, len(data.x_train) // batch_size)
         return model, batches
+    if name == "fast-secret":        # privacy.randomness secret: a secret key, each noise value from SECRET_DRAWS draws
+        secret = spec.replace({"privacy.randomness": "secret"})
+        return (engine.build_model(secret, "fast", seed=sampling.SecretKey()),
+                sampling.shuffled_batches(data.x_train, data.y_train, batch_size, sampling.SecretKey()))
     if name.endswith("-poisson"):
         return (engine.build_model(poisson_variant(spec), name.removesuffix("-poisson")),
                 sampling.poisson_batches(data.x_train, data.y_train, batch_size, 0, POISSON_STEPS))

@@ -83,6 +83,45 @@ def read_yaml(path, what: str):
         raise InputError(f"{path}: not valid YAML: nested too deeply") from None
 
 
+def read_json(path, what: str):
+    """The JSON document of a file dprepro wrote (a result, seed record, selection, frontier, audit),
+    read strictly (InputError in one line naming the file otherwise)."""
+    text = read_text_file(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: cannot read {what}: not valid JSON (line {e.lineno}, column {e.colno}: "
+                         f"{e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{path}: cannot read {what}: nested too deeply") from None
+
+
+def field(obj, path, *keys, kind=None):
+    """obj[k1][k2]... of a document read from `path`, or InputError naming the file and the field
+    (missing, or not of `kind`)."""
+    where = ".".join(map(str, keys))
+    try:
+        for key in keys:
+            obj = obj[key]
+    except (KeyError, IndexError, TypeError):
+        raise InputError(f"{path}: {where}: missing") from None
+    if kind is not None and not isinstance(obj, kind):
+        raise InputError(f"{path}: {where}: must be {getattr(kind, '__name__', kind)}, got {type(obj).__name__}")
+    return obj
+
+
+@contextmanager
+def reading(path, what: str):
+    """Around code that takes fields from a document read from `path`: a field missing or of the wrong
+    kind is an InputError naming the file and the field, not a KeyError traceback."""
+    try:
+        yield
+    except KeyError as e:
+        raise InputError(f"{path}: {e.args[0]}: missing from {what}") from None
+    except (TypeError, IndexError, AttributeError, ValueError) as e:
+        raise InputError(f"{path}: {what} has a field of the wrong kind ({e})") from None
+
+
 # ---- writing ---------------------------------------------------------------------------------------
 
 def fsync_folder(folder: Path) -> None:

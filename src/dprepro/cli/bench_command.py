@@ -13,8 +13,8 @@ def add_bench(sub) -> None:
     c.add_argument("spec", nargs="?", default="experiments/tutorial-3ep.yaml", metavar="SPEC",
                    help="model and batch size to time (default: experiments/tutorial-3ep.yaml)")
     c.add_argument("--engines", nargs="+", metavar="ROW", default=None,
-                   help="rows to time, of: anchor none fast fast-ledger fast-poisson vectorized vectorized-poisson "
-                        "tutorial (default: all but fast-ledger and vectorized-poisson)")
+                   help="rows to time, of: anchor none fast fast-ledger fast-secret fast-poisson vectorized "
+                        "vectorized-poisson tutorial (default: all but fast-ledger, fast-secret and vectorized-poisson)")
     c.add_argument("--batch-size", type=int, help="time at this batch size instead of the spec's")
     c.add_argument("--steps", type=int, default=20, help="timed steps per repetition (default 20)")
     c.add_argument("--repeats", type=int, default=5, help="repetitions, rows alternating (default 5)")

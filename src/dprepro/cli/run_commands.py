@@ -3,6 +3,7 @@ the results."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from dprepro.cli.spec_commands import load_all
@@ -42,6 +43,10 @@ def cmd_run(args) -> int:
     specs = load_all(args.specs)
     for spec in specs:  # the overrides must make a valid spec too, before anything trains
         spec.with_overrides(seeds=args.seeds, engine=args.engine)
+        if args.seeds and spec.private and spec.privacy.randomness == "secret":
+            print(f"dprepro: {spec.path}: privacy.randomness secret: --seeds {' '.join(map(str, args.seeds))} "
+                  f"chooses the seed folders and the weight initialisation only; sampling and noise come from a "
+                  f"new secret key per seed whatever the seed", file=sys.stderr)
     from dprepro import data  # TensorFlow loads here, not for validate/epsilon
     from dprepro.training import pipeline
 

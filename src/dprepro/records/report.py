@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from dprepro import accounting
+from dprepro import accounting, files
 from dprepro.files import write_text
 from dprepro.records.result import as_float
 from dprepro.records import tuned
@@ -33,12 +32,12 @@ def pinned_results(results_dir: Path) -> list[Pinned]:
 
 
 def pinned_audit(path: Path) -> AuditRecord | None:
-    """The audit.json beside a result (None if there is none or it cannot be read)."""
-    try:
-        audit = json.loads(path.read_text())
-        return AuditRecord.from_json(audit)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    """The audit.json beside a result (None if there is none; one that cannot be read, or lacks a
+    field, is an InputError naming the file and the field)."""
+    if not path.is_file():
         return None
+    with files.reading(path, "the audit"):
+        return AuditRecord.from_json(files.read_json(path, "an audit"))
 
 
 def audit_cell(audit: AuditRecord | None) -> str:
@@ -109,15 +108,16 @@ def sweep_sections(results_dir: Path) -> list[str]:
 
     lines = []
     for path in sorted(results_dir.glob("sweeps/*/v*/frontier.json")):
-        frontier = json.loads(path.read_text())
-        if list(path.parent.glob("*/v*/result.json")):   # the figure and table anew, from the pinned cells
-            write_frontier(path.parent, frontier["sweep"], frontier["version"])
-            frontier = json.loads(path.read_text())
-        folder = path.parent.relative_to(results_dir)
-        lines += [f"## Sweep {frontier['sweep']} v{frontier['version']}", "",
-                  f"`dprepro sweep` (docs/sweeps.md); cell specs and results in `{folder}/`.",
-                  "", frontier_table(frontier["cells"]), "",
-                  "† does not hold for the cell's sampling.", "", f"![frontier]({folder}/frontier.png)", ""]
+        with files.reading(path, "the frontier"):
+            frontier = files.read_json(path, "the frontier")
+            if list(path.parent.glob("*/v*/result.json")):   # the figure and table anew, from the pinned cells
+                write_frontier(path.parent, frontier["sweep"], frontier["version"])
+                frontier = files.read_json(path, "the frontier")
+            folder = path.parent.relative_to(results_dir)
+            lines += [f"## Sweep {frontier['sweep']} v{frontier['version']}", "",
+                      f"`dprepro sweep` (docs/sweeps.md); cell specs and results in `{folder}/`.",
+                      "", frontier_table(frontier["cells"]), "",
+                      "† does not hold for the cell's sampling.", "", f"![frontier]({folder}/frontier.png)", ""]
     return lines
 
 

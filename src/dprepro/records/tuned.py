@@ -4,9 +4,9 @@ and the tutorial's frontier, as a table and a figure."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from dprepro import files
 from dprepro.files import save_figure
 from dprepro.records.reproductions import PUBLISHED
 from dprepro.records.result import Result
@@ -24,28 +24,36 @@ def rows(results_dir: Path, results: list[Result]) -> list[dict]:
     by_name = {r.name: r for r in results}
     out = []
     for path in sorted(Path(results_dir).glob("sweeps/*/v*/selection.json")):
-        record = json.loads(path.read_text())
-        for choice in record["choices"]:
-            target = choice["target"]
-            name = f"{record['sweep']}-eps{target['epsilon']:g}" if target else f"{record['sweep']}-best"
-            pins = [(name, choice["noise_multiplier"], choice["epsilon_with_search"], None)]
-            if choice.get("refit"):          # the same schedule on the whole training file (select --refit)
-                refit = choice["refit"]
-                pins.append((refit["name"], refit["noise_multiplier"], refit["epsilon_with_search"],
-                             refit["train_examples"]))
-            for pin_name, noise, search, refit_examples in pins:
-                pinned = by_name.get(pin_name)
-                if pinned is None or of_record(pinned) is None:
-                    continue
-                eps, accountant = of_record(pinned)
-                better = [p for p in PUBLISHED if p.epsilon >= eps]
-                best = max(better, key=lambda p: p.accuracy) if better else None
-                out.append({"search": record["sweep"], "name": pin_name, "target": target, "chosen": choice["chosen"],
-                            "values": choice["values"], "noise_multiplier": noise, "refit_examples": refit_examples,
-                            "validation_accuracy": choice["validation_accuracy"],
-                            "configurations": choice["configurations"], "test_accuracy": pinned.test_accuracy,
-                            "epsilon": eps, "accountant": accountant, "epsilon_with_search": search["epsilon"],
-                            "best_published_at_or_above": best})
+        record = files.read_json(path, "a search's selection")
+        with files.reading(path, "the selection"):
+            out += rows_of(record, by_name)
+    return out
+
+
+def rows_of(record: dict, by_name: dict) -> list[dict]:
+    """The rows of one selection.json."""
+    out = []
+    for choice in record["choices"]:
+        target = choice["target"]
+        name = f"{record['sweep']}-eps{target['epsilon']:g}" if target else f"{record['sweep']}-best"
+        pins = [(name, choice["noise_multiplier"], choice["epsilon_with_search"], None)]
+        if choice.get("refit"):          # the same schedule on the whole training file (select --refit)
+            refit = choice["refit"]
+            pins.append((refit["name"], refit["noise_multiplier"], refit["epsilon_with_search"],
+                         refit["train_examples"]))
+        for pin_name, noise, search, refit_examples in pins:
+            pinned = by_name.get(pin_name)
+            if pinned is None or of_record(pinned) is None:
+                continue
+            eps, accountant = of_record(pinned)
+            better = [p for p in PUBLISHED if p.epsilon >= eps]
+            best = max(better, key=lambda p: p.accuracy) if better else None
+            out.append({"search": record["sweep"], "name": pin_name, "target": target, "chosen": choice["chosen"],
+                        "values": choice["values"], "noise_multiplier": noise, "refit_examples": refit_examples,
+                        "validation_accuracy": choice["validation_accuracy"],
+                        "configurations": choice["configurations"], "test_accuracy": pinned.test_accuracy,
+                        "epsilon": eps, "accountant": accountant, "epsilon_with_search": search["epsilon"],
+                        "best_published_at_or_above": best})
     return out
 
 
@@ -54,7 +62,8 @@ def frontier_at(results_dir: Path, eps: float) -> dict | None:
     path = Path(results_dir) / "sweeps" / "frontier" / "v1" / "frontier.json"
     if not path.is_file():
         return None
-    cells = [c for c in json.loads(path.read_text())["cells"] if c["private"]]
+    with files.reading(path, "the frontier"):
+        cells = [c for c in files.read_json(path, "the frontier")["cells"] if c["private"]]
     return min(cells, key=lambda c: abs(c["epsilon"]["pld"] - eps)) if cells else None
 
 
@@ -110,8 +119,9 @@ def figure(results_dir: Path, tuned: list[dict], path: Path) -> Path | None:
                 marker="x", linestyle=":", label=f"{search}: ε with the search (rdp)")
     frontier = Path(results_dir) / "sweeps" / "frontier" / "v1" / "frontier.json"
     if frontier.is_file():
-        cells = sorted((c for c in json.loads(frontier.read_text())["cells"] if c["private"]),
-                       key=lambda c: c["epsilon"]["pld"])
+        with files.reading(frontier, "the frontier"):
+            cells = sorted((c for c in files.read_json(frontier, "the frontier")["cells"] if c["private"]),
+                           key=lambda c: c["epsilon"]["pld"])
         ax.errorbar([c["epsilon"]["pld"] for c in cells], [100 * c["test_accuracy"]["mean"] for c in cells],
                     yerr=[100 * c["test_accuracy"]["std"] for c in cells], marker="s", capsize=3, linestyle="--",
                     color="grey", label="tutorial CNN, 15 epochs (sweep frontier), ε pld")

@@ -162,9 +162,10 @@ def plan_sweep(sweep: Sweep, out: Path, logdir: Path) -> SweepPlan:
         spec = load_spec(path)
         plan.cells[cell.name] = (cell, spec, text)
         run = pipeline.plan_run(spec, plan.root, plan.logs)
-        try:
-            done = json.loads(run.result_path.read_text()).get("spec_sha256") == spec.sha256
-        except (OSError, json.JSONDecodeError, AttributeError):
+        try:            # a cell's result that cannot be read is not done: the cell runs again
+            done = run.result_path.is_file() and \
+                files.read_json(run.result_path, "a cell's result").get("spec_sha256") == spec.sha256
+        except (InputError, AttributeError):
             done = False
         if done:
             plan.kept.append(cell.name)

@@ -27,6 +27,7 @@ epsilon here covers that choice for them, and each choice's search record says s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import dp_accounting
@@ -62,6 +63,9 @@ def cell_results(sweep: Sweep, out: Path) -> dict:
             raise InputError(f"{path}: cell {cell.name} changed since this result was written: run the sweep again")
         if result.get("validation_accuracy") is None:
             raise InputError(f"{path}: validation_accuracy: missing: the cell was not scored on validation examples")
+        if not isinstance(result.get("validation_accuracy"), Mapping) or \
+                not isinstance(result.get("validation_accuracy").get("mean"), (int, float)):
+            raise InputError(f"{path}: validation_accuracy.mean: missing or not a number")
         found[cell.name] = (cell, result)
     return found
 

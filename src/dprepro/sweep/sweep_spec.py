@@ -195,9 +195,9 @@ def written_noises(out: Path | None, name: str, version: int) -> dict:
         return {}
     found = {}
     for path in sorted((Path(out) / "sweeps" / name / f"v{version}" / "specs").glob("*.yaml")):   # none if absent
-        try:
-            noise = yaml.safe_load(path.read_text())["privacy"]["noise_multiplier"]
-        except (OSError, yaml.YAMLError, TypeError, KeyError):
+        try:            # the strict reader: a file that cannot be read, or holds no number there, is left out
+            noise = read_yaml(path, "a cell spec")["privacy"]["noise_multiplier"]
+        except (InputError, TypeError, KeyError):
             continue
         if isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise):
             found[path.stem] = float(noise)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from dprepro.sampling import stream_seed
+from dprepro.sampling import SecretKey, stream_seed
 from dprepro.training.recorder import examples_per_microbatch, record_step
 
 SUPPORTED = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
@@ -186,6 +186,20 @@ class LayerGradients:
         return grads
 
 
+SECRET_DRAWS = 4     # Holohan & Braghin 2021 (arXiv 2107.10138), as Opacus' secure mode: 4 draws, halved
+
+
+def secret_normal(shape, key: SecretKey, step, variable: int, std: float) -> tf.Tensor:
+    """N(0, std^2) as the sum of SECRET_DRAWS independent draws of std `std`, divided by
+    sqrt(SECRET_DRAWS): the same distribution, but the low bits of the sum no longer follow one
+    draw's floating-point grid, which is what the attacks on a single float Gaussian read (Mironov
+    2012; Jin et al. 2022; Haney et al. 2022). Each draw from its own stream (key, "noise", step,
+    variable, draw). docs/privacy.md says what this defends and what it does not."""
+    total = tf.add_n([tf.random.stateless_normal(shape, stream_seed(key, "noise", step, variable, draw),
+                                                 stddev=std, alg="philox") for draw in range(SECRET_DRAWS)])
+    return total / SECRET_DRAWS ** 0.5
+
+
 class FastDPSequential(tf.keras.Sequential):
     """A Sequential model whose train step is DP-SGD computed as described in this module.
 
@@ -261,11 +275,14 @@ class FastDPSequential(tf.keras.Sequential):
         return self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)
 
     def noisy_sum(self, grads: list) -> list:
-        """Add N(0, (clip * noise_multiplier)^2) to each clipped sum."""
+        """Add N(0, (clip * noise_multiplier)^2) to each clipped sum: one draw per coordinate, or under
+        secret randomness the sum of SECRET_DRAWS draws scaled back to that std (secret_normal)."""
         std = self.l2_norm_clip * self.noise_multiplier
         if std == 0:
             return grads
         step = self.optimizer.iterations
+        if isinstance(self.seed, SecretKey):
+            return [gr + secret_normal(tf.shape(gr), self.seed, step, i, std) for i, gr in enumerate(grads)]
         return [gr + tf.random.stateless_normal(tf.shape(gr), stream_seed(self.seed, "noise", step, i),
                                                 stddev=std, alg="philox") for i, gr in enumerate(grads)]
 

@@ -11,14 +11,13 @@ engine and engine version), resumes the seed in progress from its last epoch, an
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dprepro import accounting, files, ledger
-from dprepro.errors import RunCheckFailed
+from dprepro.errors import InputError, RunCheckFailed
 from dprepro.features import load_data
 from dprepro.lock import RunLock
 from dprepro.records import environment, write
@@ -72,11 +71,13 @@ def describe_epsilon(block: dict) -> str:
 def finished_seed(path: Path, ident: dict) -> dict | None:
     """The outcome in a seed.json left by an earlier run of the same seed, spec content and engine
     version; None if there is none, it belongs to something else, or it predates the privacy ledger."""
-    try:
-        outcome = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    if not path.is_file():
         return None
-    return outcome if outcome.get("identity") == ident and "ledger" in outcome else None
+    try:                # a seed record that cannot be read is not a finished seed: it trains again
+        outcome = files.read_json(path, "a seed record")
+    except InputError:
+        return None
+    return outcome if isinstance(outcome, dict) and outcome.get("identity") == ident and "ledger" in outcome else None
 
 
 @dataclass(frozen=True)
