@@ -62,19 +62,21 @@ def test_a_callback_that_changes_sigma_mid_run_fails_the_seed_naming_the_step(wr
     ("noise-half", "step 1 applied noise multiplier 0.65, the spec says 1.3"),
     ("clip-off", "step 1 applied clip norm none (no clipping), the spec says 1.5")])
 def test_a_planted_bug_trains_and_its_ledger_shows_what_ran(mnist, bug, departure):
-    """An audit's planted bug (audit_run.plant) trains without the check; its ledger records the
+    """An audit's planted bug (audit/audited_step.py) trains without the check; its ledger records the
     broken step, and what the audit records of it says where it departs from the claim's plan. The
     same training with the check on fails."""
-    from dprepro.audit.audit_run import plant, what_ran
+    from dprepro.audit import PlantedBug
+    from dprepro.audit.audit_run import what_ran
+    from dprepro.audit.audited_step import audit
     from dprepro.training.fit import train
 
     spec = small(epochs=1)
     data = first_examples(mnist, 500, 100)
-    outcome, _ = train(spec, data, 0, prepare=lambda model, key: plant(model, bug), check=False)
+    outcome, _ = train(spec, data, 0, prepare=lambda model, key: audit(model, bug=PlantedBug(bug)), check=False)
     assert what_ran(spec, outcome)["ledger_departs"] == departure
     assert len(outcome["ledger"]["steps"]) == 1 and outcome["ledger"]["steps"][0]["steps"] == 2
     with pytest.raises(RunCheckFailed, match=re.escape(f"seed 0: {departure}")):
-        train(spec, data, 0, prepare=lambda model, key: plant(model, bug))
+        train(spec, data, 0, prepare=lambda model, key: audit(model, bug=PlantedBug(bug)))
 
 
 @pytest.mark.parametrize("engine", ["tutorial", "vectorized", "fast"])

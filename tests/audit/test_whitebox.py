@@ -91,6 +91,7 @@ def test_the_engine_shows_the_auditor_the_noisy_sum_less_the_training_examples_c
     in the set, cut to one clip, R = clip u_0: x = 1 on its own direction, s^2 = 1 / d, its score d / 2;
     the other's x is u_0's overlap with its direction. Were the training sum (large, random) left in,
     neither would hold."""
+    from dprepro.audit.audited_step import audit
     from dprepro.training.fast_dp import FastDPSequential
 
     d_in, d_out = 40, 5
@@ -99,7 +100,7 @@ def test_the_engine_shows_the_auditor_the_noisy_sum_less_the_training_examples_c
     model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
     d = d_in * d_out + d_out
     c = canaries([1, 0], q=1.0, clip=0.5, d=d, seed=3)
-    model.canaries = c
+    audit(model, c)                         # audit/audited_step.py: the engine's step with the canaries
     rng = np.random.default_rng(0)
     training_sum = [tf.constant(rng.normal(size=w.shape) * 3, tf.float32) for w in model.trainable_weights]
     mean = model.noisy_mean(training_sum)
@@ -109,3 +110,26 @@ def test_the_engine_shows_the_auditor_the_noisy_sum_less_the_training_examples_c
     # what the optimizer gets is unchanged: (training sum + the canary's clip * u) / 4
     flat = np.concatenate([m.numpy().ravel() for m in mean]) * 4 - np.concatenate([t.numpy().ravel() for t in training_sum])
     assert flat == pytest.approx(0.5 * dense(c)[0], abs=1e-5)
+
+
+def test_the_shipping_engine_carries_no_audit_state():
+    """Issue 34, finding 6: FastDPSequential has no canaries and no clipping switch (on main before issue
+    34 it had both); an audit makes a built model an AuditedStep, whose planted bugs the ledger sees."""
+    from dprepro.audit import PlantedBug
+    from dprepro.audit.audited_step import AuditedStep, audit
+    from dprepro.training.fast_dp import FastDPSequential
+
+    def build():
+        model = FastDPSequential(l2_norm_clip=1.5, noise_multiplier=1.3, num_microbatches=None, expected_batch_size=4,
+                                 layers=[tf.keras.layers.InputLayer(input_shape=(3,)), tf.keras.layers.Dense(2)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
+        return model
+
+    shipped = build()
+    assert not hasattr(shipped, "clipping") and not hasattr(shipped, "canaries")
+    assert shipped.applied_clip() == 1.5 and shipped.clip_factors(tf.constant([3.0])).numpy() == pytest.approx([0.5])
+    broken = audit(build(), bug=PlantedBug.CLIP_OFF)
+    assert isinstance(broken, AuditedStep) and broken.applied_clip() is None
+    assert broken.clip_factors(tf.constant([3.0])).numpy() == pytest.approx([1.0])
+    halved = audit(build(), bug=PlantedBug.NOISE_HALF)
+    assert halved.noise_multiplier == pytest.approx(0.65) and halved.applied_clip() == 1.5

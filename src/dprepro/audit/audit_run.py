@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import tensorflow as tf
 from scipy.special import logsumexp
 
 from dprepro import accounting, files, ledger
-from dprepro.audit import bounds, canaries as canary_set, membership, whitebox
+from dprepro.audit import PlantedBug, audited_step, bounds, canaries as canary_set, membership, whitebox
 from dprepro.audit.figure import roc_figure
 from dprepro.audit.held_out import HELD_OUT, held_out_spec, seed_data
 from dprepro.audit.methods import membership_method, method, white_box_method
@@ -57,7 +58,7 @@ def margins(model, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def audit_one(spec: Spec, data, nonmembers, m: int, kind: str, seed: int, confidence: float, tries: int,
-              label: str, clipping_and_noise: bool = True, claim: bool = True, bug: str | None = None) -> dict:
+              label: str, clipping_and_noise: bool = True, claim: bool = True, bug: PlantedBug | None = None) -> dict:
     """Train `seed` of `spec`'s audit twin with m canaries (without noise and clipping unless
     `clipping_and_noise`; broken by a planted `bug` of the fast engine); score; bound; with `claim`,
     the accountant's value of the spec's claim with the canaries counted in n. `nonmembers`: the
@@ -68,7 +69,8 @@ def audit_one(spec: Spec, data, nonmembers, m: int, kind: str, seed: int, confid
     trained = spec.audit_twin(n, clipping_and_noise or not spec.private)
     print(f"  {label}: {m} canaries, {int(canaries.included.sum())} in the training set (n = {n})", flush=True)
     outcome, model = train(trained, augmented, seed, callbacks=[EpochLine(label, trained.training.epochs)],
-                           prepare=(lambda model, key: plant(model, bug)) if bug else None, check=bug is None)
+                           prepare=(lambda model, key: audited_step.audit(model, bug=bug)) if bug else None,
+                           check=bug is None)
     scores = margins(model, canaries.x, canaries.labels)
     delta = spec.privacy.delta or DEFAULT_DELTA
     canary_audit = bounds.audit_canaries(scores, canaries.included, delta, confidence, tries)
@@ -110,19 +112,8 @@ def claim_of(spec: Spec) -> dict:
             "delta": block["delta"]}
 
 
-def plant(model, bug: str | None) -> None:
-    """Break the fast engine's step as `bug` (one of audit.PLANTED_BUGS) says, white- or black-box;
-    the claim stays the spec's."""
-    if bug == "noise-half":
-        model.noise_multiplier *= 0.5
-    if bug in ("noise-off", "noise-and-clip-off"):
-        model.noise_multiplier = 0.0
-    if bug in ("clip-off", "noise-and-clip-off"):
-        model.clipping = False
-
-
 def white_box_one(spec: Spec, data, nonmembers, m: int, seed: int, confidence: float, tries: int, label: str,
-                  bug: str | None = None) -> dict:
+                  bug: PlantedBug | None = None) -> dict:
     """Train `seed` of `spec` (broken by `bug`, if any) with m gradient canaries in its DP-SGD step
     (audit/whitebox.py); score them from every step's noisy sum; bound; the spec's own claim."""
     start = time.perf_counter()
@@ -132,11 +123,11 @@ def white_box_one(spec: Spec, data, nonmembers, m: int, seed: int, confidence: f
     def prepare(model, key):
         model.build((None, *data.x_train.shape[1:]))
         d = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-        model.canaries = held["canaries"] = whitebox.GradientCanaries(
+        held["canaries"] = whitebox.GradientCanaries(
             *whitebox.directions(m, d, seed), d, included, spec.q, spec.privacy.l2_norm_clip, key)
-        plant(model, bug)
+        audited_step.audit(model, held["canaries"], bug)
     print(f"  {label}: {m} gradient canaries, {int(included.sum())} in the training set"
-          + (f", PLANTED BUG {bug}" if bug else ""), flush=True)
+          + (f", PLANTED BUG {bug.value}" if bug else ""), flush=True)
     outcome, model = train(spec, data, seed, callbacks=[EpochLine(label, spec.training.epochs)], prepare=prepare,
                            check=bug is None)
     canary_audit = bounds.audit_canaries(held["canaries"].scores.numpy(), included, spec.privacy.delta,
@@ -201,23 +192,38 @@ def summarise(entries: list[dict]) -> dict:
             "seconds_per_audit": statistics.fmean(e["wall_seconds"] for e in entries)}
 
 
-def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=None, m: int = 1000,
-              confidence: float = 0.95, power: bool = False, plant_bug: bool | str = False,
-              kind: str = "synthetic", white_box: bool = False, held_out: int = HELD_OUT) -> tuple[dict, Path]:
+@dataclass(frozen=True)
+class AuditConfig:
+    """What `dprepro audit` asks (cli/audit_command.py builds it from the flags)."""
+
+    seeds: tuple | None = None          # seeds to audit (None: the spec's first)
+    canaries: int = 1000                # m
+    confidence: float = 0.95
+    power: bool = False                 # also audit a twin without noise and clipping
+    bug: PlantedBug | None = None       # a broken step trained, the spec's claim kept
+    bug_as_twin: bool = False           # black box, `--plant-bug` alone: the bug is the spec's twin without
+    #                                     noise and clipping (any engine), not a broken fast step
+    kind: str = "synthetic"             # canary images: synthetic or mislabelled
+    white_box: bool = False
+    held_out: int = HELD_OUT
+
+
+def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, config: AuditConfig) -> tuple[dict, Path]:
     """Audit `spec` (its first seed unless `seeds`); return the audit and the path of audit.json.
-    `plant_bug`: True trains without noise and clipping, or one of audit.PLANTED_BUGS breaks the fast engine's
-    step; the spec's privacy claim is kept (the bug check must fire). `white_box`: gradient canaries
+    `config.bug` breaks the fast engine's step (or, `bug_as_twin`, trains the spec's twin without noise
+    and clipping); the spec's privacy claim is kept (the bug check must fire). `white_box`: gradient canaries
     in the DP-SGD step, scored from every step's noisy sum less the training examples' clipped sum
     (audit/whitebox.py), instead of canary images scored by the trained model. `held_out`: the
     membership inference's non-members, that many images of the training file drawn at random per
     seed, never trained on (`held_out_split`; 0: the test images)."""
     # plan
+    seeds, m, confidence, power, bug = config.seeds, config.canaries, config.confidence, config.power, config.bug
+    kind, white_box, held_out = config.kind, config.white_box, config.held_out
     s = spec.with_overrides(seeds=seeds)
-    bug = ("noise-and-clip-off" if plant_bug is True else plant_bug) or None
-    if (white_box or isinstance(plant_bug, str)) and s.engine.name != "fast":
+    if (white_box or (bug and not config.bug_as_twin)) and s.engine.name != "fast":
         raise InputError(f"{s.path}: engine.name: {s.engine.name}; "
                          + ("--white-box puts its canaries into the fast engine's step" if white_box else
-                            f"--plant-bug {plant_bug} breaks the fast engine's step") + ": audit with engine fast")
+                            f"--plant-bug {bug.value} breaks the fast engine's step") + ": audit with engine fast")
     if white_box and s.sampling != "poisson":
         raise InputError(f"{s.path}: data.sampling: {s.sampling}; --white-box samples its canaries as Poisson at "
                          f"q and judges them against the Poisson claim, which does not hold for shuffled batches "
@@ -242,7 +248,7 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
     path, logs = folder / f"{kept_apart}.json", files.run_folder(logdir, s.name, s.version) / kept_apart
     print(f"dprepro audit: {s.name} v{s.version}, engine {s.engine.name}, {s.sampling} sampling, seeds {seeds}, "
           f"{m} {'gradient ' if white_box else ''}canaries{' (white box)' if white_box else ''}, confidence {confidence:g}"
-          + (f", PLANTED BUG {bug}: judged by the spec's claim" if bug else "")
+          + (f", PLANTED BUG {bug.value}: judged by the spec's claim" if bug else "")
           + (", with the no-noise power check" if power else ""), flush=True)
     started, t0, git = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter(), environment.git_state()
     with RunLock([folder, logs], f"audit of {s.name} v{s.version}"):
@@ -250,10 +256,10 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
         entries, twins = [], []
         for seed in seeds:
             data, nonmembers = seed_data(full, asked, held_out, seed)
-            legacy = plant_bug is True and not white_box       # the black-box audit's own twin, unclipped
+            legacy = config.bug_as_twin and not white_box      # the black-box audit's own twin, unclipped
             runs = [(entries, f"seed {seed}", not legacy, True, None if legacy else bug)]
             if power:
-                runs.append((twins, f"seed {seed} no noise", False, False, "noise-and-clip-off"))
+                runs.append((twins, f"seed {seed} no noise", False, False, PlantedBug.NOISE_AND_CLIP_OFF))
             for kept, label, clipping_and_noise, claim, broken in runs:
                 if white_box:
                     entry = white_box_one(s, data, nonmembers, m, seed, confidence, len(seeds), label, broken)
@@ -267,7 +273,7 @@ def run_audit(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path, seeds=Non
         audit = {
             "audit_schema": AUDIT_SCHEMA, "name": s.name, "version": s.version, "spec_path": spec.path,
             "spec_sha256": spec.sha256, "engine": s.engine.name, "engine_version": ENGINE_VERSIONS[s.engine.name],
-            "sampling": s.sampling, "planted_bug": bug or False,
+            "sampling": s.sampling, "planted_bug": bug.value if bug else False,
             "method": {**(white_box_method(m, confidence) if white_box else method(m, kind, confidence)),
                        **membership_method(held_out, s.train_examples)},
             "trained_examples": s.train_examples,

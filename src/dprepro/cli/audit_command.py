@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dprepro.audit import PLANTED_BUGS
+from dprepro.audit import PLANTED_BUGS, PlantedBug
 from dprepro.errors import InputError
 from dprepro.spec import load_spec
 
@@ -70,8 +70,12 @@ def cmd_audit(args) -> int:
     from dprepro import data
     from dprepro.audit import audit_run
 
-    audit, path = audit_run.run_audit(spec, data.data_dir(args.data_dir), args.out, args.logdir, args.seeds,
-                                      args.canaries, args.confidence, args.power, args.plant_bug,
-                                      args.canary_kind, args.white_box, args.held_out)
+    bug = None if not args.plant_bug else \
+        PlantedBug.NOISE_AND_CLIP_OFF if args.plant_bug is True else PlantedBug(args.plant_bug)
+    config = audit_run.AuditConfig(
+        seeds=tuple(args.seeds) if args.seeds else None, canaries=args.canaries, confidence=args.confidence,
+        power=args.power, bug=bug, bug_as_twin=args.plant_bug is True and not args.white_box,
+        kind=args.canary_kind, white_box=args.white_box, held_out=args.held_out)
+    audit, path = audit_run.run_audit(spec, data.data_dir(args.data_dir), args.out, args.logdir, config)
     print(audit_run.screen(audit, path))
     return 1 if audit_run.failed(audit) else 0

@@ -227,8 +227,6 @@ class FastDPSequential(tf.keras.Sequential):
         self.num_microbatches = num_microbatches
         self.expected_batch_size = expected_batch_size
         self.seed = seed
-        self.canaries = None     # a white-box audit's GradientCanaries (audit/whitebox.py), else None
-        self.clipping = True     # False only in an audit's planted clip-off bug
 
     def forward(self, x):
         """Logits, plus (layer, input, pre-activation output) of each layer with weights."""
@@ -269,10 +267,12 @@ class FastDPSequential(tf.keras.Sequential):
         return clip if mask is None else clip * mask
 
     def clip_factors(self, norms: tf.Tensor) -> tf.Tensor:
-        """min(1, clip / norm) for each norm (1 for every norm under an audit's planted clip-off bug)."""
-        if not self.clipping:
-            return tf.ones_like(norms)
+        """min(1, clip / norm) for each norm."""
         return self.l2_norm_clip / tf.maximum(norms, self.l2_norm_clip)
+
+    def applied_clip(self) -> float | None:
+        """The clip norm the step applies, as the privacy ledger records it (None: no clipping)."""
+        return self.l2_norm_clip
 
     def noisy_sum(self, grads: list) -> list:
         """Add N(0, (clip * noise_multiplier)^2) to each clipped sum: one draw per coordinate, or under
@@ -288,14 +288,10 @@ class FastDPSequential(tf.keras.Sequential):
 
     def noisy_mean(self, grads: list) -> list:
         """The noisy sum divided by the number of microbatches (Poisson sampling: by the expected
-        batch size). A white-box audit's canaries join the clipped sum before the noise; its
-        auditor reads the noisy sum less the training examples' clipped sum (audit/whitebox.py)."""
-        training_sum = grads
-        if self.canaries is not None:
-            grads = self.canaries.inject(grads, self.optimizer.iterations, self.clip_factors)
-        noisy = self.noisy_sum(grads)
-        if self.canaries is not None:
-            self.canaries.observe([n - g for n, g in zip(noisy, training_sum)])
+        batch size). An audit overrides it (audit/audited_step.py) to add its canaries."""
+        return self.mean_of(self.noisy_sum(grads))
+
+    def mean_of(self, noisy: list) -> list:
         m = self.expected_batch_size or self.num_microbatches
         return [gr / m for gr in noisy]
 
@@ -309,7 +305,7 @@ class FastDPSequential(tf.keras.Sequential):
         grads = self.noisy_mean(grads)                                                # noise
         variables = [v for part in parts for v in part.layer.trainable_weights]
         self.optimizer.apply_gradients(zip(grads, variables))
-        record_step(self, self.noise_multiplier, self.l2_norm_clip if self.clipping else None,   # ledger
+        record_step(self, self.noise_multiplier, self.applied_clip(),                              # ledger
                     examples_per_microbatch(x, self.num_microbatches))
         update_metrics(self, y, logits, mask)
         return {metric.name: metric.result() for metric in self.metrics}
