@@ -18,6 +18,7 @@ restored: their seeds start again.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,15 @@ def load(folder: Path, ident: dict) -> dict | None:
             weights = [f[f"w{i}"] for i in range(state["weights"])]
             optimizer_weights = [f[f"o{i}"] for i in range(state["optimizer_weights"])]
             secret = f["secret"] if state.get("secret") else None
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            missing = [k for k in ("epoch", "progress") if k not in state]
+    except KeyError as e:
+        raise InputError(f"{path}: unreadable checkpoint: {e.args[0]} missing; "
+                         f"run again with --restart to discard it") from None
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}); "
                          f"run again with --restart to discard it") from None
+    if missing:
+        raise InputError(f"{path}: unreadable checkpoint: {missing[0]} missing; run again with --restart to discard it")
     theirs = {k: state.get(k) for k in ident}
     if theirs != ident:
         differ = ", ".join(f"{k} {theirs[k]!r} (now {ident[k]!r})" for k in ident if theirs[k] != ident[k])
