@@ -15,8 +15,10 @@ def test_report_from_a_real_result(smoke_runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = (results / "README.md").read_text()
     acc = smoke_runs[0][2]["test_accuracy"]["mean"]
-    (row,) = [line for line in text.splitlines() if line.startswith("| smoke |")]
-    assert f"| {100 * acc:.2f} ± 0.00 % (1) |" in row and f"| fast v{ENGINE_VERSIONS['fast']} | 1 |" in row
+    # two tables, a screen wide each (issue 35): the ε row first, then the accuracy and provenance row
+    row, provenance = [line for line in text.splitlines() if line.startswith("| smoke |")]
+    assert f"| fast v{ENGINE_VERSIONS['fast']} | 1 |" in row and f"| {100 * acc:.2f} ± 0.00 % (1) |" in provenance
+    assert all(line.count("|") <= 14 for line in text.splitlines() if line.startswith("| smoke |"))
     once = smoke_runs[0][2]["epsilon"]["accountants"]["statement_once_per_epoch"]["epsilon"]
     assert f"| shuffle | {once:.4f} (statement_once_per_epoch) |" in row
     assert row.count("†") == 4               # rdp_legacy, rdp, pld, statement_poisson: assume Poisson
@@ -52,7 +54,7 @@ def test_report_shows_the_pinned_audit_and_the_sweep_frontier(tmp_path):
     assert f"| {cell_audit['accountant_epsilon']:.3f} (pld) | {cell_audit['epsilon_lower_bound']:.3f} |" in cell_row
     assert f"[png]({cell.with_name('audit-whitebox-roc.png')})" in cell_row
     audit = json.loads((pinned / "tutorial-15ep-poisson" / "v1" / "audit.json").read_text())["summary"]
-    (row,) = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | v1 |")]
+    row, _ = [line for line in text.splitlines() if line.startswith("| tutorial-15ep-poisson | v1 |")]  # ε, provenance
     at_least = json.loads((pinned / "tutorial-15ep-poisson" / "v1" / "result.json").read_text())["epsilon"]["interval"]
     # the interval's lower end, then the audit column of the main table
     assert f"(pld) | {at_least['lower']:.4f} (pld_optimistic) | {audit['epsilon_lower_bound']:.3f} |" in row

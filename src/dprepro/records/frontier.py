@@ -63,7 +63,7 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 6))
+    fig, ax = plt.subplots(figsize=(10, 10))
     private = [r for r in rows if r["private"]]
     for accountant, marker in (("rdp", "o"), ("pld", "s")):
         ax.errorbar([r["epsilon"][accountant] for r in private], [100 * r["test_accuracy"]["mean"] for r in private],
@@ -86,7 +86,9 @@ def figure(rows: list[dict], path: Path, title: str) -> Path:
     high = max([r["epsilon"]["rdp"] for r in private] + [p.epsilon for p in PUBLISHED])
     ax.set_xticks([x for x in (0.25, 0.5, 1, 2, 4, 8, 16, 32) if low / 1.5 <= x <= 1.5 * high])
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6, loc="lower right")
+    # below the plot, never over a curve (the frontier's lower points were hidden behind it)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.1), borderaxespad=0, frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.95, bottom=0.42)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -101,6 +103,10 @@ def published_points(ax) -> None:
         ax.scatter([p.epsilon], [100 * p.accuracy], marker=marker, s=60, zorder=5, edgecolors="black",
                    facecolors="none" if "does not hold" in p.convention else "black",
                    label=None if key in labelled else f"{p.paper}, {p.setup}: {p.convention}")
+        near = sum(1 for q in PUBLISHED[:PUBLISHED.index(p)] if q.epsilon == p.epsilon
+                   and abs(q.accuracy - p.accuracy) < 0.005)                     # points drawn on top of each other
+        ax.annotate(f"{p.paper}, {p.setup}", (p.epsilon, 100 * p.accuracy), textcoords="offset points",
+                    xytext=(6, -3 - 9 * near), fontsize=6)                       # labelled at the point
         labelled.add(key)
 
 

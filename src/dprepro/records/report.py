@@ -150,32 +150,32 @@ def with_verdicts(block: EpsilonBlock | None, spec) -> EpsilonBlock | None:
 
 
 def table(pinned: list[Pinned]) -> str:
+    """Two tables a screen wide each: every pin's ε (per accountant, the interval's lower end, the audit),
+    then its accuracy and provenance; one row per pinned file in both, in the same order."""
     head = ("| experiment | spec | engine | epochs | sampling | ε of record (holds) | ε at least | "
-            "audited ε lower bound (95 %) | "
-            + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS)
-            + " | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | arithmetic path | file |")
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+            "audited ε lower bound (95 %) | " + " | ".join(f"ε {a}" for a in ACCOUNTANT_COLUMNS) + " |")
+    head2 = ("| experiment | spec | engine | test accuracy, mean ± std (n) | 95% CI | s / epoch | hardware | "
+             "arithmetic path | file |")
+    lines = ["**ε of every pin**", "", head, "|" + " --- |" * (head.count("|") - 1)]
+    lines2 = ["**Accuracy and provenance**", "", head2, "|" + " --- |" * (head2.count("|") - 1)]
     for p in pinned:
         r = p.result
         block = with_verdicts(r.epsilon, r.spec)
         eps = block.accountants if block else {}
         cells = [epsilon_cell(eps, a) if block else "–" for a in ACCOUNTANT_COLUMNS]
         record = f"{block.value_of_record:.4f} ({block.of_record})" if block and block.of_record else "–"
-        accs = [s.test_accuracy for s in r.seeds]
-        low, high = confidence_interval(accs)
-        acc = r.test_accuracy
+        low, high = confidence_interval([s.test_accuracy for s in r.seeds])
+        acc, env = r.test_accuracy, r.environment
         epoch_s = statistics.fmean(t for s in r.seeds for t in s.epoch_seconds)
-        env = r.environment
         hardware = f"{env['cpu']} ×{env['cpu_count']}" + (f", {', '.join(env['devices']['gpus'])}"
                                                          if env["devices"]["gpus"] else ", no GPU")
-        lines.append(f"| {r.name} | v{r.version} | {r.engine} v{r.engine_version} | "
-                     f"{r.spec.training.epochs} | {r.spec.sampling} | "
-                     f"{record} | {at_least_cell(block)} | {audit_cell(p.audit) if r.engine == r.spec.engine.name else '–'} | "
-                     + " | ".join(cells)
-                     + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
-                       f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
-                       f"{env.get('arithmetic', {}).get('id', '–')} | `{p.path}` |")
-    return "\n".join(lines)
+        who = f"| {r.name} | v{r.version} | {r.engine} v{r.engine_version} | "
+        lines.append(who + f"{r.spec.training.epochs} | {r.spec.sampling} | {record} | {at_least_cell(block)} | "
+                     f"{audit_cell(p.audit) if r.engine == r.spec.engine.name else '–'} | " + " | ".join(cells) + " |")
+        lines2.append(who + f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % ({acc['n']}) | "
+                      f"[{100 * low:.2f}, {100 * high:.2f}] % | {epoch_s:.1f} | {hardware} | "
+                      f"{env.get('arithmetic', {}).get('id', '–')} | `{p.path}` |")
+    return "\n".join([*lines, "", *lines2])
 
 
 def at_least_cell(block: EpsilonBlock | None) -> str:

@@ -109,7 +109,7 @@ def figure(results_dir: Path, tuned: list[dict], path: Path) -> Path | None:
 
     from dprepro.records.frontier import published_points
 
-    fig, ax = plt.subplots(figsize=(8, 6))
+    fig, ax = plt.subplots(figsize=(10, 10))
     for search in sorted({r["search"] for r in tuned}):
         mine = sorted((r for r in tuned if r["search"] == search), key=lambda r: r["epsilon"])
         ax.errorbar([r["epsilon"] for r in mine], [100 * r["test_accuracy"]["mean"] for r in mine],
@@ -132,6 +132,8 @@ def figure(results_dir: Path, tuned: list[dict], path: Path) -> Path | None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks([0.25, 0.5, 1, 2, 4, 8, 16, 32])
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6, loc="lower right")
+    # below the plot, never over a curve (the frontier's lower points were hidden behind it)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.1), borderaxespad=0, frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.95, bottom=0.42)
     fig.tight_layout()
     return save_figure(fig, path)
