@@ -9,6 +9,7 @@ Gaussian mechanism, to dp_accounting's own value), an independent closed form of
 cube-set bound, and a Monte Carlo run of the several-epoch mechanism with a fixed order.
 """
 
+import dataclasses
 import json
 import math
 
@@ -147,7 +148,7 @@ def test_calibrate_below_the_lower_bound():
     s = accounting.Schedule.planned(spec)
 
     def at_least(noise):
-        return lower_bounds.shuffled_entry(accounting.Schedule(**{**s.__dict__, "noise_multiplier": noise}))["epsilon"]
+        return lower_bounds.shuffled_entry(dataclasses.replace(s, noise_multiplier=noise))["epsilon"]
 
     assert at_least(sigma) > 1.0 >= at_least(sigma + 2e-4)
     proc = run_cli_in_process("calibrate", "--below-lower-bound", "--target-epsilon", "1", EXPERIMENTS / "smoke.yaml")

@@ -5,6 +5,7 @@ noise written is at most the target."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import dp_accounting
@@ -95,7 +96,7 @@ def lower_bound_noise(spec: Spec, target_epsilon: float, rel_tol: float = 1e-5) 
     planned = Schedule.planned(spec)
 
     def at_least(noise):
-        return shuffled_entry(Schedule(**{**planned.__dict__, "noise_multiplier": noise}))["epsilon"]
+        return shuffled_entry(dataclasses.replace(planned, noise_multiplier=noise))["epsilon"]
 
     low, high = BRACKET[0], MAX_NOISE           # below 0.1 the bound runs into float64's range
     if at_least(low) <= target_epsilon:

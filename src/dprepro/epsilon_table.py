@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from dprepro import accounting
-from dprepro.lower_bounds import where
+from dprepro.lower_bounds import published_against
 from dprepro.spec import Spec
 from dprepro.records.result import EpsilonBlock
 
@@ -54,11 +54,9 @@ def text(row: dict) -> str:
                      f"{v.get('steps', v.get('epochs', '-')):>6}  lower  {v['description']}")
     if block.get("interval"):
         lines.append(f"  interval: {block['interval']['text']}")
-        for quantity, entry in row["expected"].items():
-            name = quantity[len("epsilon_"):]
-            if block["sampling"] == "shuffle" and not block["accountants"].get(name, {"holds_for_this_run": True})[
-                    "holds_for_this_run"]:
-                lines.append(f"  published {quantity} {entry['value']:g} is {where(entry['value'], block['interval'])}")
+        expected = {q: e["value"] for q, e in row["expected"].items()}
+        for quantity, value, lies in published_against(expected, block):
+            lines.append(f"  published {quantity} {value:g} is {lies}")
     for quantity, v in block["under_published_conventions"].items():
         entry = row["expected"][quantity]
         lines.append(f"  published {quantity} {entry['value']:g}, computed as published "

@@ -96,20 +96,6 @@ def read_json(path, what: str):
         raise InputError(f"{path}: cannot read {what}: nested too deeply") from None
 
 
-def field(obj, path, *keys, kind=None):
-    """obj[k1][k2]... of a document read from `path`, or InputError naming the file and the field
-    (missing, or not of `kind`)."""
-    where = ".".join(map(str, keys))
-    try:
-        for key in keys:
-            obj = obj[key]
-    except (KeyError, IndexError, TypeError):
-        raise InputError(f"{path}: {where}: missing") from None
-    if kind is not None and not isinstance(obj, kind):
-        raise InputError(f"{path}: {where}: must be {getattr(kind, '__name__', kind)}, got {type(obj).__name__}")
-    return obj
-
-
 @contextmanager
 def reading(path, what: str):
     """Around code that takes fields from a document read from `path`: a field missing or of the wrong

@@ -195,6 +195,18 @@ ADJACENCY_TEXT = {"zero_out": "zero-out adjacency (one example's gradient replac
                   "add_remove": "add/remove adjacency"}
 
 
+def published_against(expected: dict, block) -> list[tuple[str, float, str]]:
+    """(quantity, published value, where it lies) for each published epsilon (`expected`: {quantity:
+    value}) whose accountant does not hold for a shuffled run, against the run's interval (`block`:
+    the epsilon block as written); empty without an interval or for a Poisson run."""
+    if not block.get("interval") or block.get("sampling") != "shuffle":
+        return []
+    accountants = block["accountants"]
+    return [(quantity, value, where(value, block["interval"])) for quantity, value in expected.items()
+            if quantity.startswith("epsilon_") and quantity[len("epsilon_"):] in accountants
+            and not accountants[quantity[len("epsilon_"):]]["holds_for_this_run"]]
+
+
 def where(value: float, interval: dict) -> str:
     """Where a printed or published epsilon lies against a run's interval, in one clause."""
     if value < interval["lower"]:

@@ -187,18 +187,16 @@ def at_least_cell(block: EpsilonBlock | None) -> str:
 
 def interval_notes(results: list[Result]) -> list[str]:
     """Bullet lines: where each published epsilon of a pinned shuffled run lies in its interval."""
-    from dprepro.lower_bounds import where
+    from dprepro.lower_bounds import published_against
 
     notes = []
     for r in results:
-        block = r.epsilon
-        if not block or not block.interval or r.spec.sampling != "shuffle" or r.engine != r.spec.engine.name:
+        if not r.epsilon or r.engine != r.spec.engine.name:
             continue
-        for quantity, entry in r.spec.expected.items():
-            if quantity.startswith("epsilon_") and quantity[len("epsilon_"):] in block.accountants \
-                    and not block.accountants[quantity[len("epsilon_"):]]["holds_for_this_run"]:
-                notes.append(f"- {r.name}: the published {quantity} = {entry.value:g} ({entry.source}) is "
-                             f"{where(entry.value, block.interval)}.")
+        for quantity, value, lies in published_against({q: e.value for q, e in r.spec.expected.items()},
+                                                         {**r.epsilon.fields, "sampling": r.spec.sampling}):
+            notes.append(f"- {r.name}: the published {quantity} = {value:g} ({r.spec.expected[quantity].source}) "
+                         f"is {lies}.")
     return notes
 
 
