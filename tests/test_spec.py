@@ -17,7 +17,7 @@ def test_the_shipped_specs():
                        "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
                        "tramer-boneh-scatternet-linear", "tramer-boneh-scatternet-linear-poisson",
                        "tuned-cnn-tanh-eps3", "tuned-cnn-tanh-large-batch-refit-eps3", "tuned-cnn-tanh-refit-eps3",
-                       "tuned-scatternet-linear-eps0.5", "tuned-scatternet-linear-eps1", "tuned-scatternet-linear-eps2",
+                       "tuned-scatternet-linear-ema-eps1", "tuned-scatternet-linear-ema-eps2", "tuned-scatternet-linear-eps0.5", "tuned-scatternet-linear-eps1", "tuned-scatternet-linear-eps2",
                        "tuned-scatternet-linear-eps3", "tuned-scatternet-linear-eps4", "tuned-scatternet-linear-eps8",
                        "tuned-scatternet-linear-refined-eps3", "tuned-scatternet-linear-refined-refit-eps3",
                        "tutorial-15ep", "tutorial-15ep-poisson", "tutorial-1ep",
@@ -35,7 +35,7 @@ def test_tutorial_hyperparameters():
     s = load_spec(EXPERIMENTS / "tutorial-3ep.yaml").to_dict()
     assert s["training"] == {"epochs": 3, "batch_size": 250, "learning_rate": 0.25, "optimizer": "sgd",
                              "momentum": 0.0, "learning_rate_schedule": "constant", "final_learning_rate": None,
-                             "decay_epochs": None}
+                             "decay_epochs": None, "ema_decay": None}
     assert s["model"] == {"name": "tutorial_cnn", "pooling": "max", "activation": "relu"}
     assert s["privacy"] == {"enabled": True, "l2_norm_clip": 1.5, "noise_multiplier": 1.3,
                             "num_microbatches": 250, "delta": 1e-5, "randomness": "reproducible"}

@@ -17,13 +17,11 @@ from dprepro.errors import InputError, field_name, shown
 SCHEMA = 1
 ENGINES = ("tutorial", "fast", "vectorized", "none")
 POISSON_ENGINES = ("fast", "vectorized")
-# Bumped whenever an engine's arithmetic changes; recorded in every result and checked against
-# the pinned one. fast v1 was tf-privacy's DPSequential (now `vectorized`); fast v2 is fast_dp.py with
-# the first Conv2D's per-example gradients by a depthwise convolution; v3 by space-to-depth and matmuls.
-# v4 / v2 (dprepro 0.4): batches drawn from step-addressed random streams (sampling.py), and the fast
-# engine's noise too, so that a run can be resumed exactly; the step itself is unchanged.
-# v5 / v3 (dprepro 0.6): Poisson batches drawn in float64 and padded to size buckets instead of one
-# fixed size (sampling.py); shuffled training is bit for bit what v4 / v2 computed.
+# Bumped whenever an engine's arithmetic changes; recorded in every result and checked against the pinned
+# one. fast v1 was tf-privacy's DPSequential (now `vectorized`); v2 fast_dp.py, the first Conv2D's per-example
+# gradients by a depthwise convolution; v3 by space-to-depth and matmuls. v4 / v2 (dprepro 0.4): batches and
+# the fast engine's noise from step-addressed streams (sampling.py; exact resume). v5 / v3 (0.6): Poisson
+# batches drawn in float64, padded to size buckets; shuffled training bit for bit as v4 / v2.
 ENGINE_VERSIONS = {"tutorial": 2, "fast": 5, "vectorized": 3, "none": 2}
 MODELS = ("tutorial_cnn", "scatternet_linear", "scatternet_cnn", "pca_mlp")
 FEATURES = ("none", "scatternet", "dp_pca")
@@ -56,7 +54,8 @@ HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", (
                 ("data", "pca_dimensions"): None, ("data", "pca_noise_multiplier"): None, ("model", "activation"): "relu",
                 ("data", "validation_examples"): None, ("privacy", "randomness"): "reproducible",
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
-                ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None}
+                ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None,
+                ("training", "ema_decay"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
 STEP_RULES = ("trained", "ceil", "floor")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -81,7 +80,7 @@ SECTIONS = {
     "training": {"epochs": ("int", REQUIRED), "batch_size": ("int", REQUIRED),
                  "learning_rate": ("num", REQUIRED), "optimizer": ("str", "sgd"), "momentum": ("num", 0.0),
                  "learning_rate_schedule": ("str", "constant"), "final_learning_rate": ("num?", None),
-                 "decay_epochs": ("int?", None)},
+                 "decay_epochs": ("int?", None), "ema_decay": ("num?", None)},
     "privacy": {"enabled": ("bool", True), "l2_norm_clip": ("num", REQUIRED),
                 "noise_multiplier": ("num", REQUIRED), "num_microbatches": ("int", REQUIRED),
                 "delta": ("num", REQUIRED), "randomness": ("str", "reproducible")},
@@ -245,10 +244,12 @@ def _check_features(data: dict, model: str, fail) -> None:
 
 
 def _check_schedule(training: dict, fail) -> None:
-    """Momentum in [0, 1); a linear schedule needs its final rate (decay_epochs defaults to all
-    epochs); a constant one takes neither."""
+    """Momentum in [0, 1), ema_decay in (0, 1); a linear schedule needs its final rate (decay_epochs
+    defaults to all epochs); a constant one takes neither."""
     if not 0 <= training["momentum"] < 1:
         fail("training.momentum", f"must be from 0 to below 1, got {training['momentum']}")
+    if training["ema_decay"] is not None and not 0 < training["ema_decay"] < 1:
+        fail("training.ema_decay", f"must be above 0 and below 1 (or absent: no average), got {training['ema_decay']}")
     schedule = training["learning_rate_schedule"]
     if schedule not in SCHEDULES:
         fail("training.learning_rate_schedule", f"must be one of {', '.join(SCHEDULES)}, got {shown(schedule)}")

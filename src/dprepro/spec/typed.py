@@ -60,6 +60,7 @@ class TrainingSection:
     learning_rate_schedule: str = "constant"   # or "linear": to final_learning_rate over decay_epochs
     final_learning_rate: float | None = None
     decay_epochs: int | None = None            # linear: epochs of decay (default all), then constant
+    ema_decay: float | None = None             # an average of the parameters, released (training/averaging.py)
 
 
 @dataclass(frozen=True)

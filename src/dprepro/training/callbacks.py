@@ -5,7 +5,9 @@ of one seed: per-epoch scalars and the spec's hyper-parameters (HParams).
 TensorBoard tags: loss/train, loss/test, accuracy/train, accuracy/test (loss/validation and
 accuracy/validation when the spec holds validation examples out), learning_rate, and
 epsilon/<accountant> for a private run (one curve per accountant, see accounting.py), and
-epsilon/of_record: the smallest value that holds for the run's sampling and sensitivity.
+epsilon/of_record: the smallest value that holds for the run's sampling and sensitivity. With a
+parameter average (averaging.py) the test and validation scalars are the average's, and
+accuracy/test_last_iterate the last iterate's.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class TensorBoardLog(tf.keras.callbacks.Callback):
                 if prefix + "loss" in logs:
                     tf.summary.scalar(f"loss/{split}", logs[prefix + "loss"], step=step)
                     tf.summary.scalar(f"accuracy/{split}", logs[prefix + "accuracy"], step=step)
+            if "iterate_test_accuracy" in logs:     # a parameter average's run: accuracy/test is the average's
+                tf.summary.scalar("accuracy/test_last_iterate", logs["iterate_test_accuracy"], step=step)
             # the rate of the epoch's last step
             tf.summary.scalar("learning_rate", self.spec.learning_rate_at(step * self.spec.steps_per_epoch - 1), step=step)
             for accountant, values in self.epsilon_curve.items():
@@ -99,6 +103,9 @@ class Progress(tf.keras.callbacks.Callback):
 
     LOGS = {"train_loss": "loss", "train_accuracy": "accuracy", "test_loss": "val_loss",
             "test_accuracy": "val_accuracy"}
+    # with validation examples; with a parameter average, the last iterate's (averaging.ITERATE_KEYS)
+    OPTIONAL = ("validation_loss", "validation_accuracy", "iterate_test_loss", "iterate_test_accuracy",
+                "iterate_validation_loss", "iterate_validation_accuracy")
 
     def __init__(self, previous: dict | None = None, on_epoch=None, collect=None):
         super().__init__()
@@ -119,7 +126,7 @@ class Progress(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for name, key in self.LOGS.items():
             self.history[name].append(float(logs[key]))
-        for name in ("validation_loss", "validation_accuracy"):     # with validation examples only
+        for name in self.OPTIONAL:
             if name in logs:
                 self.history.setdefault(name, []).append(float(logs[name]))
         self.epoch_seconds.append(time.perf_counter() - self._start)
@@ -149,7 +156,9 @@ class EpochLine(tf.keras.callbacks.Callback):
         names = dict.fromkeys(n for n in ("rdp", self.of_record) if n in self.curve)
         eps = "".join(f"  eps({n}) {self.curve[n][epoch]:.4f}" for n in names)
         validation = f"  validation acc {logs['validation_accuracy']:.4f}" if "validation_accuracy" in logs else ""
+        averaged = ("" if "iterate_test_accuracy" not in logs
+                    else f" (averaged; last iterate {logs['iterate_test_accuracy']:.4f})")
         print(f"  {self.label}  epoch {epoch + 1}/{self.epochs}  "
               f"train loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}{validation}  "
-              f"test loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f}{eps}  "
+              f"test loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f}{averaged}{eps}  "
               f"{time.perf_counter() - self.start:.1f} s", flush=True)

@@ -38,14 +38,17 @@ def identity(spec_sha256: str, engine: str, engine_version: int, seed: int) -> d
 
 
 def save(folder: Path, ident: dict, epoch: int, weights: list, optimizer_weights: list, progress: dict,
-         secret: np.ndarray | None = None) -> Path:
+         secret: np.ndarray | None = None, averages: list | None = None) -> Path:
     """Write the checkpoint after `epoch` epochs (atomically; the previous one stays until then).
     `secret`: the words of a secret-randomness run's key; whoever holds them can regenerate its
-    sampling and noise, so such a checkpoint is as sensitive as the training data."""
+    sampling and noise, so such a checkpoint is as sensitive as the training data. `averages`: the
+    parameter average's arrays (training.ema_decay), resumed with the weights."""
     path = Path(folder) / FILE
-    state = {**ident, "epoch": epoch, "progress": progress,
-             "weights": len(weights), "optimizer_weights": len(optimizer_weights), "secret": secret is not None}
+    averages = averages or []
+    state = {**ident, "epoch": epoch, "progress": progress, "weights": len(weights),
+             "optimizer_weights": len(optimizer_weights), "secret": secret is not None, "averages": len(averages)}
     arrays = {f"w{i}": w for i, w in enumerate(weights)}
+    arrays.update({f"a{i}": a for i, a in enumerate(averages)})
     if secret is not None:
         arrays["secret"] = np.asarray(secret, dtype=np.int64)
     arrays.update({f"o{i}": w for i, w in enumerate(optimizer_weights)})
@@ -55,7 +58,8 @@ def save(folder: Path, ident: dict, epoch: int, weights: list, optimizer_weights
 
 
 def load(folder: Path, ident: dict) -> dict | None:
-    """The checkpoint in `folder` as {"epoch", "progress", "weights", "optimizer_weights"}, None if
+    """The checkpoint in `folder` as {"epoch", "progress", "weights", "optimizer_weights", "secret",
+    "averages"}, None if
     there is none. One from other spec content, engine, engine version or seed, or an unreadable
     one, is refused (InputError) and never used; `dprepro run --restart` discards it."""
     path = Path(folder) / FILE
@@ -67,6 +71,7 @@ def load(folder: Path, ident: dict) -> dict | None:
             weights = [f[f"w{i}"] for i in range(state["weights"])]
             optimizer_weights = [f[f"o{i}"] for i in range(state["optimizer_weights"])]
             secret = f["secret"] if state.get("secret") else None
+            averages = [f[f"a{i}"] for i in range(state.get("averages", 0))] or None
             missing = [k for k in ("epoch", "progress") if k not in state]
     except KeyError as e:
         raise InputError(f"{path}: unreadable checkpoint: {e.args[0]} missing; "
@@ -81,7 +86,7 @@ def load(folder: Path, ident: dict) -> dict | None:
         differ = ", ".join(f"{k} {theirs[k]!r} (now {ident[k]!r})" for k in ident if theirs[k] != ident[k])
         raise InputError(f"{path}: checkpoint of another run: {differ}; run again with --restart to discard it")
     return {"epoch": state["epoch"], "progress": state["progress"], "weights": weights,
-            "optimizer_weights": optimizer_weights, "secret": secret}
+            "optimizer_weights": optimizer_weights, "secret": secret, "averages": averages}
 
 
 def discard(folder: Path) -> None:

@@ -10,6 +10,7 @@ from dprepro import ledger as privacy_ledger, sampling
 from dprepro.features import private_projection, with_private_normalization
 from dprepro.errors import RunCheckFailed
 from dprepro.spec import Spec
+from dprepro.training.averaging import ParameterAverage
 from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
 from dprepro.training.recorder import attach
@@ -54,9 +55,10 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
           resume: dict | None = None, on_epoch=None, prepare=None, check: bool = True) -> tuple[dict, tf.keras.Model]:
     """Train one seed, from scratch or from `resume` (a checkpoint: epoch, progress with the ledger so
     far, weights, optimizer weights, and under secret randomness the key); after each epoch call
-    `on_epoch(epochs_done, model, state, secret)` (secret: the key's words, or None). Return its
-    outcome (history of per-epoch metrics, final metrics, the steps applied, the privacy ledger,
-    timings) and the trained model. RunCheckFailed if the optimizer applied other steps than the spec
+    `on_epoch(epochs_done, model, state, secret)` (secret: the key's words, or None; with
+    `training.ema_decay` also `averages=`, the parameter average's arrays). Return its outcome (history of per-epoch
+    metrics, final metrics, the steps applied, the privacy ledger, timings) and the trained model
+    (with `training.ema_decay`: the averaged weights, which the metrics are of; averaging.py). RunCheckFailed if the optimizer applied other steps than the spec
     plans, or (`check`, a private spec) if the ledger departs from the spec's plan: the epsilon of
     the spec would not count what ran. An audit's planted bug trains with check=False."""
     seed_everything(seed, spec.engine.use_xla)                        # weight init: from the seed in both modes
@@ -82,10 +84,14 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     def collect():
         privacy_ledger.append(ledger, recorder.drain(), *batch_sampler)
         return ledger
+    validation = None if data.x_val is None else (data.x_val, data.y_val)
+    decay = spec.training.ema_decay
+    average = decay and ParameterAverage(decay, (data.x_test, data.y_test), validation, resume and resume.get("averages"))
     progress = Progress(resume and resume["progress"],
-                        on_epoch and (lambda done, model, state: on_epoch(done, model, state, secret)), collect)
-    # The validation score first: the callbacks after it (progress lines, TensorBoard, the record) see it.
-    validation = [] if data.x_val is None else [ValidationScore(data.x_val, data.y_val)]
+                        on_epoch and (lambda done, model, state: on_epoch(
+                            done, model, state, secret, **({"averages": average.values()} if average else {}))), collect)
+    # The validation score, then the average: the callbacks after them (progress lines, TensorBoard, the record) see both.
+    scores = ([] if validation is None else [ValidationScore(*validation)]) + ([average] if average else [])
     if first_epoch < epochs:
         model.fit(
             training_batches(spec, data.x_train, data.y_train, key, first_epoch),
@@ -94,11 +100,14 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
             steps_per_epoch=spec.steps_per_epoch,
             validation_data=(data.x_test, data.y_test),
             validation_batch_size=1000,
-            callbacks=[*validation, *callbacks, progress],   # the checkpoint last: a resumed run never misses a logged epoch
+            callbacks=[*scores, *callbacks, progress],   # the checkpoint last: a resumed run never misses a logged epoch
             verbose=0)
         state = progress.state()
     else:
         state = resume["progress"]
+        if average:                         # nothing left to train: the checkpoint's averages are the release
+            average.set_model(model)
+            average.on_train_begin()
     collect()                               # steps of an epoch Keras ended early, if any
     applied = applied_steps(model)
     if applied != spec.steps_trained:       # before the caller writes the seed's record
@@ -122,5 +131,8 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
                        validation_loss=history["validation_loss"][-1])
     if statistics is not None:
         outcome["normalization"] = statistics
+    if average:                             # the released model is the average; the last iterate's scores kept
+        average.release()
+        outcome["parameter_average"] = {"ema_decay": decay, **{k: history[k][-1] for k in history if k.startswith("iterate_")}}
 
     return outcome, model

@@ -130,9 +130,9 @@ def run_seed(plan: RunPlan, data, seed: int, make_callbacks, resume: dict | None
         return done
     on_epoch = None
     if name in checkpoint.RESUMABLE:
-        def on_epoch(epochs_done, model, state, secret=None):
+        def on_epoch(epochs_done, model, state, secret=None, averages=None):
             checkpoint.save(seed_dir, ident, epochs_done, model.get_weights(), model.optimizer.get_weights(), state,
-                            secret)
+                            secret, averages)
     elif (seed_dir / checkpoint.FILE).exists():
         print(f"  seed {seed}: engine {name} cannot resume exactly (tf-privacy draws its noise from TensorFlow's "
               f"stateful generator); training it again", flush=True)
