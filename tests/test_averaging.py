@@ -99,3 +99,27 @@ def test_ema_decay_is_hash_neutral_and_checked():
     for bad in (0, 1, 1.5, -0.1):
         with pytest.raises(InputError, match=r"training\.ema_decay: must be above 0 and below 1"):
             small(ema_decay=bad)
+
+
+def test_the_report_pairs_each_average_with_its_iterate_and_its_base_pin():
+    """The pinned A/B (results/tuned-scatternet-linear-ema-*): the gain is average minus iterate per seed,
+    and each seed's iterate is the base pin's accuracy (training untouched) — made on the same arithmetic
+    path, so equal to the last digit. A base pin whose seed differed shows NO."""
+    import dataclasses
+
+    from conftest import ROOT
+    from dprepro.records import averaging_ab
+    from dprepro.records.read import load_result
+
+    names = ("tuned-scatternet-linear-ema-eps1", "tuned-scatternet-linear-eps1")
+    results = [load_result(ROOT / "results" / n / "v1" / "result.json") for n in names]
+    (row,) = averaging_ab.rows(results)
+    assert row["base"] == "tuned-scatternet-linear-eps1" and row["same_training"] is True
+    assert row["iterate"] == [s.test_accuracy for s in results[1].seeds]
+    assert row["gain"] == [a - i for a, i in zip(row["averaged"], row["iterate"])]
+    assert row["averaged"] != row["iterate"]
+    (line,) = [x for x in averaging_ab.table(results) if x.startswith("| tuned-scatternet-linear-ema-eps1 v1")]
+    assert "| 0.99 |" in line and line.endswith("| tuned-scatternet-linear-eps1: yes |")
+    first = dataclasses.replace(results[1].seeds[0], test_accuracy=results[1].seeds[0].test_accuracy + 1e-4)
+    moved = dataclasses.replace(results[1], seeds=(first, *results[1].seeds[1:]))
+    assert averaging_ab.rows([results[0], moved])[0]["same_training"] is False
