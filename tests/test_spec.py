@@ -12,7 +12,8 @@ SHIPPED = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 def test_the_shipped_specs():
     assert SHIPPED == ["abadi-pca-mlp-large-noise", "abadi-pca-mlp-large-noise-poisson", "abadi-pca-mlp-medium-noise",
                        "abadi-pca-mlp-medium-noise-poisson", "abadi-pca-mlp-small-noise",
-                       "abadi-pca-mlp-small-noise-poisson", "keras-script-20ep", "nonprivate-3ep", "papernot-cnn-relu", "papernot-cnn-relu-poisson",
+                       "abadi-pca-mlp-small-noise-poisson", "dpsur-every-step-eps1", "dpsur-every-step-eps2",
+                       "dpsur-every-step-eps3", "dpsur-every-step-eps4", "keras-script-20ep", "nonprivate-3ep", "papernot-cnn-relu", "papernot-cnn-relu-poisson",
                        "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
                        "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
                        "tramer-boneh-scatternet-linear", "tramer-boneh-scatternet-linear-poisson",
@@ -28,7 +29,7 @@ def test_the_shipped_specs():
 def test_shipped_spec_is_valid(name):
     spec = load_spec(EXPERIMENTS / f"{name}.yaml")
     assert spec.name == name and spec.version >= 1
-    assert len(spec.seeds) == (1 if name == "smoke" else 3 if name.startswith(("abadi", "papernot", "tramer", "tuned")) else 5)
+    assert len(spec.seeds) == (1 if name == "smoke" else 3 if name.startswith(("abadi", "dpsur", "papernot", "tramer", "tuned")) else 5)
 
 
 def test_tutorial_hyperparameters():
@@ -38,7 +39,8 @@ def test_tutorial_hyperparameters():
                              "decay_epochs": None, "ema_decay": None}
     assert s["model"] == {"name": "tutorial_cnn", "pooling": "max", "activation": "relu"}
     assert s["privacy"] == {"enabled": True, "l2_norm_clip": 1.5, "noise_multiplier": 1.3,
-                            "num_microbatches": 250, "delta": 1e-5, "randomness": "reproducible"}
+                            "num_microbatches": 250, "delta": 1e-5, "randomness": "reproducible",
+                            "selective_update": None}
     assert s["engine"] == {"name": "fast", "use_xla": False}
     assert s["data"]["train_examples"] == 60000 and s["data"]["test_examples"] == 10000
 

@@ -5,24 +5,16 @@ The mathematics is dp_accounting's and tf-privacy's; only the legacy RDP -> (eps
 conversion is written here, because no installed library offers it any more. Each value states
 - the sampling it assumes: `poisson` (each example in each step with probability q) or
   `once_per_epoch` (each example in exactly one step per epoch, no amplification);
-- the adjacency it is proved for (`ADJACENCY`): the Poisson values for adding or removing one
-  example; the once-per-epoch values for zero-out adjacency (one example's gradient replaced by zero,
-  the dataset's size kept). With shuffled fixed-size batches an added example shifts every later
-  batch of its epoch, and no once-per-epoch value is known to hold under add/remove (Chua et al.,
-  "How Private are DP-SGD Implementations?", ICML 2024, on shuffled batches); with the size fixed,
-  the permutation does not depend on the data, the example is in one step per epoch whichever
-  permutation was drawn, and the value holds even against an adversary who knows the permutation.
-  Replacing one example by another moves the clipped sum by up to 2 x l2_norm_clip: the
-  once-per-epoch values then need twice the sensitivity;
+- the adjacency it is proved for (`ADJACENCY`): add or remove one example for the Poisson values;
+  zero-out (one example's gradient replaced by zero) for the once-per-epoch ones, which no known
+  value covers under add/remove with shuffled batches (docs/privacy.md, "Adjacency");
 - its sensitivity, in units of l2_norm_clip: 1, or 2 when a microbatch holds several examples
   (adding or removing one moves that microbatch's clipped gradient by up to 2 x l2_norm_clip);
 - the steps it counts and by which rule;
-- whether it counts the private releases made before training (`releases`: the DP-PCA projection of
-  `data.features: dp_pca` and the noisy feature statistics of `data.normalization: private`,
-  Gaussian mechanisms composed with the training).
+- whether it counts the private releases made before training (`releases`: DP-PCA, private
+  normalisation) and the tests made with every step (`tests`: DPSUR's), composed with the training.
 A value holds for a run when its sampling is the run's, its sensitivity is at least the run's, it
-counts at least the steps trained, and it counts every release. The block's `of_record` is the
-smallest value that holds.
+counts at least the steps trained, and every release and test. `of_record`: the smallest that holds.
 """
 
 from __future__ import annotations
@@ -33,7 +25,7 @@ from importlib.metadata import version
 
 from dprepro import lower_bounds
 from dprepro.mechanisms import (PLD_DISCRETIZATION, composed_event, once_per_epoch_epsilon, poisson_epsilon,
-                                statement_epsilon)
+                                selection_test, statement_epsilon)
 from dprepro.spec import CALIBRATABLE, Spec
 from dprepro.spec.typed import trained_steps
 
@@ -103,6 +95,13 @@ def releases(spec: Spec) -> list[dict]:
     return out
 
 
+def tests(spec: Spec) -> list[dict]:
+    """The private tests made with every step: DPSUR's (privacy.selective_update), or none."""
+    t = spec.selective
+    return [] if t is None else [selection_test(t.validation_clip, t.validation_noise_multiplier,
+                                                t.validation_batch_size / spec.train_examples)]
+
+
 def pca_release(noise_multiplier: float) -> dict:
     """The DP-PCA release as the accountants (and the ledger) record it."""
     return {"mechanism": f"DP-PCA: covariance of the unit-norm training images (one example moves it by "
@@ -118,7 +117,8 @@ def normalization_release(what: str, clip: float, noise_multiplier: float) -> di
 
 
 def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, delta: float,
-             microbatch_size: int = 1, steps_rule: str = "trained", before=(), steps: int | None = None) -> dict:
+             microbatch_size: int = 1, steps_rule: str = "trained", before=(), steps: int | None = None,
+             tests=()) -> dict:
     """{name: {"epsilon", "order" (None without one), "sampling", "sensitivity", "steps",
     "steps_rule"}} for one schedule.
 
@@ -127,7 +127,8 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
     sensitivity 2. The statements follow tf-privacy (doubled when microbatch_size > 1) and count
     their own steps and cannot count the releases `before` (their values then cover the training alone). A noise
     multiplier <= 0 gives eps = inf everywhere. `steps`: the steps applied (a ledger's count), counted by
-    the Poisson accountants instead of the rule's.
+    the Poisson accountants instead of the rule's. `tests`: DPSUR's, composed with every step by the
+    Poisson accountants (the statements cannot count them).
     """
     q = batch_size / n
     steps = count_steps(n, batch_size, epochs, steps_rule) if steps is None else steps
@@ -137,7 +138,7 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
     for name in CALIBRATABLE:
         for sensitivity in ((1, 2) if doubled else (1,)):
             eps, order = ((math.inf, None) if noise_multiplier <= 0 else
-                          poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta, before))
+                          poisson_epsilon(name, q, noise_multiplier / sensitivity, steps, delta, before, tests))
             out[name + (DOUBLED if sensitivity == 2 else "")] = {
                 "epsilon": eps, "order": order, "sampling": "poisson", "sensitivity": sensitivity,
                 "adjacency": ADJACENCY["poisson"], "steps": steps, "steps_rule": STEP_RULES[steps_rule],
@@ -152,7 +153,7 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                      "steps": count_steps(n, batch_size, epochs, "ceil") if poisson else int(math.ceil(epochs)),
                      "steps_rule": (STEP_RULES["ceil"] if poisson
                                     else "epochs: one Gaussian mechanism per epoch"),
-                     "counts_releases": not before}
+                     "counts_releases": not before, **({"counts_tests": False} if tests else {})}
     if before:        # the statements cannot count the releases: the same assumption, with them composed
         eps = math.inf if noise_multiplier <= 0 else once_per_epoch_epsilon(
             noise_multiplier / run_sensitivity, int(math.ceil(epochs)), delta, before)
@@ -160,7 +161,7 @@ def epsilons(n: int, batch_size: int, noise_multiplier: float, epochs: float, de
                                      "sensitivity": run_sensitivity, "adjacency": ADJACENCY["once_per_epoch"],
                                      "steps": int(math.ceil(epochs)),
                                      "steps_rule": "epochs: one Gaussian mechanism per epoch",
-                                     "counts_releases": True}
+                                     "counts_releases": True, **({"counts_tests": False} if tests else {})}
     return out
 
 
@@ -195,6 +196,7 @@ class Schedule:
     sampling: str
     steps: int
     releases: tuple = ()
+    tests: tuple = ()        # with every step (DPSUR's; mechanisms.selection_test)
 
     @classmethod
     def planned(cls, spec: Spec) -> "Schedule | None":
@@ -204,7 +206,7 @@ class Schedule:
         return cls(n=spec.train_examples, batch_size=spec.training.batch_size,
                    noise_multiplier=spec.privacy.noise_multiplier, epochs=spec.training.epochs,
                    delta=spec.privacy.delta, microbatch_size=spec.microbatch_size, sampling=spec.sampling,
-                   steps=spec.steps_trained, releases=tuple(releases(spec)))
+                   steps=spec.steps_trained, releases=tuple(releases(spec)), tests=tuple(tests(spec)))
 
     @property
     def q(self) -> float:
@@ -218,19 +220,19 @@ class Schedule:
         """The releases, then the steps as Poisson-sampled Gaussian mechanisms, at this schedule's noise
         multiplier (or `noise_multiplier`) divided by its sensitivity: what a Poisson accountant composes."""
         sigma = self.noise_multiplier if noise_multiplier is None else noise_multiplier
-        return composed_event(self.q, sigma / self.sensitivity, self.steps, list(self.releases))
+        return composed_event(self.q, sigma / self.sensitivity, self.steps, list(self.releases), self.tests)
 
     def poisson_epsilon(self, accountant: str, noise_multiplier: float | None = None) -> float:
         """One Poisson accountant's epsilon of `poisson_event(noise_multiplier)` at this schedule's delta."""
         sigma = self.noise_multiplier if noise_multiplier is None else noise_multiplier
         return poisson_epsilon(accountant, self.q, sigma / self.sensitivity, self.steps, self.delta,
-                               list(self.releases))[0]
+                               list(self.releases), self.tests)[0]
 
     def epsilons(self, epochs: float | None = None) -> dict:
         """`epsilons` of this schedule (after `epochs` epochs: a point of the curve)."""
         return epsilons(self.n, self.batch_size, self.noise_multiplier, self.epochs if epochs is None else epochs,
                         self.delta, self.microbatch_size, before=list(self.releases),
-                        steps=self.steps if epochs is None else None)
+                        steps=self.steps if epochs is None else None, tests=self.tests)
 
 
 def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int, epochs: int) -> tuple:
@@ -249,6 +251,8 @@ def verdict(value: dict, sampling: str, microbatch_size: int, steps_trained: int
         reasons.append(f"counts {value['steps']} epochs, fewer than the {epochs} trained")
     if not value.get("counts_releases", True):
         reasons.append("counts the training only, not what was released privately before it")
+    if not value.get("counts_tests", True):
+        reasons.append("counts the training steps only, not the private test made with each (DPSUR)")
     if reasons:
         return False, "; ".join(reasons)
     sensitivity = "l2_norm_clip" if value["sensitivity"] == 1 else "2 x l2_norm_clip"
@@ -310,6 +314,7 @@ def epsilon_block(spec: Spec, ran: Schedule | None = None) -> dict | None:
         "used_microbatching": s.microbatch_size > 1,
         "pld_discretization": PLD_DISCRETIZATION,
         "releases": list(s.releases),
+        **({"tests": list(s.tests)} if s.tests else {}),
         "versions": {p: version(p) for p in ("dp-accounting", "tensorflow-privacy")},
         "of_record": of_record,
         "accountants": accountants,

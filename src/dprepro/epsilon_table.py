@@ -39,6 +39,10 @@ def text(row: dict) -> str:
     counted = ", ".join(n for n, v in block["accountants"].items() if v.get("counts_releases", True))
     for release in block.get("releases", []):
         lines.append(f"  released before training (composed into {counted}): {release['mechanism']}")
+    with_tests = ", ".join(n for n, v in block["accountants"].items() if v.get("counts_tests", True))
+    for test in block.get("tests", []):
+        lines.append(f"  tested with every step, sampling rate {test['sampling_rate']:.6g} (composed into {with_tests}): "
+                     f"{test['mechanism']}")
     lines.append(f"  {'accountant':<26} {'epsilon':>10}  {'order':<8} {'steps':>6}  holds  why")
     for name, v in block["accountants"].items():
         order = f"{v['order']:g}" if v["order"] is not None else "-"

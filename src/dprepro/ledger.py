@@ -2,6 +2,7 @@
 
 {"ledger_schema": 1,
  "releases": [{"mechanism", "noise_multiplier"}, ...],     # made before training (accounting.releases)
+ "tests": [{"mechanism", "noise_multiplier", "sampling_rate"}], # only with DPSUR: one with every step
  "steps": [{"first_step", "steps", "noise_multiplier", "l2_norm_clip", "examples_per_microbatch",
             "sampling", "sampling_rate"}, ...]}
 
@@ -26,9 +27,11 @@ FIELDS = {"noise_multiplier": "noise multiplier", "l2_norm_clip": "clip norm",
           "sampling_rate": "sampling rate"}
 
 
-def new(releases: list[dict]) -> dict:
-    """An empty ledger after the releases made before training."""
-    return {"ledger_schema": LEDGER_SCHEMA, "releases": [dict(r) for r in releases], "steps": []}
+def new(releases: list[dict], tests: list[dict] = ()) -> dict:
+    """An empty ledger after the releases made before training; `tests`: the private tests that go with
+    every step (DPSUR's, as the step was built with them), recorded only when there are some."""
+    out = {"ledger_schema": LEDGER_SCHEMA, "releases": [dict(r) for r in releases], "steps": []}
+    return {**out, "tests": [dict(t) for t in tests]} if tests else out
 
 
 def append(ledger: dict, rows: list[tuple], sampling: str, sampling_rate: float) -> None:
@@ -54,10 +57,11 @@ def planned(spec: Spec) -> dict:
     have no noise and no clip."""
     p = spec.privacy
     noise, clip = (p.noise_multiplier, p.l2_norm_clip) if spec.private else (0.0, None)
-    return {"ledger_schema": LEDGER_SCHEMA, "releases": accounting.releases(spec),
-            "steps": [{"first_step": 1, "steps": spec.steps_trained, "noise_multiplier": noise, "l2_norm_clip": clip,
-                       "examples_per_microbatch": 1 if spec.poisson else spec.microbatch_size,
-                       "sampling": spec.sampling, "sampling_rate": spec.q}]}
+    plan = new(accounting.releases(spec), accounting.tests(spec))
+    plan["steps"] = [{"first_step": 1, "steps": spec.steps_trained, "noise_multiplier": noise, "l2_norm_clip": clip,
+                      "examples_per_microbatch": 1 if spec.poisson else spec.microbatch_size,
+                      "sampling": spec.sampling, "sampling_rate": spec.q}]
+    return plan
 
 
 def per_step(ledger: dict):
@@ -74,6 +78,8 @@ def first_difference(ran: dict, plan: dict) -> str | None:
     if ran["releases"] != plan["releases"]:
         return (f"the releases before training were {[r['noise_multiplier'] for r in ran['releases']]} (noise "
                 f"multipliers), the spec says {[r['noise_multiplier'] for r in plan['releases']]}")
+    if ran.get("tests", []) != plan.get("tests", []):
+        return f"the tests with every step were {ran.get('tests', [])}, the spec says {plan.get('tests', [])}"
     expected, planned_steps = 1, list(per_step(plan))
     for step, values in per_step(ran):
         if step != expected:
@@ -130,4 +136,4 @@ def schedule(ledger: dict, spec: Spec) -> accounting.Schedule:
         n=spec.train_examples, batch_size=spec.training.batch_size, noise_multiplier=entry["noise_multiplier"],
         epochs=steps // spec.steps_per_epoch if steps % spec.steps_per_epoch == 0 else steps / spec.steps_per_epoch,
         delta=spec.privacy.delta, microbatch_size=entry["examples_per_microbatch"], sampling=entry["sampling"],
-        steps=steps, releases=tuple(ledger["releases"]))
+        steps=steps, releases=tuple(ledger["releases"]), tests=tuple(ledger.get("tests", ())))

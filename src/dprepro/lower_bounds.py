@@ -124,7 +124,7 @@ def cube_delta(epsilon: float, sigma: float, steps_per_epoch: int, left_over: fl
 
 @functools.lru_cache(maxsize=512)
 def poisson_epsilon(q: float, sigma: float, steps: int, delta: float, release_noise: tuple = (),
-                    pessimistic: bool = False) -> float:
+                    pessimistic: bool = False, tests: tuple = ()) -> float:
     """The PLD epsilon of the releases (Gaussian, their noise multipliers `release_noise`) then `steps`
     Poisson-sampled Gaussian steps (noise `sigma` in units of the sensitivity), rounded down (optimistic: a lower bound) or up (pessimistic: the `pld` accountant's
     value). The optimistic rounding uses dp_accounting's privacy buckets, which it falls back to anyway."""
@@ -135,6 +135,10 @@ def poisson_epsilon(q: float, sigma: float, steps: int, delta: float, release_no
         steps_pld = steps_pld.compose(pld.from_gaussian_mechanism(
             noise, pessimistic_estimate=pessimistic, use_connect_dots=pessimistic,
             value_discretization_interval=PLD_DISCRETIZATION))
+    for rate, noise in tests:        # DPSUR's test with every step: (its sampling rate, its noise multiplier)
+        steps_pld = steps_pld.compose(pld.from_gaussian_mechanism(
+            noise, pessimistic_estimate=pessimistic, sampling_prob=rate, use_connect_dots=pessimistic,
+            value_discretization_interval=PLD_DISCRETIZATION).self_compose(steps))
     return float(steps_pld.get_epsilon_for_delta(delta))
 
 
@@ -159,7 +163,8 @@ def poisson_entry(schedule) -> dict:
     """The optimistic PLD epsilon of a Poisson schedule (the pessimistic one is `pld`'s)."""
     sigma = schedule.noise_multiplier / schedule.sensitivity
     low = math.inf if sigma <= 0 else poisson_epsilon(
-        schedule.q, sigma, schedule.steps, schedule.delta, tuple(r["noise_multiplier"] for r in schedule.releases))
+        schedule.q, sigma, schedule.steps, schedule.delta, tuple(r["noise_multiplier"] for r in schedule.releases),
+        tests=tuple((t["sampling_rate"], t["noise_multiplier"]) for t in schedule.tests))
     return {"epsilon": low, "sampling": "poisson", "adjacency": "add_remove",
             "sensitivity": schedule.sensitivity, "noise_multiplier": schedule.noise_multiplier,
             "steps": schedule.steps, "counts_releases": True, "pld_discretization": PLD_DISCRETIZATION,

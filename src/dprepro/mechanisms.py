@@ -44,17 +44,20 @@ def dpsgd_event(q: float, noise_multiplier: float, steps: int):
         steps)
 
 
-def composed_event(q: float, noise_multiplier: float, steps: int, before=()):
-    """The releases `before` (Gaussian mechanisms), then `steps` Poisson-sampled Gaussian steps."""
+def composed_event(q: float, noise_multiplier: float, steps: int, before=(), tests=()):
+    """The releases `before` (Gaussian mechanisms), then `steps` Poisson-sampled Gaussian steps, each
+    with the `tests` that go with every step (DPSUR's: Poisson-sampled Gaussian mechanisms too)."""
     events = [dp_accounting.GaussianDpEvent(r["noise_multiplier"]) for r in before]
+    events += [dpsgd_event(t["sampling_rate"], t["noise_multiplier"], steps) for t in tests]
     return dp_accounting.ComposedDpEvent([*events, dpsgd_event(q, noise_multiplier, steps)]) if events \
         else dpsgd_event(q, noise_multiplier, steps)
 
 
-def poisson_epsilon(accountant: str, q: float, noise_multiplier: float, steps: int, delta: float, before=()):
-    """(epsilon, order or None) of the releases `before`, then `steps` Poisson-sampled Gaussian steps,
-    under one accountant."""
-    composed = FRESH[accountant]().compose(composed_event(q, noise_multiplier, steps, before))
+def poisson_epsilon(accountant: str, q: float, noise_multiplier: float, steps: int, delta: float, before=(),
+                    tests=()):
+    """(epsilon, order or None) of the releases `before`, then `steps` Poisson-sampled Gaussian steps
+    (with their `tests`), under one accountant."""
+    composed = FRESH[accountant]().compose(composed_event(q, noise_multiplier, steps, before, tests))
     if accountant == "pld":
         return float(composed.get_epsilon(delta)), None
     eps, order = composed.get_epsilon_and_optimal_order(delta)
@@ -79,3 +82,22 @@ def once_per_epoch_epsilon(noise_multiplier: float, epochs: int, delta: float, b
     return float(RdpAccountant(RDP_ORDERS).compose(event).get_epsilon(delta))
 
 
+
+
+# DPSUR (Fu et al. 2024): the RDP orders of its published accounting (its code's), and its one test per step.
+DPSUR_ORDERS = [1 + x / 10 for x in range(1, 100)] + list(range(11, 64)) + [128, 256, 512]
+
+
+def selection_test(clip: float, noise_multiplier: float, sampling_rate: float) -> dict:
+    """DPSUR's test of one step as the accountants and the ledger record it (training/selective.py)."""
+    return {"mechanism": f"DPSUR's test: the validation-loss difference on a Poisson sample of the training "
+                         f"examples, clipped to +-{clip:g} (one example moves it by at most {2 * clip:g}), plus "
+                         f"Gaussian noise of std {noise_multiplier:g} x {2 * clip:g}; with every step",
+            "noise_multiplier": noise_multiplier, "sampling_rate": sampling_rate}
+
+
+def dpsur_published_epsilon(q: float, noise_multiplier: float, kept: int, delta: float, before=(), tests=()) -> float:
+    """Fu et al.'s epsilon: RDP over their orders (with the conversion of Balle et al. 2020, as
+    dp_accounting's), composing the releases and only the `kept` steps with their tests."""
+    return float(RdpAccountant(DPSUR_ORDERS).compose(
+        composed_event(q, noise_multiplier, kept, before, tests)).get_epsilon(delta))

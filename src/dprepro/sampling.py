@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from dprepro.spec.typed import PAD_MULTIPLE, bucket_rows  # noqa: F401  (the spec computes the width)
-STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3, "normalization": 4, "pca": 5, "canary": 6}
+STREAMS = {"shuffle": 1, "poisson": 2, "noise": 3, "normalization": 4, "pca": 5, "canary": 6,
+           "selection_sample": 7, "selection": 8}     # the last two: DPSUR's test (training/selective.py)
 
 
 class SecretKey:
@@ -81,18 +82,18 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | 
             .prefetch(tf.data.AUTOTUNE))
 
 
-def inclusion_draws(n: int, seed: int | SecretKey, step) -> tf.Tensor:
+def inclusion_draws(n: int, seed: int | SecretKey, step, stream: str = "poisson") -> tf.Tensor:
     """The uniform draw u of each of the n examples at step `step` (included when u < q).
 
     float64, on a 2^-52 grid: the rate actually used, ceil(q 2^52) / 2^52, is q to 2^-52. (Until
     engine versions fast 5 / vectorized 3 it was float32, on a 2^-23 grid: above q by 1.3e-5
     relative at q = 250/60000.)"""
-    return tf.random.stateless_uniform([n], stream_seed(seed, "poisson", step), dtype=tf.float64, alg="philox")
+    return tf.random.stateless_uniform([n], stream_seed(seed, stream, step), dtype=tf.float64, alg="philox")
 
 
-def poisson_indices(n: int, q: float, seed: int | SecretKey, step) -> tf.Tensor:
+def poisson_indices(n: int, q: float, seed: int | SecretKey, step, stream: str = "poisson") -> tf.Tensor:
     """The training examples of step `step`: each of the n included with probability q."""
-    return tf.where(inclusion_draws(n, seed, step) < q)[:, 0]
+    return tf.where(inclusion_draws(n, seed, step, stream) < q)[:, 0]
 
 
 def poisson_batch(x: tf.Tensor, y: tf.Tensor, idx: tf.Tensor, size: int):
@@ -110,11 +111,12 @@ def poisson_batch(x: tf.Tensor, y: tf.Tensor, idx: tf.Tensor, size: int):
 
 
 def poisson_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | SecretKey, steps: int,
-                    first_step: int = 0) -> tf.data.Dataset:
-    """Steps first_step .. steps-1 of Poisson sampling: (x, y, mask) with mask 1 for sampled examples."""
+                    first_step: int = 0, stream: str = "poisson") -> tf.data.Dataset:
+    """Steps first_step .. steps-1 of Poisson sampling: (x, y, mask) with mask 1 for sampled examples
+    (`stream`: another sampler's draws, e.g. DPSUR's validation samples)."""
     x, y = tf.constant(x), tf.constant(y)
     n = int(x.shape[0])
     size, q = bucket_rows(n, batch_size), batch_size / n
     return (tf.data.Dataset.range(first_step, steps)
-            .map(lambda t: poisson_batch(x, y, poisson_indices(n, q, seed, t), size))
+            .map(lambda t: poisson_batch(x, y, poisson_indices(n, q, seed, t, stream), size))
             .prefetch(tf.data.AUTOTUNE))

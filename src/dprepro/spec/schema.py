@@ -13,6 +13,7 @@ import math
 import re
 
 from dprepro.errors import InputError, field_name, shown
+from dprepro.spec import selective
 
 SCHEMA = 1
 ENGINES = ("tutorial", "fast", "vectorized", "none")
@@ -36,11 +37,8 @@ ACTIVATIONS = ("relu", "tanh")
 SCHEDULES = ("constant", "linear")
 DATASETS = {"mnist": {"train": 60000, "test": 10000}}
 CALIBRATABLE = ("rdp_legacy", "rdp", "pld")    # the Poisson accountants a noise can be calibrated for
-EXPECTED_QUANTITIES = (
-    "epsilon_rdp_legacy", "epsilon_rdp", "epsilon_pld",
-    "epsilon_statement_once_per_epoch", "epsilon_statement_poisson",
-    "test_accuracy", "train_accuracy",
-)
+EXPECTED_QUANTITIES = ("epsilon_rdp_legacy", "epsilon_rdp", "epsilon_pld", "epsilon_statement_once_per_epoch",
+                       "epsilon_statement_poisson", "test_accuracy", "train_accuracy")
 NOT_HASHED = ("description", "source", "expected")
 SAMPLINGS = ("shuffle", "poisson")
 # reproducible: every draw from the recorded seed (anyone with the result file can regenerate it);
@@ -55,7 +53,7 @@ HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", (
                 ("data", "validation_examples"): None, ("privacy", "randomness"): "reproducible",
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
                 ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None,
-                ("training", "ema_decay"): None}
+                ("training", "ema_decay"): None, ("privacy", "selective_update"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
 STEP_RULES = ("trained", "ceil", "floor")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -83,13 +81,13 @@ SECTIONS = {
                  "decay_epochs": ("int?", None), "ema_decay": ("num?", None)},
     "privacy": {"enabled": ("bool", True), "l2_norm_clip": ("num", REQUIRED),
                 "noise_multiplier": ("num", REQUIRED), "num_microbatches": ("int", REQUIRED),
-                "delta": ("num", REQUIRED), "randomness": ("str", "reproducible")},
+                "delta": ("num", REQUIRED), "randomness": ("str", "reproducible"),
+                "selective_update": ("section?", None)},   # spec/selective.py
     "engine": {"name": ("str", "fast"), "use_xla": ("bool", False)},
 }
 
 
-MAX_VERSION = 10 ** 6
-MAX_EPOCHS = 10 ** 4
+MAX_VERSION, MAX_EPOCHS = 10 ** 6, 10 ** 4
 MAX_SEED = 2 ** 31 - 1      # what NumPy, Python and TensorFlow all take as a seed
 MAX_SCALE = 1e6             # l2_norm_clip, noise_multiplier, learning_rate
 
@@ -122,9 +120,11 @@ def validate(raw, path: str, extra_train_examples: int = 0, unclipped: bool = Fa
         if not isinstance(given, dict):
             fail(section, "must be a mapping")
         if section == "privacy" and given.get("enabled") is False:  # the rest is optional, may be null
-            fields = {k: (kind if k == "enabled" else kind + "?", None if d is REQUIRED else d)
+            fields = {k: (kind if k == "enabled" or kind.endswith("?") else kind + "?", None if d is REQUIRED else d)
                       for k, (kind, d) in fields.items()}
         out[section] = _check_mapping(given, fields, section + ".", fail)
+    if out["privacy"].get("selective_update") is not None:
+        out["privacy"]["selective_update"] = selective.resolve(out, fail, _check_mapping)
     _check_values(out, fail, extra_train_examples, unclipped)
     return out
 

@@ -64,6 +64,15 @@ class TrainingSection:
 
 
 @dataclass(frozen=True)
+class SelectiveUpdate:
+    """DPSUR's test of each step (spec/selective.py, training/selective.py)."""
+    validation_batch_size: int           # expected size of each step's Poisson sample of training examples
+    validation_clip: float               # C_v
+    validation_noise_multiplier: float   # sigma_v: the test's noise std is 2 C_v sigma_v
+    threshold: float                     # beta: keep the step when the noisy difference < beta C_v
+
+
+@dataclass(frozen=True)
 class PrivacySection:
     enabled: bool
     l2_norm_clip: float | None   # None only when not enabled
@@ -71,6 +80,11 @@ class PrivacySection:
     num_microbatches: int | None
     delta: float | None
     randomness: str = "reproducible"   # or "secret": sampling and noise from OS entropy, never written
+    selective_update: SelectiveUpdate | None = None   # DPSUR; None: every step is kept
+
+    def __post_init__(self):
+        if isinstance(self.selective_update, dict):    # as `validate` resolved it
+            object.__setattr__(self, "selective_update", SelectiveUpdate(**self.selective_update))
 
 
 @dataclass(frozen=True)
@@ -236,6 +250,11 @@ class Spec:
     def q(self) -> float:
         """The sampling rate batch_size / n (each example's chance to be in a Poisson step)."""
         return self.training.batch_size / self.data.train_examples
+
+    @property
+    def selective(self) -> SelectiveUpdate | None:
+        """DPSUR's test of each step (privacy.selective_update), or None."""
+        return self.privacy.selective_update if self.private else None
 
     @property
     def microbatch_size(self) -> int:

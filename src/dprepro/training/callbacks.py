@@ -105,7 +105,7 @@ class Progress(tf.keras.callbacks.Callback):
             "test_accuracy": "val_accuracy"}
     # with validation examples; with a parameter average, the last iterate's (averaging.ITERATE_KEYS)
     OPTIONAL = ("validation_loss", "validation_accuracy", "iterate_test_loss", "iterate_test_accuracy",
-                "iterate_validation_loss", "iterate_validation_accuracy")
+                "iterate_validation_loss", "iterate_validation_accuracy", "kept_steps")   # kept_steps: DPSUR
 
     def __init__(self, previous: dict | None = None, on_epoch=None, collect=None):
         super().__init__()
@@ -158,6 +158,8 @@ class EpochLine(tf.keras.callbacks.Callback):
         validation = f"  validation acc {logs['validation_accuracy']:.4f}" if "validation_accuracy" in logs else ""
         averaged = ("" if "iterate_test_accuracy" not in logs
                     else f" (averaged; last iterate {logs['iterate_test_accuracy']:.4f})")
+        if "kept_steps" in logs:     # DPSUR: the steps the test kept this epoch
+            averaged += f"  kept {int(logs['kept_steps'])} steps"
         print(f"  {self.label}  epoch {epoch + 1}/{self.epochs}  "
               f"train loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}{validation}  "
               f"test loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f}{averaged}{eps}  "

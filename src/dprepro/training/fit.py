@@ -14,6 +14,7 @@ from dprepro.training.averaging import ParameterAverage
 from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
 from dprepro.training.recorder import attach
+from dprepro.training.selective import KeptSteps, kept_summary, select, tests_of
 
 
 def draw_key(spec: Spec, seed: int, resume: dict | None = None) -> int | sampling.SecretKey:
@@ -31,6 +32,10 @@ def training_batches(spec: Spec, x: np.ndarray, y: np.ndarray, seed: int | sampl
     if len(x) != spec.train_examples:
         raise ValueError(f"{len(x)} training examples, the spec says {spec.train_examples}")
     batch_size, per_epoch = spec.training.batch_size, spec.steps_per_epoch
+    if spec.selective:           # each step's training batch beside its own validation sample (DPSUR)
+        return tf.data.Dataset.zip(tuple(
+            sampling.poisson_batches(x, y, size, seed, spec.steps_trained, first_epoch * per_epoch, stream)
+            for size, stream in ((batch_size, "poisson"), (spec.selective.validation_batch_size, "selection_sample"))))
     if spec.poisson:
         return sampling.poisson_batches(x, y, batch_size, seed, spec.steps_trained, first_epoch * per_epoch)
     return sampling.shuffled_batches(x, y, batch_size, seed, spec.training.epochs, first_epoch)
@@ -66,6 +71,8 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     made = []                                                          # the releases, as each one reports itself
     data, statistics = with_private_normalization(spec, data, key, made)   # this seed's release, if the spec has one
     model = build_model(spec, engine, key)
+    if spec.selective:               # DPSUR: each step tested, and rolled back when the test says no
+        select(model, spec.selective)
     recorder = attach(model, spec.steps_per_epoch)                     # what each step used (the ledger)
     if prepare is not None:          # e.g. a white-box audit's gradient canaries (audit/whitebox.py)
         prepare(model, key)
@@ -78,7 +85,7 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
         (layer,) = [layer for layer in model.layers if hasattr(layer, "projection")]
         layer.projection.assign(private_projection(data.x_train, spec, key, made))
     secret = key.words if isinstance(key, sampling.SecretKey) else None
-    ledger = resume["progress"]["ledger"] if resume else privacy_ledger.new(made)
+    ledger = resume["progress"]["ledger"] if resume else privacy_ledger.new(made, tests_of(model, len(data.x_train)))
     batch_sampler = (spec.sampling, spec.training.batch_size / len(data.x_train))   # training_batches' sampler
 
     def collect():
@@ -92,6 +99,7 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
                             done, model, state, secret, **({"averages": average.values()} if average else {}))), collect)
     # The validation score, then the average: the callbacks after them (progress lines, TensorBoard, the record) see both.
     scores = ([] if validation is None else [ValidationScore(*validation)]) + ([average] if average else [])
+    scores += [KeptSteps()] if spec.selective else []
     if first_epoch < epochs:
         model.fit(
             training_batches(spec, data.x_train, data.y_train, key, first_epoch),
@@ -131,6 +139,8 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
                        validation_loss=history["validation_loss"][-1])
     if statistics is not None:
         outcome["normalization"] = statistics
+    if spec.selective:
+        outcome["selective_update"] = kept_summary(spec, ledger, history["kept_steps"])
     if average:                             # the released model is the average; the last iterate's scores kept
         average.release()
         outcome["parameter_average"] = {"ema_decay": decay, **{k: history[k][-1] for k in history if k.startswith("iterate_")}}

@@ -214,6 +214,7 @@ def run_spec(spec: Spec, data_dir: Path, out_dir: Path, logdir: Path,
     epsilon, curve = accounting.epsilon_block(s), accounting.epsilon_curve(s)
     print(f"dprepro: {s.name} v{s.version}, engine {plan.engine}, seeds {list(s.seeds)}, "
           f"{s.training.epochs} epochs of {s.steps_per_epoch} steps, {s.sampling} sampling"
+          + (", each step tested and kept or rolled back (DPSUR; its tests composed for every step)" if s.selective else "")
           + (f"\n{describe_epsilon(epsilon)}" if epsilon else ", non-private (no epsilon)"), flush=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     of_record = epsilon and EpsilonBlock.from_json(epsilon).of_record
