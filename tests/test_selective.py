@@ -145,6 +145,7 @@ def test_a_ledger_without_the_spec_s_tests_fails_the_check():
     ({"section": {"validation_clip": 0}}, "privacy.selective_update.validation_clip", "must be above 0"),
     ({"section": {"validation_batch_size": 0}}, "privacy.selective_update.validation_batch_size", "must be from 1"),
     ({"section": {"beta": -1}}, "privacy.selective_update.beta", "unknown field"),
+    ({"section": {"published_epsilon": 0}}, "privacy.selective_update.published_epsilon", "must be above 0"),
 ])
 def test_bad_selective_update_names_the_field(change, field, message):
     raw = dpsur_raw(**change.get("section", {}))
@@ -162,3 +163,36 @@ def test_absent_is_plain_dp_sgd_with_the_same_identity():
     raw["privacy"]["selective_update"] = None
     assert typed(raw).sha256 == plain.sha256 != typed(dpsur_raw()).sha256
     assert math.isfinite(float(typed(dpsur_raw()).selective.validation_noise_multiplier))
+
+
+def test_where_fu_et_al_would_stop_the_model_is_scored_and_costed(mnist):
+    """published_epsilon 1.5: their accounting lets a run keep T steps (T found here by bisection on the
+    same RDP); the seed records the step at which this run had kept T, the test accuracy of the model
+    after that step (recomputed here from the weights a callback saw then), and the pld epsilon of
+    that many steps with their tests (composed here directly; same library, 1e-9)."""
+    from dprepro.training.fit import train
+
+    spec = typed(dpsur_raw(published_epsilon=1.5))
+    data = first_examples(mnist, 5000, 500)
+    seen = Steps()
+    outcome, model = train(spec, data, 0, callbacks=[seen])
+    stop = outcome["selective_update"]["published_stop"]
+    orders = [1 + x / 10 for x in range(1, 100)] + list(range(11, 64)) + [128, 256, 512]
+    train_event = dp_accounting.PoissonSampledDpEvent(250 / 5000, dp_accounting.GaussianDpEvent(1.3))
+    test_event = dp_accounting.PoissonSampledDpEvent(256 / 5000, dp_accounting.GaussianDpEvent(1.3))
+
+    def composed(steps):
+        return dp_accounting.ComposedDpEvent([dp_accounting.SelfComposedDpEvent(train_event, steps),
+                                              dp_accounting.SelfComposedDpEvent(test_event, steps)])
+    kept = max(t for t in range(1, 61) if RdpAccountant(orders).compose(composed(t)).get_epsilon(1e-5) < 1.5)
+    assert stop["steps_kept"] == kept and stop["reached"]
+    flags = [k for _, _, k in seen.rows]
+    assert sum(flags[:stop["step"]]) == kept and flags[stop["step"] - 1] == 1.0
+    model.set_weights(model.get_weights())          # same architecture; load the weights after that step
+    for variable, value in zip(model.trainable_variables, seen.rows[stop["step"] - 1][1]):
+        variable.assign(value)
+    logits = model(data.x_test, training=False)
+    right = np.mean(np.argmax(logits, 1) == np.argmax(data.y_test, 1))
+    assert stop["test_accuracy"] == pytest.approx(right, abs=1e-12)
+    pld = PLDAccountant(value_discretization_interval=1e-4).compose(composed(stop["step"])).get_epsilon(1e-5)
+    assert stop["epsilon_every_step"] == pytest.approx(pld, rel=1e-9)

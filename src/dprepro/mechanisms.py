@@ -101,3 +101,17 @@ def dpsur_published_epsilon(q: float, noise_multiplier: float, kept: int, delta:
     dp_accounting's), composing the releases and only the `kept` steps with their tests."""
     return float(RdpAccountant(DPSUR_ORDERS).compose(
         composed_event(q, noise_multiplier, kept, before, tests)).get_epsilon(delta))
+
+
+def dpsur_published_kept_steps(q: float, noise_multiplier: float, delta: float, target: float, before=(),
+                               tests=()) -> int:
+    """The most kept steps whose Fu et al. epsilon stays below `target`: where their run stops."""
+    def theirs(kept: int) -> float:
+        return dpsur_published_epsilon(q, noise_multiplier, kept, delta, before, tests)
+    low, high = 0, 1
+    while theirs(high) < target:
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if theirs(middle) < target else (low, middle)
+    return low

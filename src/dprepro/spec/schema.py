@@ -47,13 +47,13 @@ RANDOMNESS = ("reproducible", "secret")
 # Fields added after specs were pinned: at these values they describe what every earlier spec did,
 # so they are left out of the content hash (a spec's identity does not change with the schema).
 HASH_NEUTRAL = {("data", "sampling"): "shuffle", ("data", "features"): "none", ("data", "normalization"): "none",
-                ("data", "norm_groups"): None, ("data", "norm_noise_multiplier"): None,
-                ("data", "norm_clip_mean"): None, ("data", "norm_clip_square"): None,
-                ("data", "pca_dimensions"): None, ("data", "pca_noise_multiplier"): None, ("model", "activation"): "relu",
-                ("data", "validation_examples"): None, ("privacy", "randomness"): "reproducible",
+                ("data", "norm_groups"): None, ("data", "norm_noise_multiplier"): None, ("data", "norm_clip_mean"): None,
+                ("data", "norm_clip_square"): None, ("data", "pca_dimensions"): None, ("data", "pca_noise_multiplier"): None,
+                ("model", "activation"): "relu", ("data", "validation_examples"): None, ("privacy", "randomness"): "reproducible",
                 ("training", "momentum"): 0.0, ("training", "learning_rate_schedule"): "constant",
                 ("training", "final_learning_rate"): None, ("training", "decay_epochs"): None,
-                ("training", "ema_decay"): None, ("privacy", "selective_update"): None}
+                ("training", "ema_decay"): None, ("privacy", "selective_update"): None,
+                ("privacy", "selective_update", "published_epsilon"): None}
 # How an `expected` epsilon was computed when not as dprepro computes the run's own value.
 STEP_RULES = ("trained", "ceil", "floor")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

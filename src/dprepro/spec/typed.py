@@ -70,6 +70,7 @@ class SelectiveUpdate:
     validation_clip: float               # C_v
     validation_noise_multiplier: float   # sigma_v: the test's noise std is 2 C_v sigma_v
     threshold: float                     # beta: keep the step when the noisy difference < beta C_v
+    published_epsilon: float | None = None   # also score the model where Fu et al.'s accounting reaches this
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,12 @@ class Spec:
         added later are left out at their hash-neutral value (schema.HASH_NEUTRAL). Editing any
         other field changes it, and then `version` must be bumped."""
         content = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
-        for (section, key), neutral in HASH_NEUTRAL.items():
-            if content[section].get(key) == neutral:
-                del content[section][key]
+        for (*sections, key), neutral in HASH_NEUTRAL.items():    # (section, key) or deeper
+            holder = content
+            for name in sections:
+                holder = holder.get(name) if isinstance(holder, dict) else None
+            if isinstance(holder, dict) and key in holder and holder[key] == neutral:
+                del holder[key]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -105,7 +105,8 @@ class Progress(tf.keras.callbacks.Callback):
             "test_accuracy": "val_accuracy"}
     # with validation examples; with a parameter average, the last iterate's (averaging.ITERATE_KEYS)
     OPTIONAL = ("validation_loss", "validation_accuracy", "iterate_test_loss", "iterate_test_accuracy",
-                "iterate_validation_loss", "iterate_validation_accuracy", "kept_steps")   # kept_steps: DPSUR
+                "iterate_validation_loss", "iterate_validation_accuracy", "kept_steps",      # DPSUR's, the last three
+                "published_stop_step", "published_stop_test_accuracy")
 
     def __init__(self, previous: dict | None = None, on_epoch=None, collect=None):
         super().__init__()

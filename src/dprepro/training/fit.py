@@ -14,7 +14,7 @@ from dprepro.training.averaging import ParameterAverage
 from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
 from dprepro.training.recorder import attach
-from dprepro.training.selective import KeptSteps, kept_summary, select, tests_of
+from dprepro.training.selective import KeptSteps, kept_summary, published_kept_steps, select, tests_of
 
 
 def draw_key(spec: Spec, seed: int, resume: dict | None = None) -> int | sampling.SecretKey:
@@ -99,7 +99,10 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
                             done, model, state, secret, **({"averages": average.values()} if average else {}))), collect)
     # The validation score, then the average: the callbacks after them (progress lines, TensorBoard, the record) see both.
     scores = ([] if validation is None else [ValidationScore(*validation)]) + ([average] if average else [])
-    scores += [KeptSteps()] if spec.selective else []
+    if spec.selective:             # DPSUR: the steps kept; where Fu et al.'s run would stop, if asked
+        stop_at = spec.selective.published_epsilon and published_kept_steps(spec, privacy_ledger.schedule(
+            privacy_ledger.planned(spec), spec))
+        scores.append(KeptSteps(stop_at, (data.x_test, data.y_test), resume and resume["progress"]["history"]))
     if first_epoch < epochs:
         model.fit(
             training_batches(spec, data.x_train, data.y_train, key, first_epoch),
@@ -140,7 +143,7 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     if statistics is not None:
         outcome["normalization"] = statistics
     if spec.selective:
-        outcome["selective_update"] = kept_summary(spec, ledger, history["kept_steps"])
+        outcome["selective_update"] = kept_summary(spec, ledger, history)
     if average:                             # the released model is the average; the last iterate's scores kept
         average.release()
         outcome["parameter_average"] = {"ema_decay": decay, **{k: history[k][-1] for k in history if k.startswith("iterate_")}}

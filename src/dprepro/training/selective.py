@@ -27,10 +27,12 @@ Randomness: V_t from the stream (seed, "selection_sample", t) and the test's noi
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
 from dprepro import ledger as privacy_ledger
-from dprepro.mechanisms import dpsur_published_epsilon, selection_test
+from dprepro.mechanisms import dpsur_published_epsilon, dpsur_published_kept_steps, selection_test
 from dprepro.sampling import stream_seed
 from dprepro.spec import Spec
 from dprepro.training.fast_dp import FastDPSequential
@@ -89,14 +91,33 @@ def tests_of(model, n: int) -> list[dict]:
     return [selection_test(model.validation_clip, model.validation_noise_multiplier, model.validation_batch_size / n)]
 
 
-def kept_summary(spec: Spec, ledger: dict, kept_per_epoch: list) -> dict:
-    """A seed's record of its selection: steps proposed and kept, and the epsilon Fu et al.'s accounting
-    gives this seed (the kept steps and their tests only; it does not hold for the run)."""
+def published_kept_steps(spec: Spec, ran) -> int:
+    """The steps Fu et al.'s run at the spec's published_epsilon keeps before it stops."""
+    return dpsur_published_kept_steps(ran.q, ran.noise_multiplier / ran.sensitivity, ran.delta,
+                                      spec.selective.published_epsilon, ran.releases, ran.tests)
+
+
+def kept_summary(spec: Spec, ledger: dict, history: dict) -> dict:
+    """A seed's record of its selection: steps proposed and kept, the epsilon Fu et al.'s accounting
+    gives this seed (the kept steps and their tests only; it does not hold for the run), and with a
+    published_epsilon the model their run would release there (KeptSteps)."""
     ran = privacy_ledger.schedule(ledger, spec)
+    kept_per_epoch = history["kept_steps"]
     kept = int(round(sum(kept_per_epoch)))
     published = dpsur_published_epsilon(ran.q, ran.noise_multiplier / ran.sensitivity, kept, ran.delta,
                                         ran.releases, ran.tests)
-    return {"steps_proposed": ran.steps, "steps_kept": kept,
+    out = {}
+    if spec.selective.published_epsilon is not None:
+        step, accuracy = (history[k][-1] for k in STOP_KEYS)
+        out["published_stop"] = {
+            "published_epsilon": spec.selective.published_epsilon, "steps_kept": published_kept_steps(spec, ran),
+            "reached": step >= 0, "step": int(step) if step >= 0 else None,
+            "test_accuracy": accuracy if step >= 0 else None,
+            "epsilon_every_step": dataclasses.replace(ran, steps=int(step)).poisson_epsilon("pld") if step >= 0 else None,
+            "label": "the model Fu et al.'s run would release at this epsilon (it stops once its accounting has kept "
+                     "these steps), scored on the test set when this run got there; epsilon_every_step: the pld epsilon "
+                     "of the steps proposed until then, each with its test (what that model cost, counted as it holds)"}
+    return {**out, "steps_proposed": ran.steps, "steps_kept": kept,
             "kept_per_epoch": [int(round(k)) for k in kept_per_epoch],
             "published_accounting": {
                 "epsilon": published, "delta": ran.delta, "holds_for_this_run": False,
@@ -107,13 +128,39 @@ def kept_summary(spec: Spec, ledger: dict, kept_per_epoch: list) -> dict:
 
 class KeptSteps(tf.keras.callbacks.Callback):
     """Counts the steps the test kept, per epoch, into the epoch's logs as `kept_steps` (the history
-    the progress record and the checkpoint carry)."""
+    the progress record and the checkpoint carry). With `stop_at` (Fu et al.'s run at the spec's
+    published_epsilon keeps that many steps, then stops) it also scores the model on `test` right after
+    the step that brings the kept count to `stop_at`: the model their run would release. Its step and
+    accuracy go into every later epoch's logs (`published_stop_step`, `published_stop_test_accuracy`;
+    -1 before), so a resumed run keeps them."""
+
+    def __init__(self, stop_at: int | None = None, test: tuple | None = None, history: dict | None = None):
+        super().__init__()
+        history = history or {}
+        self.total = int(round(sum(history.get("kept_steps", []))))
+        self.stop_at, self.test = stop_at, test
+        self.stop = [history[k][-1] for k in STOP_KEYS] if history.get(STOP_KEYS[0]) else [-1, -1]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.kept = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.kept += int(round(float(logs["kept"])))
+        kept = int(round(float(logs["kept"])))
+        self.kept, self.total = self.kept + kept, self.total + kept
+        if self.stop_at is not None and self.stop[0] < 0 and kept and self.total >= self.stop_at:
+            self.stop = [int(self.model.optimizer.iterations.numpy()), self.accuracy()]
+
+    def accuracy(self) -> float:
+        x, y = self.test
+        right = sum(int(tf.reduce_sum(tf.cast(tf.argmax(self.model(x[i:i + 1000], training=False), 1)
+                                              == tf.argmax(y[i:i + 1000], 1), tf.int32)))
+                    for i in range(0, len(x), 1000))
+        return right / len(x)
 
     def on_epoch_end(self, epoch, logs=None):
         logs["kept_steps"] = self.kept
+        if self.stop_at is not None:
+            logs.update(zip(STOP_KEYS, self.stop))
+
+
+STOP_KEYS = ("published_stop_step", "published_stop_test_accuracy")
