@@ -45,8 +45,9 @@ PUBLISHED = (
 
 
 def reproductions(results: list[Result]) -> list[Result]:
-    """The pinned results whose spec carries a published test accuracy, by name."""
-    return [r for r in results if "test_accuracy" in r.spec.expected and r.epsilon]
+    """The pinned results whose spec carries a published test accuracy, by name; DPSUR's have their own
+    table (selective_report.py: their published accuracy is that of the model where the paper's run stops)."""
+    return [r for r in results if "test_accuracy" in r.spec.expected and r.epsilon and r.spec.selective is None]
 
 
 def published_epsilon_cell(result: Result) -> tuple[str, str]:
