@@ -10,6 +10,7 @@ from tensorflow.python.framework import kernels
 
 from conftest import raw_spec, typed
 from dprepro.training import engines as engine
+from dprepro.training.selective import select
 from dprepro.spec import ENGINES, POISSON_ENGINES
 
 # TensorFlow ops that, on a GPU with op determinism enabled (TF 2.15), raise UnimplementedError or
@@ -34,13 +35,16 @@ GPU_DETERMINISM_UNSAFE = {
 GPU_DEVICES = {"GPU", "DEFAULT"}
 
 
-def train_step_op_types(model, batch_size: int, masked: bool = False, shape=(28, 28, 1)) -> set:
+def train_step_op_types(model, batch_size: int, masked: bool = False, shape=(28, 28, 1), paired: bool = False) -> set:
     """Every op type in the traced train step, including the bodies of the functions it calls
-    (`masked`: with the 0/1 mask of Poisson-sampled batches, batch size unknown)."""
+    (`masked`: with the 0/1 mask of Poisson-sampled batches, batch size unknown; `paired`: a training
+    batch beside a validation sample, as DPSUR's step takes them)."""
     spec = (tf.TensorSpec([batch_size, *shape], tf.float32), tf.TensorSpec([batch_size, 10], tf.float32))
     if masked:
         spec = (tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None, 10], tf.float32),
                 tf.TensorSpec([None], tf.float32))
+    if paired:
+        spec = (spec, spec)
     graph_def = tf.function(model.train_step).get_concrete_function(spec).graph.as_graph_def()
     functions = {f.signature.name for f in graph_def.library.function}
     ops = {n.op for n in graph_def.node}
@@ -66,6 +70,13 @@ def op_types():
         model = engine.build_model(typed(raw, "gpu-check"), name)
         model.build((None, 28, 28, 1))
         found[f"{name}-poisson"] = train_step_op_types(model, 8, masked=True)
+    raw["privacy"]["selective_update"] = {"validation_noise_multiplier": 1.0}     # DPSUR's step
+    engine.seed_everything(0)
+    spec_dpsur = typed(raw, "gpu-check")
+    model = select(engine.build_model(spec_dpsur, "fast"), spec_dpsur.selective)
+    model.build((None, 28, 28, 1))
+    found["fast-poisson-selective"] = train_step_op_types(model, 8, masked=True, paired=True)
+    del raw["privacy"]["selective_update"]
     raw["data"].update(features="scatternet", normalization="group", norm_groups=27)
     raw["model"].update(name="scatternet_cnn", activation="tanh")
     engine.seed_everything(0)
@@ -75,7 +86,7 @@ def op_types():
     return found
 
 
-ROWS = [*ENGINES, *(f"{name}-poisson" for name in POISSON_ENGINES), "fast-poisson-scatternet_cnn"]
+ROWS = [*ENGINES, *(f"{name}-poisson" for name in POISSON_ENGINES), "fast-poisson-selective", "fast-poisson-scatternet_cnn"]
 
 
 @pytest.mark.parametrize("engine_name", ROWS)

@@ -196,3 +196,24 @@ def test_where_fu_et_al_would_stop_the_model_is_scored_and_costed(mnist):
     assert stop["test_accuracy"] == pytest.approx(right, abs=1e-12)
     pld = PLDAccountant(value_discretization_interval=1e-4).compose(composed(stop["step"])).get_epsilon(1e-5)
     assert stop["epsilon_every_step"] == pytest.approx(pld, rel=1e-9)
+
+
+@pytest.mark.parametrize("target", [1, 2, 3])
+def test_a_published_run_repeats_the_every_step_run_over_their_common_epochs(target):
+    """The pinned dpsur-published-eps<target> and dpsur-every-step-eps<target> share seeds and streams and
+    differ only in length and in scoring the stopping point: per seed, their common epochs are the same
+    to the last digit (same arithmetic path), and the published run reached the paper's stopping point
+    after more steps than the every-step run was allowed."""
+    from conftest import ROOT
+    from dprepro.records.read import load_result
+
+    def pinned(name):
+        return load_result(ROOT / "results" / name / "v1" / "result.json")
+    published, every = pinned(f"dpsur-published-eps{target}"), pinned(f"dpsur-every-step-eps{target}")
+    for a, b in zip(published.seeds, every.seeds):
+        common = len(b.history["test_accuracy"])
+        for key in ("test_accuracy", "train_loss", "kept_steps"):
+            assert list(a.history[key][:common]) == list(b.history[key]), (target, a.seed, key)
+        stop = a.get("selective_update")["published_stop"]
+        assert stop["reached"] and stop["step"] > every.epsilon.fields["steps"]
+        assert stop["epsilon_every_step"] > every.epsilon.value_of_record
