@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from dprepro import ledger as privacy_ledger, sampling
+from dprepro import accounting, ledger as privacy_ledger, sampling
 from dprepro.features import private_projection, with_private_normalization
 from dprepro.errors import RunCheckFailed
 from dprepro.spec import Spec
@@ -100,8 +100,7 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     # The validation score, then the average: the callbacks after them (progress lines, TensorBoard, the record) see both.
     scores = ([] if validation is None else [ValidationScore(*validation)]) + ([average] if average else [])
     if spec.selective:             # DPSUR: the steps kept; where Fu et al.'s run would stop, if asked
-        stop_at = spec.selective.published_epsilon and published_kept_steps(spec, privacy_ledger.schedule(
-            privacy_ledger.planned(spec), spec))
+        stop_at = spec.selective.published_epsilon and published_kept_steps(spec, accounting.Schedule.planned(spec))
         scores.append(KeptSteps(stop_at, (data.x_test, data.y_test), resume and resume["progress"]["history"]))
     if first_epoch < epochs:
         model.fit(
