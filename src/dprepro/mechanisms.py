@@ -103,11 +103,12 @@ def dpsur_published_epsilon(q: float, noise_multiplier: float, kept: int, delta:
         composed_event(q, noise_multiplier, kept, before, tests)).get_epsilon(delta))
 
 
-def dpsur_published_kept_steps(q: float, noise_multiplier: float, delta: float, target: float, before=(),
-                               tests=()) -> int:
-    """The most kept steps whose Fu et al. epsilon stays below `target`: where their run stops."""
+def dpsur_published_kept_steps(schedule, target: float) -> int:
+    """The most kept steps whose Fu et al. epsilon stays below `target`: where their run stops
+    (`schedule`: an accounting.Schedule, for its rate, noise, sensitivity, delta, releases and tests)."""
     def theirs(kept: int) -> float:
-        return dpsur_published_epsilon(q, noise_multiplier, kept, delta, before, tests)
+        return dpsur_published_epsilon(schedule.q, schedule.noise_multiplier / schedule.sensitivity, kept,
+                                       schedule.delta, schedule.releases, schedule.tests)
     low, high = 0, 1
     while theirs(high) < target:
         low, high = high, 2 * high

@@ -18,17 +18,11 @@ from dprepro.mechanisms import dpsur_published_kept_steps
 from dprepro.records.result import Result
 
 
-def published_kept_steps(schedule: accounting.Schedule, target: float) -> int:
-    """The most kept steps whose Fu et al. ε stays below `target` (their run stops there)."""
-    return dpsur_published_kept_steps(schedule.q, schedule.noise_multiplier / schedule.sensitivity, schedule.delta,
-                                      target, schedule.releases, schedule.tests)
-
-
 def published_setting_cost(result: Result, target: float) -> tuple[int, float]:
     """(T, the pld ε of 2 T steps with their tests): Fu et al.'s run at `target` kept T steps and
     proposed at least 2 T in expectation."""
     schedule = accounting.Schedule.planned(result.spec)
-    kept = published_kept_steps(schedule, target)
+    kept = dpsur_published_kept_steps(schedule, target)
     return kept, dataclasses.replace(schedule, steps=2 * kept).poisson_epsilon("pld")
 
 

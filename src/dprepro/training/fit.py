@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from dprepro import accounting, ledger as privacy_ledger, sampling
+from dprepro.mechanisms import dpsur_published_kept_steps
 from dprepro.features import private_projection, with_private_normalization
 from dprepro.errors import RunCheckFailed
 from dprepro.spec import Spec
@@ -14,7 +15,7 @@ from dprepro.training.averaging import ParameterAverage
 from dprepro.training.callbacks import Progress, ValidationScore
 from dprepro.training.engines import build_model, seed_everything
 from dprepro.training.recorder import attach
-from dprepro.training.selective import KeptSteps, kept_summary, published_kept_steps, select, tests_of
+from dprepro.training.selective import KeptSteps, kept_summary, select, tests_of
 
 
 def draw_key(spec: Spec, seed: int, resume: dict | None = None) -> int | sampling.SecretKey:
@@ -100,7 +101,8 @@ def train(spec: Spec, data, seed: int, callbacks=(), engine: str | None = None,
     # The validation score, then the average: the callbacks after them (progress lines, TensorBoard, the record) see both.
     scores = ([] if validation is None else [ValidationScore(*validation)]) + ([average] if average else [])
     if spec.selective:             # DPSUR: the steps kept; where Fu et al.'s run would stop, if asked
-        stop_at = spec.selective.published_epsilon and published_kept_steps(spec, accounting.Schedule.planned(spec))
+        stop_at = spec.selective.published_epsilon and dpsur_published_kept_steps(
+            accounting.Schedule.planned(spec), spec.selective.published_epsilon)
         scores.append(KeptSteps(stop_at, (data.x_test, data.y_test), resume and resume["progress"]["history"]))
     if first_epoch < epochs:
         model.fit(

@@ -91,12 +91,6 @@ def tests_of(model, n: int) -> list[dict]:
     return [selection_test(model.validation_clip, model.validation_noise_multiplier, model.validation_batch_size / n)]
 
 
-def published_kept_steps(spec: Spec, ran) -> int:
-    """The steps Fu et al.'s run at the spec's published_epsilon keeps before it stops."""
-    return dpsur_published_kept_steps(ran.q, ran.noise_multiplier / ran.sensitivity, ran.delta,
-                                      spec.selective.published_epsilon, ran.releases, ran.tests)
-
-
 def kept_summary(spec: Spec, ledger: dict, history: dict) -> dict:
     """A seed's record of its selection: steps proposed and kept, the epsilon Fu et al.'s accounting
     gives this seed (the kept steps and their tests only; it does not hold for the run), and with a
@@ -110,7 +104,7 @@ def kept_summary(spec: Spec, ledger: dict, history: dict) -> dict:
     if spec.selective.published_epsilon is not None:
         step, accuracy = (history[k][-1] for k in STOP_KEYS)
         out["published_stop"] = {
-            "published_epsilon": spec.selective.published_epsilon, "steps_kept": published_kept_steps(spec, ran),
+            "published_epsilon": spec.selective.published_epsilon, "steps_kept": dpsur_published_kept_steps(ran, spec.selective.published_epsilon),
             "reached": step >= 0, "step": int(step) if step >= 0 else None,
             "test_accuracy": accuracy if step >= 0 else None,
             "epsilon_every_step": dataclasses.replace(ran, steps=int(step)).poisson_epsilon("pld") if step >= 0 else None,
