@@ -198,7 +198,7 @@ def test_where_fu_et_al_would_stop_the_model_is_scored_and_costed(mnist):
     assert stop["epsilon_every_step"] == pytest.approx(pld, rel=1e-9)
 
 
-@pytest.mark.parametrize("target", [1, 2, 3])
+@pytest.mark.parametrize("target", [1, 2, 3, 4])
 def test_a_published_run_repeats_the_every_step_run_over_their_common_epochs(target):
     """The pinned dpsur-published-eps<target> and dpsur-every-step-eps<target> share seeds and streams and
     differ only in length and in scoring the stopping point: per seed, their common epochs are the same

@@ -14,7 +14,7 @@ def test_the_shipped_specs():
                        "abadi-pca-mlp-medium-noise-poisson", "abadi-pca-mlp-small-noise",
                        "abadi-pca-mlp-small-noise-poisson", "dpsur-every-step-eps1", "dpsur-every-step-eps2",
                        "dpsur-every-step-eps3", "dpsur-every-step-eps4", "dpsur-published-eps1", "dpsur-published-eps2",
-                       "dpsur-published-eps3",
+                       "dpsur-published-eps3", "dpsur-published-eps4",
                        "keras-script-20ep", "nonprivate-3ep", "papernot-cnn-relu", "papernot-cnn-relu-poisson",
                        "smoke", "tramer-boneh-cnn-tanh", "tramer-boneh-cnn-tanh-poisson",
                        "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
