@@ -61,12 +61,14 @@ class Sweep:
     cells: list
 
 
-def load_sweep(path, written: Path | None = None) -> Sweep:
+def load_sweep(path, written: Path | None = None, recorded: dict | None = None) -> Sweep:
     """Read, validate and expand a sweep file; InputError naming the file and the field on any fault.
     `written`: the OUT folder of an earlier `dprepro sweep` of it. A cell's noise found in the cell
     spec it wrote there (OUT/sweeps/<name>/v<version>/specs/) is reused when it checks as the
     calibration's (calibration.is_calibration: two epsilon evaluations instead of a search); any
-    other cell is calibrated."""
+    other cell is calibrated. `recorded`: {cell name: (noise, spec_sha256)} from a search's committed
+    record (frontier.json): such a cell takes that noise without an epsilon evaluation, and must then
+    hash to the recorded content (InputError otherwise: the sweep changed since the record)."""
     path = str(path)
     raw = read_yaml(path, "sweep")
 
@@ -109,7 +111,7 @@ def load_sweep(path, written: Path | None = None) -> Sweep:
     if len(cells) > MAX_CELLS:
         fail("grid", f"{len(cells)} cells; at most {MAX_CELLS}")
     sweep = {"name": raw["name"], "version": raw["version"], "seeds": seeds,
-             "written": written_noises(written, raw["name"], raw["version"])}
+             "written": written_noises(written, raw["name"], raw["version"]), "recorded": recorded or {}}
     expanded = [_cell(dict(zip(grid, combo)), base, sweep, path, fail) for combo in cells]
     if raw.get("nonprivate", False):
         expanded.append(_nonprivate_cell(base, sweep, path, fail))
@@ -174,8 +176,8 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
 
         accountant, target = values[TARGET]
         spec = _replaced(base, changes, where)   # the cell's schedule, to calibrate its noise
-        noise = sweep["written"].get(name)
-        if noise is None or not calibration.is_calibration(spec, noise, target, accountant):
+        noise, recorded_sha = sweep["recorded"].get(name, (sweep["written"].get(name), None))
+        if recorded_sha is None and (noise is None or not calibration.is_calibration(spec, noise, target, accountant)):
             try:
                 noise = calibration.calibrated_noise(spec, target, accountant)
             except ValueError as e:
@@ -185,7 +187,11 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
                          f"{spec.privacy.delta:g})")
     changes["description"] = (f"Cell {name} of sweep {sweep['name']} v{sweep['version']} ({path}): base {base.path} "
                               f"with " + "; ".join(described) + ".")
-    return Cell(name, values, _replaced(base, changes, where), values.get(DATA_DIR))
+    cell = Cell(name, values, _replaced(base, changes, where), values.get(DATA_DIR))
+    if TARGET in values and recorded_sha is not None and cell.spec.sha256 != recorded_sha:
+        fail("grid", f"cell {name} is not the one the search recorded (content hash {cell.spec.sha256[:12]}, "
+                     f"recorded {recorded_sha[:12]}): the sweep or its base changed since")
+    return cell
 
 
 def written_noises(out: Path | None, name: str, version: int) -> dict:
