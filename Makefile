@@ -24,7 +24,7 @@ AUDIT_FLAGS ?= --power
 RUN_FLAGS := --out $(OUT) --logdir runs $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ENGINE),--engine $(ENGINE))
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce reproduce-all run audit pin-audits pin-whitebox-audits sweep tune pin-sweep pin pin-tutorial report bench bench-paths test test-rest test-full coverage test-container docker-build docker-reproduce docker-test docker-ci tensorboard validate epsilon lock clean
+.PHONY: help install reproduce reproduce-all run audit pin-audits pin-whitebox-audits sweep tune frontier pin-sweep pin pin-tutorial report bench bench-paths test test-rest test-full coverage test-container docker-build docker-reproduce docker-test docker-ci tensorboard validate epsilon lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ TUNE ?= tuned-scatternet-linear
 tune: $(STAMP) ## the tuning search on Ray (runs/sweeps/$(TUNE)/; 54 trials, about 80 min on 2 cores), then per target the best on validation: experiments/$(TUNE)-eps<t>.yaml and results/sweeps/$(TUNE)/v<version>/selection.json; SELECT_FLAGS=--refit adds the refits on all 60,000
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(TUNE).yaml --cpus-per-run 1
 	$(BIN)/dprepro select $(SPECS)/sweeps/$(TUNE).yaml --write-specs $(SPECS) --record results $(SELECT_FLAGS)
+
+frontier: $(STAMP) ## the tuned frontier from the searches' committed records (seconds): results/sweeps/tuned-frontier/v1/choice.json, and experiments/tuned-frontier-eps<t>.yaml for each point no shipped spec pins
+	$(BIN)/dprepro frontier $(SPECS)/sweeps/tuned-frontier.yaml --write-specs
 
 pin-sweep: $(STAMP) ## re-make the pinned frontier (results/sweeps/frontier/, models and logs beside; about 20 min)
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/frontier.yaml --out results --logdir results

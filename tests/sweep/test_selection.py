@@ -95,6 +95,9 @@ def test_a_tuning_sweep_chooses_on_validation_and_writes_pinnable_specs(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     chosen = json.loads((out / "sweeps" / "tiny-tune" / "v1" / "selection.json").read_text())["choices"]
     assert json.loads((tmp_path / "record" / "sweeps" / "tiny-tune" / "v1" / "selection.json").read_text())["choices"] == chosen
+    for name in ("frontier.json", "frontier.md"):      # the grid's record beside the choice (`dprepro frontier` reads it)
+        assert (tmp_path / "record" / "sweeps" / "tiny-tune" / "v1" / name).read_bytes() == \
+            (out / "sweeps" / "tiny-tune" / "v1" / name).read_bytes()
     assert [c["target"]["epsilon"] for c in chosen] == [2.0, 8.0]
     for choice in chosen:
         target = f"eps{choice['target']['epsilon']:g}"

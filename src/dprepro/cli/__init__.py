@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from dprepro.cli import audit_command, bench_command, run_commands, spec_commands, sweep_commands
+from dprepro.cli import audit_command, bench_command, frontier_command, run_commands, spec_commands, sweep_commands
 from dprepro.errors import InputError, RunCheckFailed
 from dprepro.files import WriteFailed
 from dprepro.lock import Busy
@@ -19,7 +19,8 @@ from dprepro.tf_startup import startup_noise_filtered
 NEEDS_TENSORFLOW = {"run", "audit", "sweep", "bench", "report", "epsilon", "calibrate", "evaluate", "select"}
 # The commands in the order `dprepro --help` lists them.
 COMMANDS = (spec_commands.add_validate, run_commands.add_run, run_commands.add_evaluate, audit_command.add_audit,
-            sweep_commands.add_sweep, sweep_commands.add_select, run_commands.add_compare, bench_command.add_bench,
+            sweep_commands.add_sweep, sweep_commands.add_select, frontier_command.add_frontier,
+            run_commands.add_compare, bench_command.add_bench,
             run_commands.add_report, spec_commands.add_epsilon, spec_commands.add_calibrate)
 
 

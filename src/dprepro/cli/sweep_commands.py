@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from dprepro.errors import InputError
-from dprepro.files import sweep_folder, write_text
+from dprepro.files import sweep_folder, write_bytes, write_text
 from dprepro.lock import RunLock
 
 
@@ -99,6 +99,13 @@ def cmd_select(args) -> None:
                     sweep, choice, chosen, args.seeds, refitted=selection.refit(
                     choice, chosen, choice['refit']['noise_multiplier']))
     written = [selection.write_selection(sweep, out, choices) for out in (args.out, args.record) if out]
+    if args.record:             # the grid's table beside the choice: what `dprepro frontier` reads the trials from
+        for name in ("frontier.json", "frontier.md", "frontier.png"):
+            source = sweep_folder(args.out, sweep.name, sweep.version) / name
+            if source.is_file():
+                target = sweep_folder(args.record, sweep.name, sweep.version) / name
+                write_bytes(target, source.read_bytes())
+                written.append(target)
     for path, text in specs.items():
         write_text(path, text)
         written.append(path)

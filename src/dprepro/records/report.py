@@ -11,7 +11,7 @@ from scipy import stats
 from dprepro import accounting, files
 from dprepro.files import write_text
 from dprepro.records.result import as_float
-from dprepro.records import averaging_ab, selective_report, tuned
+from dprepro.records import averaging_ab, selective_report, tuned, tuned_frontier
 from dprepro.records.read import load_result
 from dprepro.records.report_figures import ACCOUNTANT_COLUMNS, figures
 from dprepro.records.result import AuditRecord, EpsilonBlock, Pinned, Result
@@ -279,6 +279,7 @@ def write_report(results_dir) -> Path:
         *audit_table(pinned, results_dir),
         *sweep_sections(results_dir),
         *tuned.table(results_dir, tuned_rows),
+        *tuned_frontier.table(tuned_frontier.points(results_dir, results)),
         *[f"![{n}](figures/{n})" for n in names],
         "",
     ])
