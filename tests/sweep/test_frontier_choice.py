@@ -127,3 +127,20 @@ def test_a_search_without_a_record_is_refused_before_any_calibration(tmp_path):
     assert done.returncode == 2
     assert "frontier.json: missing: the search" in done.stderr and done.stderr.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_the_report_puts_each_point_beside_its_own_pin_and_its_goal():
+    """results/README.md's frontier section: each point's row carries its pinned run's test mean (read here
+    from the pin's result.json) and the goal at that target; a point whose pin is missing says so."""
+    from dprepro.records import tuned_frontier
+    from dprepro.records.read import load_result
+
+    record = json.loads((RESULTS / "sweeps" / "tuned-frontier" / "v1" / "choice.json").read_text())
+    pins = {p["pin_name"]: load_result(RESULTS / p["pin_name"] / "v1" / "result.json") for p in record["points"]}
+    lines = tuned_frontier.table(tuned_frontier.points(RESULTS, list(pins.values())))
+    for point in record["points"]:
+        row = next(line for line in lines if line.startswith(f"| {point['target']:g} | {point['pin_name']} |"))
+        assert f"{100 * pins[point['pin_name']].test_accuracy['mean']:.2f} ± " in row
+        assert ("Fu et al." in row) == (point["target"] in (1, 2, 3, 4))
+    unpinned = tuned_frontier.table(tuned_frontier.points(RESULTS, []))
+    assert sum("not pinned" in line for line in unpinned) == len(record["points"])

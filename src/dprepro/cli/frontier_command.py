@@ -40,8 +40,10 @@ def cmd_frontier(args) -> None:
         chosen = {c.name: c.spec for s in design.searches for c in s.cells}
         for point in record["points"]:
             if point["pinned_as"] is None and point["pin_name"] not in {Path(p).stem for p in specs}:
+                also = tuple(p["target"] for p in record["points"]
+                             if p["pin_name"] == point["pin_name"] and p["target"] > point["target"])
                 specs[args.experiments / f"{point['pin_name']}.yaml"] = frontier_choice.pin_spec(
-                    design, point, chosen[point["chosen"]], args.seeds)
+                    design, point, chosen[point["chosen"]], args.seeds, also)
     written = [frontier_choice.write_choice(args.results, record)]
     for path, text in specs.items():
         write_text(path, text)

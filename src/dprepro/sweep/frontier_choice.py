@@ -183,7 +183,7 @@ def choose(design: FrontierDesign, results: Path, experiments: Path) -> dict:
     """The frontier: per target, the chosen trial, its candidates' count, both epsilons and its pin."""
     every = [t for sweep in design.searches for t in trials(sweep, results)]
     pins = shipped_pins(experiments)
-    points = []
+    points, named = [], {}           # a trial chosen at several targets is pinned once, by its first name
     for target in design.targets:
         candidates = [t for t in every if t.epsilon <= target]
         if not candidates:
@@ -197,7 +197,7 @@ def choose(design: FrontierDesign, results: Path, experiments: Path) -> dict:
             "candidates": len(candidates),
             "epsilon_with_search": search_epsilon(runs, 1, best.spec, best.spec.privacy.delta),
             "pinned_as": pins.get(identity(best.spec)),
-            "pin_name": pins.get(identity(best.spec)) or f"{design.name}-eps{target:g}"})
+            "pin_name": pins.get(identity(best.spec)) or named.setdefault(best.cell, f"{design.name}-eps{target:g}")})
     whole = [t.spec for t in every for _ in range(t.seeds)]
     return {"design": design.name, "version": design.version, "design_file": design.path,
             "chosen_on": "validation accuracy (mean over the trial's seeds); the test set is never read to choose",
@@ -207,8 +207,9 @@ def choose(design: FrontierDesign, results: Path, experiments: Path) -> dict:
             "points": points}
 
 
-def pin_spec(design: FrontierDesign, point: dict, chosen: Spec, seeds: list) -> str:
-    """A chosen trial that no shipped spec pins, as an experiment spec file of its own."""
+def pin_spec(design: FrontierDesign, point: dict, chosen: Spec, seeds: list, also: tuple = ()) -> str:
+    """A chosen trial that no shipped spec pins, as an experiment spec file of its own (`also`: the
+    larger targets at which the same trial was chosen again)."""
     import yaml
     raw = chosen.to_dict()
     search = point["epsilon_with_search"]
@@ -220,7 +221,9 @@ def pin_spec(design: FrontierDesign, point: dict, chosen: Spec, seeds: list) -> 
         f"never trained on) of the {point['candidates']} trials whose epsilon of record is within the target. Its "
         f"epsilon of record ({point['epsilon_of_record']:.3f}) excludes that search; with it (every candidate and one "
         f"run of this schedule composed, {search['accountant']}) epsilon is {search['epsilon']:.3f} at delta "
-        f"{search['delta']:g}.")
+        f"{search['delta']:g}."
+        + (f" The same trial is the frontier's point at {' and '.join(f'{t:g}' for t in also)} too (no better "
+           f"validation score among the trials added there)." if also else ""))
     raw["source"] = (f"dprepro's own search: `dprepro frontier {design.path}` "
                      f"(results/sweeps/{design.name}/v{design.version}/choice.json).")
     header = f"# Written by `dprepro frontier {design.path}`: the tuned frontier's point at {point['target']:g}.\n"
