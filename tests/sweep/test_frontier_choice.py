@@ -136,11 +136,13 @@ def test_the_report_puts_each_point_beside_its_own_pin_and_its_goal():
     from dprepro.records.read import load_result
 
     record = json.loads((RESULTS / "sweeps" / "tuned-frontier" / "v1" / "choice.json").read_text())
-    pins = {p["pin_name"]: load_result(RESULTS / p["pin_name"] / "v1" / "result.json") for p in record["points"]}
+    pins = {name: load_result(RESULTS / name / "v1" / "result.json")
+            for name in {p["pin_name"] for p in record["points"]} | set(tuned_frontier.EARLIER_PINS.values())}
     lines = tuned_frontier.table(tuned_frontier.points(RESULTS, list(pins.values())))
     for point in record["points"]:
         row = next(line for line in lines if line.startswith(f"| {point['target']:g} | {point['pin_name']} |"))
         assert f"{100 * pins[point['pin_name']].test_accuracy['mean']:.2f} ± " in row
         assert ("Fu et al." in row) == (point["target"] in (1, 2, 3, 4))
+        assert ("above tuned-scatternet-linear-eps" in row) == (point["target"] in (0.5, 8))
     unpinned = tuned_frontier.table(tuned_frontier.points(RESULTS, []))
     assert sum("not pinned" in line for line in unpinned) == len(record["points"])

@@ -28,9 +28,13 @@ which chose without noise.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from dprepro import files
 from dprepro.errors import InputError, field_name, shown
@@ -168,8 +172,6 @@ def trials(sweep: Sweep, results: Path) -> list[Trial]:
 def identity(spec: Spec) -> str:
     """What a schedule trains, without its name, version, seeds and prose: equal for a trial and the
     shipped spec that pins it."""
-    import hashlib
-    import json
     content = {k: v for k, v in spec.to_dict().items() if k not in IDENTITY_EXCLUDES}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -210,7 +212,6 @@ def choose(design: FrontierDesign, results: Path, experiments: Path) -> dict:
 def pin_spec(design: FrontierDesign, point: dict, chosen: Spec, seeds: list, also: tuple = ()) -> str:
     """A chosen trial that no shipped spec pins, as an experiment spec file of its own (`also`: the
     larger targets at which the same trial was chosen again)."""
-    import yaml
     raw = chosen.to_dict()
     search = point["epsilon_with_search"]
     raw.update(name=point["pin_name"], version=1, seeds=list(seeds), expected={})
