@@ -47,7 +47,7 @@ def table(rows: list[dict]) -> list[str]:
              "of record is within the target, pinned with 3 seeds on the same 55,000 examples. ε with the search",
              "composes every candidate (each seed) and the pin (rdp); the validation examples chose without noise.",
              "Goal: Fu et al.'s published DPSUR accuracy at that ε (its ε does not hold), else the earlier pin.", "",
-             "| target ε | pinned spec | search | validation | test accuracy, mean ± std (n) | ε of record (pld) | "
+             "| target ε | pinned spec | search | validation (the trial) | test accuracy, mean ± std (n) | ε of record (pld) | "
              "ε with the search (rdp) | candidates | goal | met |",
              "|" + " --- |" * 10]
     last, rising = None, True
