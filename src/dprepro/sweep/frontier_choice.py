@@ -37,12 +37,12 @@ from pathlib import Path
 import yaml
 
 from dprepro import files
-from dprepro.errors import InputError, field_name, shown
+from dprepro.errors import InputError, shown
 from dprepro.files import read_yaml
 from dprepro.spec import Spec, load_spec
 from dprepro.spec.schema import MAX_VERSION, check_kind
 from dprepro.sweep.selection import SEARCH_ACCOUNTANT, search_epsilon
-from dprepro.sweep.sweep_spec import Sweep, load_sweep
+from dprepro.sweep.sweep_spec import Sweep, load_sweep, read_document
 
 SCHEMA = 1
 FIELDS = {"schema", "name", "version", "description", "searches", "targets"}
@@ -75,21 +75,8 @@ def load_design(path, results: Path) -> FrontierDesign:
     """Read and validate a design file and rebuild its searches' trials from the records under
     `results`; InputError naming the file and the field on any fault."""
     path = str(path)
-    raw = read_yaml(path, "frontier design")
-
-    def fail(field, message):
-        raise InputError(f"{path}: {field}: {message}")
-
-    if not isinstance(raw, dict):
-        fail("(top level)", "must be a mapping of fields")
-    for key in raw:
-        if key not in FIELDS:
-            fail(field_name(key), f"unknown field (known: {', '.join(sorted(FIELDS))})")
-    for key in ("schema", "name", "version", "searches", "targets"):
-        if key not in raw:
-            fail(key, "required field missing")
-    if raw["schema"] != SCHEMA:
-        fail("schema", f"unsupported schema {shown(raw['schema'])} (this dprepro reads frontier schema {SCHEMA})")
+    raw, fail = read_document(path, "frontier design", FIELDS, ("schema", "name", "version", "searches", "targets"),
+                              SCHEMA)
     check_kind(raw["name"], "name", "name", fail)
     check_kind(raw["version"], "int", "version", fail)
     if not 1 <= raw["version"] <= MAX_VERSION:

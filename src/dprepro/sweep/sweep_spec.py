@@ -70,21 +70,7 @@ def load_sweep(path, written: Path | None = None, recorded: dict | None = None) 
     record (frontier.json): such a cell takes that noise without an epsilon evaluation, and must then
     hash to the recorded content (InputError otherwise: the sweep changed since the record)."""
     path = str(path)
-    raw = read_yaml(path, "sweep")
-
-    def fail(field, message):
-        raise InputError(f"{path}: {field}: {message}")
-
-    if not isinstance(raw, dict):
-        fail("(top level)", "must be a mapping of fields")
-    for key in raw:
-        if key not in FIELDS:
-            fail(field_name(key), f"unknown field (known: {', '.join(sorted(FIELDS))})")
-    for key in ("schema", "name", "version", "base", "grid", "seeds"):
-        if key not in raw:
-            fail(key, "required field missing")
-    if raw["schema"] != SCHEMA:
-        fail("schema", f"unsupported schema {shown(raw['schema'])} (this dprepro reads sweep schema {SCHEMA})")
+    raw, fail = read_document(path, "sweep", FIELDS, ("schema", "name", "version", "base", "grid", "seeds"), SCHEMA)
     for key, kind in (("name", "name"), ("version", "int"), ("seeds", "seeds"), ("nonprivate", "bool")):
         if key in raw:          # the experiment spec's own checks for the fields the two share
             check_kind(raw[key], kind, key, fail)
@@ -120,6 +106,28 @@ def load_sweep(path, written: Path | None = None, recorded: dict | None = None) 
         fail("grid", "two cells get the same name (repeated values?)")
     return Sweep(path, raw["name"], raw["version"], raw.get("description", ""), base, grid,
                  raw.get("nonprivate", False), seeds, expanded)
+
+
+def read_document(path: str, kind: str, fields: set, required: tuple, schema: int):
+    """A versioned YAML document of `kind` (a sweep, a frontier design): its mapping, checked for unknown
+    and missing fields and its schema, and the `fail(field, message)` that raises InputError naming
+    the file and the field."""
+    raw = read_yaml(path, kind)
+
+    def fail(field, message):
+        raise InputError(f"{path}: {field}: {message}")
+
+    if not isinstance(raw, dict):
+        fail("(top level)", "must be a mapping of fields")
+    for key in raw:
+        if key not in fields:
+            fail(field_name(key), f"unknown field (known: {', '.join(sorted(fields))})")
+    for key in required:
+        if key not in raw:
+            fail(key, "required field missing")
+    if raw["schema"] != schema:
+        fail("schema", f"unsupported schema {shown(raw['schema'])} (this dprepro reads {kind} schema {schema})")
+    return raw, fail
 
 
 def _axis(key, values, base: Spec, fail) -> list:
