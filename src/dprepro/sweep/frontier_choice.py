@@ -28,8 +28,6 @@ which chose without noise.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +44,6 @@ from dprepro.sweep.sweep_spec import Sweep, load_sweep, read_document
 
 SCHEMA = 1
 FIELDS = {"schema", "name", "version", "description", "searches", "targets"}
-IDENTITY_EXCLUDES = ("name", "version", "seeds", "description", "source", "expected")
 
 
 @dataclass(frozen=True)
@@ -109,16 +106,12 @@ def load_design(path, results: Path) -> FrontierDesign:
                           [float(t) for t in targets])
 
 
-def record_folder(results: Path, name: str, version: int) -> Path:
-    return files.sweep_folder(results, name, version)
-
-
 def recorded_noises(results: Path, raw: dict, where: str) -> dict:
     """{cell: (noise, spec_sha256)} of a search's committed frontier.json; InputError when there is
     none (the frontier chooses from records: it never calibrates or trains)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not isinstance(raw.get("version"), int):
         raise InputError(f"{where}: name / version: missing or not a name and an integer")
-    path = record_folder(results, raw["name"], raw["version"]) / "frontier.json"
+    path = files.sweep_folder(results, raw["name"], raw["version"]) / "frontier.json"
     if not path.is_file():
         raise InputError(f"{path}: missing: the search {where} has no record under {results} "
                          f"(`make tune TUNE={raw['name']}` writes it)")
@@ -129,7 +122,7 @@ def recorded_noises(results: Path, raw: dict, where: str) -> dict:
 
 def trials(sweep: Sweep, results: Path) -> list[Trial]:
     """Every private cell of a search with its recorded scores; InputError when its record is missing."""
-    folder = record_folder(results, sweep.name, sweep.version)
+    folder = files.sweep_folder(results, sweep.name, sweep.version)
     cells_path, chosen_path = folder / "frontier.json", folder / "selection.json"
     for p in (cells_path, chosen_path):
         if not p.is_file():
@@ -158,9 +151,8 @@ def trials(sweep: Sweep, results: Path) -> list[Trial]:
 
 def identity(spec: Spec) -> str:
     """What a schedule trains, without its name, version, seeds and prose: equal for a trial and the
-    shipped spec that pins it."""
-    content = {k: v for k, v in spec.to_dict().items() if k not in IDENTITY_EXCLUDES}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    shipped spec that pins it (the spec's own content hash, those three fields set alike)."""
+    return spec.replace({"name": "schedule", "version": 1, "seeds": [0]}).sha256
 
 
 def shipped_pins(experiments: Path) -> dict:
@@ -219,7 +211,7 @@ def pin_spec(design: FrontierDesign, point: dict, chosen: Spec, seeds: list, als
 
 
 def write_choice(results: Path, record: dict) -> Path:
-    path = record_folder(results, record["design"], record["version"]) / "choice.json"
+    path = files.sweep_folder(results, record["design"], record["version"]) / "choice.json"
     files.write_json(path, record)
     return path
 
