@@ -68,7 +68,8 @@ def test_a_written_cells_noise_is_reused_only_when_it_checks(tmp_path, monkeypat
     """`load_sweep(..., written=OUT)` takes a cell's noise from the cell spec an earlier sweep wrote
     there, after two epsilon evaluations (calibration.is_calibration) instead of a search. A written
     noise one step (1e-4) too high, whose epsilon is still within the target, fails the check and is
-    calibrated again; so is an unreadable file. The cells come out the same either way."""
+    calibrated again; so is an unreadable file. The cells come out the same either way, and each
+    calibration, and only a calibration, is announced through `progress` (a PLD search takes minutes)."""
     fresh = load_sweep(FRONTIER)
     out = tmp_path / "out"
     specs = out / "sweeps" / "frontier" / "v1" / "specs"
@@ -81,9 +82,11 @@ def test_a_written_cells_noise_is_reused_only_when_it_checks(tmp_path, monkeypat
     (specs / "frontier-eps1.yaml").write_text("privacy: [not a spec")
     calibrated, real = [], calibration.calibrate
     monkeypatch.setattr(calibration, "calibrate", lambda spec, *a: calibrated.append(spec.name) or real(spec, *a))
-    again = load_sweep(FRONTIER, written=out)
+    said = []                                   # the progress lines the CLI prints: one per real calibration
+    again = load_sweep(FRONTIER, written=out, progress=said.append)
     assert [c.spec.sha256 for c in again.cells] == [c.spec.sha256 for c in fresh.cells]
     assert calibrated == ["frontier-eps1", "frontier-eps2"]
+    assert said == [f"calibrating the noise of frontier-eps{t} to rdp epsilon {t}" for t in (1, 2)]
     assert load_sweep(FRONTIER, written=tmp_path / "nothing-here").cells[3].spec.sha256 == fresh.cells[3].spec.sha256
     assert len(calibrated) == 7
 

@@ -32,7 +32,8 @@ def precheck_sweep(args) -> None:
     if not args.cpus_per_run > 0 or args.gpus_per_run < 0:
         raise InputError(f"--cpus-per-run / --gpus-per-run: need a positive CPU share and a GPU share >= 0, "
                          f"got {args.cpus_per_run} / {args.gpus_per_run}")
-    args.sweep_loaded = load_sweep(args.sweep, written=args.out)     # a rerun reuses the cells' checked noise
+    args.sweep_loaded = load_sweep(args.sweep, written=args.out,     # a rerun reuses the cells' checked noise
+                                   progress=lambda line: print(f"sweep: {line}", flush=True))
 
 
 def cmd_sweep(args) -> int:
@@ -79,7 +80,8 @@ def precheck_select(args) -> None:
 
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         raise InputError(f"--seeds: distinct integers >= 0, got {' '.join(map(str, args.seeds))}")
-    args.sweep_loaded = load_sweep(args.sweep, written=args.out)     # the sweep's cells' checked noise
+    args.sweep_loaded = load_sweep(args.sweep, written=args.out,     # the sweep's cells' checked noise
+                                   progress=lambda line: print(f"select: {line}", flush=True))
 
 
 def cmd_select(args) -> None:

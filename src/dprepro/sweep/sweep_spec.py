@@ -61,14 +61,15 @@ class Sweep:
     cells: list
 
 
-def load_sweep(path, written: Path | None = None, recorded: dict | None = None) -> Sweep:
+def load_sweep(path, written: Path | None = None, recorded: dict | None = None, progress=None) -> Sweep:
     """Read, validate and expand a sweep file; InputError naming the file and the field on any fault.
     `written`: the OUT folder of an earlier `dprepro sweep` of it. A cell's noise found in the cell
     spec it wrote there (OUT/sweeps/<name>/v<version>/specs/) is reused when it checks as the
     calibration's (calibration.is_calibration: two epsilon evaluations instead of a search); any
     other cell is calibrated. `recorded`: {cell name: (noise, spec_sha256)} from a search's committed
     record (frontier.json): such a cell takes that noise without an epsilon evaluation, and must then
-    hash to the recorded content (InputError otherwise: the sweep changed since the record)."""
+    hash to the recorded content (InputError otherwise: the sweep changed since the record).
+    `progress`: called with one line per calibration started (a PLD search can take minutes a cell)."""
     path = str(path)
     raw, fail = read_document(path, "sweep", FIELDS, ("schema", "name", "version", "base", "grid", "seeds"), SCHEMA)
     for key, kind in (("name", "name"), ("version", "int"), ("seeds", "seeds"), ("nonprivate", "bool")):
@@ -97,7 +98,8 @@ def load_sweep(path, written: Path | None = None, recorded: dict | None = None) 
     if len(cells) > MAX_CELLS:
         fail("grid", f"{len(cells)} cells; at most {MAX_CELLS}")
     sweep = {"name": raw["name"], "version": raw["version"], "seeds": seeds,
-             "written": written_noises(written, raw["name"], raw["version"]), "recorded": recorded or {}}
+             "written": written_noises(written, raw["name"], raw["version"]), "recorded": recorded or {},
+             "progress": progress or (lambda line: None)}
     expanded = [_cell(dict(zip(grid, combo)), base, sweep, path, fail) for combo in cells]
     if raw.get("nonprivate", False):
         expanded.append(_nonprivate_cell(base, sweep, path, fail))
@@ -186,6 +188,7 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
         spec = _replaced(base, changes, where)   # the cell's schedule, to calibrate its noise
         noise, recorded_sha = sweep["recorded"].get(name, (sweep["written"].get(name), None))
         if recorded_sha is None and (noise is None or not calibration.is_calibration(spec, noise, target, accountant)):
+            sweep["progress"](f"calibrating the noise of {name} to {accountant} epsilon {target:g}")
             try:
                 noise = calibration.calibrated_noise(spec, target, accountant)
             except ValueError as e:
