@@ -1,6 +1,7 @@
 """The tuned frontier (`dprepro frontier`, sweep/frontier_choice.py): one choice per target epsilon of
 record over every recorded search, on validation only, remade from the committed records."""
 
+import dataclasses
 import json
 import shutil
 
@@ -14,6 +15,10 @@ from dprepro.sweep import frontier_choice
 
 DESIGN = EXPERIMENTS / "sweeps" / "tuned-frontier.yaml"
 RESULTS = ROOT / "results"
+
+
+def choice_path(version: int):
+    return RESULTS / "sweeps" / "tuned-frontier" / f"v{version}" / "choice.json"
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +60,10 @@ def test_each_point_is_the_best_validation_score_within_its_target_and_never_fal
 
 
 def test_the_committed_choice_is_what_the_records_give_now(remade):
-    """results/sweeps/tuned-frontier/v1/choice.json is remade from the committed records; the
-    epsilons are RDP sums of the same events (1e-9: float rounding only)."""
-    _, record = remade
-    committed = json.loads((RESULTS / "sweeps" / "tuned-frontier" / "v1" / "choice.json").read_text())
+    """results/sweeps/tuned-frontier/v<the design's version>/choice.json is remade from the committed
+    records; the epsilons are RDP sums of the same events (1e-9: float rounding only)."""
+    design, record = remade
+    committed = json.loads(choice_path(design.version).read_text())
     assert [p["chosen"] for p in committed["points"]] == [p["chosen"] for p in record["points"]]
     assert [p["pin_name"] for p in committed["points"]] == [p["pin_name"] for p in record["points"]]
     for a, b in zip(committed["points"], record["points"]):
@@ -136,7 +141,7 @@ def test_the_report_puts_each_point_beside_its_own_pin_and_its_goal():
     from dprepro.records import tuned_frontier
     from dprepro.records.read import load_result
 
-    record = json.loads((RESULTS / "sweeps" / "tuned-frontier" / "v1" / "choice.json").read_text())
+    record = json.loads(choice_path(yaml.safe_load(DESIGN.read_text())["version"]).read_text())
     pins = {name: load_result(RESULTS / name / "v1" / "result.json")
             for name in {p["pin_name"] for p in record["points"]} | set(tuned_frontier.EARLIER_PINS.values())}
     lines = tuned_frontier.table(tuned_frontier.points(RESULTS, list(pins.values())))
@@ -147,3 +152,22 @@ def test_the_report_puts_each_point_beside_its_own_pin_and_its_goal():
         assert ("above tuned-scatternet-linear-eps" in row) == (point["target"] in (0.5, 8))
     unpinned = tuned_frontier.table(tuned_frontier.points(RESULTS, []))
     assert sum("not pinned" in line for line in unpinned) == len(record["points"])
+
+
+def test_a_new_version_of_a_design_names_its_pins_apart_and_the_report_shows_only_it(tmp_path):
+    """A design's v2 may choose another trial at a target its v1 pinned: the new pin is named
+    `<design>-v2-eps<t>` so that v1's pin keeps its name and result, and the report shows the latest
+    choice of each design only (v1's choice.json stays as the record v1's pins cite)."""
+    from dprepro.records import tuned_frontier
+
+    design = frontier_choice.FrontierDesign("d.yaml", "tuned-frontier", 1, "", [], [3.0])
+    assert frontier_choice.pin_name(design, 3.0) == "tuned-frontier-eps3"
+    assert frontier_choice.pin_name(dataclasses.replace(design, version=2), 0.5) == "tuned-frontier-v2-eps0.5"
+    old = json.loads(choice_path(1).read_text())
+    for version, chosen in ((1, "old"), (2, "new"), (10, "newest")):
+        folder = tmp_path / "sweeps" / "tuned-frontier" / f"v{version}"
+        folder.mkdir(parents=True)
+        record = {**old, "version": version, "points": [{**p, "chosen": chosen} for p in old["points"]]}
+        (folder / "choice.json").write_text(json.dumps(record))
+    rows = tuned_frontier.points(tmp_path, [])
+    assert len(rows) == len(old["points"]) and {r["chosen"] for r in rows} == {"newest"}

@@ -26,10 +26,16 @@ def goal(target: float, by_name: dict) -> tuple[float, str, bool] | None:
 
 
 def points(results_dir: Path, results: list[Result]) -> list[dict]:
-    """One row per point of every recorded frontier choice, with its pinned result (None if unpinned)."""
+    """One row per point of each design's latest recorded choice (an earlier version's choice.json stays as
+    the record its pins cite), with its pinned result (None if unpinned)."""
     by_name = {r.name: r for r in results}
+    latest = {}
+    for path in Path(results_dir).glob("sweeps/*/v*/choice.json"):
+        version = int(path.parent.name[1:]) if path.parent.name[1:].isdigit() else 0
+        if version > latest.get(path.parent.parent, (0, None))[0]:
+            latest[path.parent.parent] = (version, path)
     out = []
-    for path in sorted(Path(results_dir).glob("sweeps/*/v*/choice.json")):
+    for _, path in (latest[design] for design in sorted(latest)):
         record = files.read_json(path, "a frontier choice")
         with files.reading(path, "the frontier choice"):
             for point in record["points"]:

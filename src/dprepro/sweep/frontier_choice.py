@@ -160,6 +160,12 @@ def shipped_pins(experiments: Path) -> dict:
     return {identity(spec): spec.name for spec in map(load_spec, sorted(Path(experiments).glob("*.yaml")))}
 
 
+def pin_name(design: FrontierDesign, target: float) -> str:
+    """A new point's spec name: `<design>-eps<t>`, from version 2 on `<design>-v<version>-eps<t>`, so that
+    an earlier version's pin of another trial at the same target keeps its name and its result."""
+    return f"{design.name}-eps{target:g}" if design.version == 1 else f"{design.name}-v{design.version}-eps{target:g}"
+
+
 def choose(design: FrontierDesign, results: Path, experiments: Path) -> dict:
     """The frontier: per target, the chosen trial, its candidates' count, both epsilons and its pin."""
     every = [t for sweep in design.searches for t in trials(sweep, results)]
@@ -178,7 +184,7 @@ def choose(design: FrontierDesign, results: Path, experiments: Path) -> dict:
             "candidates": len(candidates),
             "epsilon_with_search": search_epsilon(runs, 1, best.spec, best.spec.privacy.delta),
             "pinned_as": pins.get(identity(best.spec)),
-            "pin_name": pins.get(identity(best.spec)) or named.setdefault(best.cell, f"{design.name}-eps{target:g}")})
+            "pin_name": pins.get(identity(best.spec)) or named.setdefault(best.cell, pin_name(design, target))})
     whole = [t.spec for t in every for _ in range(t.seeds)]
     return {"design": design.name, "version": design.version, "design_file": design.path,
             "chosen_on": "validation accuracy (mean over the trial's seeds); the test set is never read to choose",
