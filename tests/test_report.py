@@ -3,6 +3,8 @@
 import shutil
 from pathlib import Path
 
+import yaml
+
 from conftest import run_cli_in_process
 from dprepro.spec import ENGINE_VERSIONS
 
@@ -110,7 +112,8 @@ def test_report_shows_the_tuned_frontier(tmp_path):
     (results / "sweeps" / "frontier" / "v1").mkdir(parents=True)
     shutil.copy(pinned / "sweeps" / "frontier" / "v1" / "frontier.json", results / "sweeps" / "frontier" / "v1")
     names, skipped = {}, []
-    frontier = json.loads((pinned / "sweeps" / "tuned-frontier" / "v1" / "choice.json").read_text())
+    design = yaml.safe_load((ROOT / "experiments" / "sweeps" / "tuned-frontier.yaml").read_text())
+    frontier = json.loads((pinned / "sweeps" / "tuned-frontier" / f"v{design['version']}" / "choice.json").read_text())
     for selection in sorted(pinned.glob("sweeps/tuned-*/v1/selection.json")):
         record = json.loads(selection.read_text())
         if f"{record['sweep']} v1" in frontier["searches"] and not list(ROOT.glob(f"experiments/{record['sweep']}-*.yaml")):
