@@ -6,6 +6,7 @@ noise written is at most the target."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import dp_accounting
@@ -25,6 +26,14 @@ def calibrated_noise(spec: Spec, target_epsilon: float, accountant: str) -> floa
     refit writes into its spec."""
     sigma = calibrate(spec, target_epsilon, accountant)
     return math.ceil(sigma * 10 ** NOISE_DECIMALS) / 10 ** NOISE_DECIMALS
+
+
+def schedule_key(spec: Spec) -> str:
+    """What calibration depends on, as text: the spec's planned schedule (examples, batch, steps,
+    sampling, sensitivity, releases, tests, delta) without its noise. Two specs with the same key get the
+    same calibrated noise for the same target and accountant."""
+    schedule = dataclasses.replace(Schedule.planned(spec), noise_multiplier=0.0)
+    return json.dumps(dataclasses.asdict(schedule), sort_keys=True)
 
 
 def is_calibration(spec: Spec, noise: float, target_epsilon: float, accountant: str) -> bool:

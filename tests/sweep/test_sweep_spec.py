@@ -145,3 +145,20 @@ def test_the_tuned_frontier_search_expands_and_holds_validation_examples_out():
     sweep = load_sweep(EXPERIMENTS / "sweeps" / "tuned-scatternet-linear.yaml")
     assert len(sweep.cells) == 54 and sweep.base.data.validation_examples == 5000
     assert {c.spec.train_examples for c in sweep.cells} == {55000} and all(c.spec.poisson for c in sweep.cells)
+
+
+def test_cells_that_differ_only_outside_the_accounting_share_one_calibration(tmp_path, monkeypatch):
+    """A learning-rate axis does not change the schedule the accountant composes: its cells get one
+    search and the same noise, the one each would get alone. An epochs axis does change it: one search
+    per cell, and different noises."""
+    calibrated, real = [], calibration.calibrate
+    monkeypatch.setattr(calibration, "calibrate", lambda spec, *a: calibrated.append(spec.name) or real(spec, *a))
+    target = {"target_epsilon": {"accountant": "rdp", "values": [2]}}
+    said = []
+    by_lr = load_sweep(sweep_file(tmp_path, grid={**target, "training.learning_rate": [0.1, 0.2]}), progress=said.append)
+    assert len(calibrated) == len(said) == 1
+    noises = {c.spec.privacy.noise_multiplier for c in by_lr.cells}
+    assert noises == {calibration.calibrated_noise(by_lr.cells[1].spec, 2, "rdp")}
+    calibrated.clear()
+    by_epochs = load_sweep(sweep_file(tmp_path, grid={**target, "training.epochs": [1, 2]}))
+    assert len(calibrated) == 2 and len({c.spec.privacy.noise_multiplier for c in by_epochs.cells}) == 2

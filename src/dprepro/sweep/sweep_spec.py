@@ -99,7 +99,7 @@ def load_sweep(path, written: Path | None = None, recorded: dict | None = None, 
         fail("grid", f"{len(cells)} cells; at most {MAX_CELLS}")
     sweep = {"name": raw["name"], "version": raw["version"], "seeds": seeds,
              "written": written_noises(written, raw["name"], raw["version"]), "recorded": recorded or {},
-             "progress": progress or (lambda line: None)}
+             "progress": progress or (lambda line: None), "calibrated": {}}
     expanded = [_cell(dict(zip(grid, combo)), base, sweep, path, fail) for combo in cells]
     if raw.get("nonprivate", False):
         expanded.append(_nonprivate_cell(base, sweep, path, fail))
@@ -187,12 +187,19 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
         accountant, target = values[TARGET]
         spec = _replaced(base, changes, where)   # the cell's schedule, to calibrate its noise
         noise, recorded_sha = sweep["recorded"].get(name, (sweep["written"].get(name), None))
-        if recorded_sha is None and (noise is None or not calibration.is_calibration(spec, noise, target, accountant)):
-            sweep["progress"](f"calibrating the noise of {name} to {accountant} epsilon {target:g}")
-            try:
-                noise = calibration.calibrated_noise(spec, target, accountant)
-            except ValueError as e:
-                fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
+        # cells that differ only where the accounting does not look (the learning rate, say) share one noise,
+        # found (or a written one checked) once
+        key = (calibration.schedule_key(spec), target, accountant)
+        if recorded_sha is None and key in sweep["calibrated"]:
+            noise = sweep["calibrated"][key]
+        elif recorded_sha is None:
+            if noise is None or not calibration.is_calibration(spec, noise, target, accountant):
+                sweep["progress"](f"calibrating the noise of {name} to {accountant} epsilon {target:g}")
+                try:
+                    noise = calibration.calibrated_noise(spec, target, accountant)
+                except ValueError as e:
+                    fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
+            sweep["calibrated"][key] = noise
         changes["privacy.noise_multiplier"] = noise
         described.append(f"noise_multiplier {noise} (calibrated: {accountant} epsilon {target:g} at delta "
                          f"{spec.privacy.delta:g})")
