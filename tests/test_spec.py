@@ -20,7 +20,7 @@ def test_the_shipped_specs():
                        "tramer-boneh-scatternet-cnn", "tramer-boneh-scatternet-cnn-poisson",
                        "tramer-boneh-scatternet-linear", "tramer-boneh-scatternet-linear-poisson",
                        "tuned-cnn-tanh-eps3", "tuned-cnn-tanh-large-batch-refit-eps3", "tuned-cnn-tanh-refit-eps3",
-                       "tuned-frontier-eps3", "tuned-frontier-eps8",
+                       "tuned-frontier-eps3", "tuned-frontier-eps8", "tuned-frontier-v2-eps0.5", "tuned-frontier-v2-eps2",
                        "tuned-scatternet-linear-ema-eps1", "tuned-scatternet-linear-ema-eps2", "tuned-scatternet-linear-eps0.5", "tuned-scatternet-linear-eps1", "tuned-scatternet-linear-eps2",
                        "tuned-scatternet-linear-eps3", "tuned-scatternet-linear-eps4", "tuned-scatternet-linear-eps8",
                        "tuned-scatternet-linear-refined-eps3", "tuned-scatternet-linear-refined-refit-eps3",

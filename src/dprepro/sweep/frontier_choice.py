@@ -223,10 +223,11 @@ def write_choice(results: Path, record: dict) -> Path:
 
 
 def table(record: dict) -> str:
-    lines = [f"{'target':>7}  {'chosen trial':<58} {'val acc':>8} {'eps of record':>13} {'eps w/ search':>13} "
+    width = max([58] + [len(p["chosen"]) for p in record["points"]])      # the columns stay aligned
+    lines = [f"{'target':>7}  {'chosen trial':<{width}} {'val acc':>8} {'eps of record':>13} {'eps w/ search':>13} "
              f"{'cands':>5}  pinned as"]
     for p in record["points"]:
-        lines.append(f"{p['target']:>7g}  {p['chosen']:<58} {p['validation_accuracy']:>8.4f} "
+        lines.append(f"{p['target']:>7g}  {p['chosen']:<{width}} {p['validation_accuracy']:>8.4f} "
                      f"{p['epsilon_of_record']:>13.3f} {p['epsilon_with_search']['epsilon']:>13.3f} "
                      f"{p['candidates']:>5}  {p['pinned_as'] or p['pin_name'] + ' (to pin)'}")
     whole = record["epsilon_of_the_whole_design"]
