@@ -73,7 +73,7 @@ tune: $(STAMP) ## the tuning search on Ray (runs/sweeps/$(TUNE)/; 54 trials, abo
 	$(BIN)/dprepro sweep $(SPECS)/sweeps/$(TUNE).yaml --cpus-per-run 1
 	$(BIN)/dprepro select $(SPECS)/sweeps/$(TUNE).yaml --write-specs $(SPECS) --record results $(SELECT_FLAGS)
 
-frontier: $(STAMP) ## the tuned frontier from the searches' committed records (seconds): results/sweeps/tuned-frontier/v1/choice.json, and experiments/tuned-frontier-eps<t>.yaml for each point no shipped spec pins
+frontier: $(STAMP) ## the tuned frontier from the searches' committed records (seconds): results/sweeps/tuned-frontier/v<version>/choice.json, and experiments/tuned-frontier[-v<version>]-eps<t>.yaml for each point no shipped spec pins
 	$(BIN)/dprepro frontier $(SPECS)/sweeps/tuned-frontier.yaml --write-specs
 
 pin-sweep: $(STAMP) ## re-make the pinned frontier (results/sweeps/frontier/, models and logs beside; about 20 min)
