@@ -66,7 +66,8 @@ def load_sweep(path, written: Path | None = None, recorded: dict | None = None, 
     `written`: the OUT folder of an earlier `dprepro sweep` of it. A cell's noise found in the cell
     spec it wrote there (OUT/sweeps/<name>/v<version>/specs/) is reused when it checks as the
     calibration's (calibration.is_calibration: two epsilon evaluations instead of a search); any
-    other cell is calibrated. `recorded`: {cell name: (noise, spec_sha256)} from a search's committed
+    other cell is calibrated; cells with the same accounted schedule (calibration.schedule_key: a
+    learning-rate axis, say) share one noise, calibrated or checked once. `recorded`: {cell name: (noise, spec_sha256)} from a search's committed
     record (frontier.json): such a cell takes that noise without an epsilon evaluation, and must then
     hash to the recorded content (InputError otherwise: the sweep changed since the record).
     `progress`: called with one line per calibration started (a PLD search can take minutes a cell)."""
