@@ -45,6 +45,7 @@ def test_local_sweep_writes_two_results_the_table_and_the_figure(local):
     tmp, _, proc = local
     root = tmp / "out" / "sweeps" / "pair" / "v1"
     assert "[2/2]" in proc.stdout and "failures 0" in proc.stdout
+    assert proc.stdout.count(": writing its result.json") == 2       # the assembly says what it does, a cell at a time
     frontier = json.loads((root / "frontier.json").read_text())
     assert sorted(c["cell"] for c in frontier["cells"]) == ["pair-sigma1.3", "pair-sigma2.0"]
     assert (root / "frontier.png").stat().st_size > 10_000 and "| pair-sigma1.3 |" in (root / "frontier.md").read_text()
@@ -73,6 +74,7 @@ def test_rerun_skips_finished_cells(local):
     proc = sweep(path, tmp / "out")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("matches the cell's content hash, skipped") == 2 and "0 task(s) to run" in proc.stdout
+    assert "writing its result.json" not in proc.stdout
 
 
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path):

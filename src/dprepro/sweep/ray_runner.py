@@ -268,6 +268,9 @@ def assemble_cells(plan: SweepPlan, data_dir: Path, failures: list) -> list:
     for name, (cell, spec, _) in plan.cells.items():
         if name in failed_cells:
             continue
+        if name not in plan.kept:
+            print(f"sweep: {name}: writing its result.json (every accountant's epsilon; a PLD can take a minute)",
+                  flush=True)
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             result, path = pipeline.run_spec(spec, Path(cell.data_dir or data_dir), plan.root, plan.logs)
         finished.append((cell, result, path))
