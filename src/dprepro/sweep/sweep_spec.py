@@ -67,9 +67,10 @@ def load_sweep(path, written: Path | None = None, recorded: dict | None = None, 
     spec it wrote there (OUT/sweeps/<name>/v<version>/specs/) is reused when it checks as the
     calibration's (calibration.is_calibration: two epsilon evaluations instead of a search); any
     other cell is calibrated; cells with the same accounted schedule (calibration.schedule_key: a
-    learning-rate axis, say) share one noise, calibrated or checked once. `recorded`: {cell name: (noise, spec_sha256)} from a search's committed
-    record (frontier.json): such a cell takes that noise without an epsilon evaluation, and must then
-    hash to the recorded content (InputError otherwise: the sweep changed since the record).
+    learning-rate axis, say) share one noise, calibrated or checked once. `recorded`: {cell name:
+    (noise, spec_sha256)} from a search's committed record (frontier.json): such a cell takes that
+    noise without an epsilon evaluation, and must then hash to the recorded content (InputError
+    otherwise: the sweep changed since the record).
     `progress`: called with one line per calibration started (a PLD search can take minutes a cell)."""
     path = str(path)
     raw, fail = read_document(path, "sweep", FIELDS, ("schema", "name", "version", "base", "grid", "seeds"), SCHEMA)
@@ -188,19 +189,19 @@ def _cell(values: dict, base: Spec, sweep: dict, path: str, fail) -> Cell:
         accountant, target = values[TARGET]
         spec = _replaced(base, changes, where)   # the cell's schedule, to calibrate its noise
         noise, recorded_sha = sweep["recorded"].get(name, (sweep["written"].get(name), None))
-        # cells that differ only where the accounting does not look (the learning rate, say) share one noise,
-        # found (or a written one checked) once
-        key = (calibration.schedule_key(spec), target, accountant)
-        if recorded_sha is None and key in sweep["calibrated"]:
+        if recorded_sha is None:
+            # cells that differ only where the accounting does not look (the learning rate, say) share one
+            # noise, found (or a written one checked) once
+            key = (calibration.schedule_key(spec), target, accountant)
+            if key not in sweep["calibrated"]:
+                if noise is None or not calibration.is_calibration(spec, noise, target, accountant):
+                    sweep["progress"](f"calibrating the noise of {name} to {accountant} epsilon {target:g}")
+                    try:
+                        noise = calibration.calibrated_noise(spec, target, accountant)
+                    except ValueError as e:
+                        fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
+                sweep["calibrated"][key] = noise
             noise = sweep["calibrated"][key]
-        elif recorded_sha is None:
-            if noise is None or not calibration.is_calibration(spec, noise, target, accountant):
-                sweep["progress"](f"calibrating the noise of {name} to {accountant} epsilon {target:g}")
-                try:
-                    noise = calibration.calibrated_noise(spec, target, accountant)
-                except ValueError as e:
-                    fail(f"grid.{TARGET}.values", f"cell {name}: {e}")
-            sweep["calibrated"][key] = noise
         changes["privacy.noise_multiplier"] = noise
         described.append(f"noise_multiplier {noise} (calibrated: {accountant} epsilon {target:g} at delta "
                          f"{spec.privacy.delta:g})")
